@@ -1,0 +1,72 @@
+"""Figures the chapters share. Plotly where hovering helps (curves, frontiers, heatmaps)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from torch import Tensor
+
+from .metrics import cosine_matrix
+from .training import History
+
+
+
+def _configure_plotly() -> None:
+    """Inside a Jupyter kernel (but not Colab, which plotly detects itself), emit figures as
+    self-contained HTML with plotly.js embedded once per notebook: it shows in Jupyter, and the
+    rendered book can show it offline."""
+    if "ipykernel" in sys.modules and "google.colab" not in sys.modules:
+        pio.renderers.default = "notebook"
+
+
+_configure_plotly()
+
+FAMILY_COLORS = {"relu": "#1f77b4", "topk": "#ff7f0e", "mp": "#2ca02c", "e2e": "#d62728", "e2e+ds": "#9467bd"}
+
+
+def plot_histories(histories: Mapping[str, History], key: str = "loss", *, title: str | None = None) -> go.Figure:
+    """Training curves (log scale) of one quantity, one line per named run."""
+    fig = go.Figure()
+    for name, history in histories.items():
+        values = history.loss if key == "loss" else history.terms[key]
+        fig.add_trace(go.Scatter(y=values, mode="lines", name=name))
+    fig.update_layout(
+        title=title or f"training {key}", xaxis_title="step", yaxis_title=key, yaxis_type="log", height=380
+    )
+    return fig
+
+
+def plot_frontier(
+    points: Sequence[Mapping], *, x: str = "l0", y: str = "fvu", group: str = "family", label: str | None = None,
+    title: str = "sparsity vs reconstruction", log_y: bool = True,
+) -> go.Figure:
+    """A Pareto plot: one line per ``group`` through points given as dicts (e.g. from ``evaluate``)."""
+    fig = go.Figure()
+    for name in dict.fromkeys(p[group] for p in points):
+        members = sorted((p for p in points if p[group] == name), key=lambda p: p[x])
+        fig.add_trace(
+            go.Scatter(
+                x=[p[x] for p in members], y=[p[y] for p in members], mode="lines+markers", name=str(name),
+                text=[str(p[label]) for p in members] if label else None,
+                marker_color=FAMILY_COLORS.get(str(name)), line_color=FAMILY_COLORS.get(str(name)),
+                hovertemplate=f"{x}=%{{x:.3g}}<br>{y}=%{{y:.3g}}" + ("<br>%{text}" if label else "") + "<extra></extra>",
+            )
+        )
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=420)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def plot_cosines(a: Tensor, b: Tensor, *, title: str, a_label: str = "rows", b_label: str = "columns") -> go.Figure:
+    """Heatmap of the cosine similarity between every row of ``a`` and every row of ``b``
+    (pass the same matrix twice for a Gram matrix)."""
+    cos = cosine_matrix(a, b).cpu().numpy()
+    fig = go.Figure(go.Heatmap(z=cos, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True))
+    fig.update_layout(
+        title=title, xaxis_title=b_label, yaxis_title=a_label, yaxis_autorange="reversed", height=420, width=480
+    )
+    return fig

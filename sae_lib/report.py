@@ -1,0 +1,61 @@
+"""Replication checks: every claim a chapter makes, computed, asserted, and tabulated.
+
+``report.check(...)`` raises at once when a claim fails, so executing the chapter (nbval, the book
+build, CI) fails exactly where the claim stopped being true. ``report.record(...)`` notes a result
+that is reported but not asserted, for example where our run honestly differs from a paper.
+Each chapter ends with ``report.show()``; ``report.save()`` writes the checks for the scorecard page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+REPORTS_ENV = "SAE_BOOK_REPORTS"
+
+
+@dataclass
+class Check:
+    claim: str
+    paper: str
+    ours: str
+    status: str  # "pass", or a short word for an unasserted result such as "differs"
+
+
+class ReplicationReport:
+    """The replication checks of one chapter."""
+
+    def __init__(self, chapter: str):
+        self.chapter = chapter
+        self.checks: list[Check] = []
+
+    def check(self, claim: str, *, ours: str, passed: bool, paper: str = "—") -> None:
+        """Assert ``claim``: record it, and raise ``AssertionError`` naming it if ``passed`` is false."""
+        if not passed:
+            raise AssertionError(f"[{self.chapter}] replication check failed: {claim} (ours: {ours}; paper: {paper})")
+        self.checks.append(Check(claim, paper, ours, "pass"))
+
+    def record(self, claim: str, *, ours: str, status: str, paper: str = "—") -> None:
+        """Report a result without asserting it (say in the text why it is not asserted)."""
+        self.checks.append(Check(claim, paper, ours, status))
+
+    def table(self) -> pd.DataFrame:
+        frame = pd.DataFrame([asdict(c) for c in self.checks], columns=["claim", "paper", "ours", "status"])
+        frame.index = range(1, len(frame) + 1)
+        return frame
+
+    def show(self):
+        """The chapter's closing table (a pandas Styler, left-aligned for reading)."""
+        return self.table().style.set_properties(**{"text-align": "left"})
+
+    def save(self, directory: str | Path | None = None) -> Path:
+        """Write the checks as JSON (to ``$SAE_BOOK_REPORTS`` or ``directory``) for the scorecard page."""
+        directory = Path(directory or os.environ.get(REPORTS_ENV, "_checks"))
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.chapter}.json"
+        path.write_text(json.dumps([asdict(c) for c in self.checks], indent=2))
+        return path

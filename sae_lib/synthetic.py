@@ -1,0 +1,81 @@
+"""Synthetic activations whose ground truth is known: sparse features in superposition.
+
+Each sample is a sparse, non-negative combination of ``n_features`` unit-norm directions in
+``d`` dimensions. With ``n_features > d`` the directions cannot all be orthogonal: that is
+superposition, and the SAE's job is to recover the directions (the dictionary) and the codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class SyntheticData:
+    """Activations with their ground truth: ``x = codes @ dictionary + noise``."""
+
+    x: Tensor  # (N, d) the activations an SAE is trained on
+    codes: Tensor  # (N, n_features) the true sparse, non-negative codes
+    dictionary: Tensor  # (n_features, d) the true unit-norm feature directions
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def random_dictionary(n_features: int, d: int, *, seed: int = 0) -> Tensor:
+    """``n_features`` random unit vectors in ``R^d`` (nearly orthogonal when ``d`` is large)."""
+    _check_positive_int("n_features", n_features)
+    _check_positive_int("d", d)
+    gen = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n_features, d, generator=gen), dim=1)
+
+
+def superposition_data(
+    n_samples: int,
+    *,
+    n_features: int,
+    d: int,
+    p_active: float | Tensor = 0.05,
+    magnitude: tuple[float, float] = (1.0, 0.25),
+    noise: float = 0.0,
+    seed: int = 0,
+    dictionary: Tensor | None = None,
+) -> SyntheticData:
+    """Sample ``n_samples`` activations built from sparse features in superposition.
+
+    Feature ``i`` is active independently with probability ``p_active`` (a number, or one per feature),
+    with magnitude drawn from a normal ``(mean, std)`` and clipped below at 5% of the mean, so
+    active means clearly non-zero. Isotropic Gaussian noise of standard deviation ``noise`` is added.
+    The dictionary is :func:`random_dictionary` unless one is given.
+    """
+    _check_positive_int("n_samples", n_samples)
+    _check_positive_int("n_features", n_features)
+    _check_positive_int("d", d)
+    p = torch.as_tensor(p_active, dtype=torch.float32).expand(n_features).clone()
+    if not bool(((p > 0) & (p <= 1)).all()):
+        raise ValueError(f"p_active must lie in (0, 1] for every feature, got {p_active!r}")
+    mean, std = magnitude
+    if not (mean > 0 and std >= 0):
+        raise ValueError(f"magnitude must be (mean > 0, std >= 0), got {magnitude!r}")
+    if noise < 0:
+        raise ValueError(f"noise must be non-negative, got {noise!r}")
+    if dictionary is None:
+        dictionary = random_dictionary(n_features, d, seed=seed + 1)
+    elif dictionary.shape != (n_features, d):
+        raise ValueError(f"dictionary must have shape ({n_features}, {d}), got {tuple(dictionary.shape)}")
+
+    gen = torch.Generator().manual_seed(seed)
+    active = torch.rand(n_samples, n_features, generator=gen) < p
+    sizes = (mean + std * torch.randn(n_samples, n_features, generator=gen)).clamp_min(0.05 * mean)
+    codes = active * sizes
+    x = codes @ dictionary + noise * torch.randn(n_samples, d, generator=gen)
+    return SyntheticData(x=x, codes=codes, dictionary=dictionary)

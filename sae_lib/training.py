@@ -1,0 +1,201 @@
+"""One training loop for every SAE family and every objective.
+
+:func:`train_sae` owns what all SAE training shares: batching, Adam, the learning-rate schedule,
+gradient clipping, putting the dictionary back on the unit sphere, tracking dead latents, a progress
+bar and a history. What is being minimised is an *objective*: :class:`Reconstruction` (MSE plus the
+family's own terms) is the default; other objectives (for example end-to-end ones that read a model's
+output) plug into the same loop by implementing the small :class:`Objective` protocol.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from .saes import SAE
+
+
+class Objective(Protocol):
+    """What :func:`train_sae` minimises. ``__call__`` returns named loss terms (summed into the loss)
+    and the codes ``z`` of the batch (used to track which latents fire)."""
+
+    def check_data(self, sae: SAE, data: Tensor) -> None: ...
+
+    def initialize(self, sae: SAE, data: Tensor) -> None: ...
+
+    def __call__(self, sae: SAE, batch: Tensor, dead_mask: Tensor) -> tuple[dict[str, Tensor], Tensor]: ...
+
+
+class Reconstruction:
+    """The local objective: mean squared error between ``x`` and ``x_hat``, plus the family's terms
+    (L1 for :class:`~sae_lib.ReLUSAE`, AuxK for :class:`~sae_lib.TopKSAE`, nothing for MP)."""
+
+    def check_data(self, sae: SAE, data: Tensor) -> None:
+        if not isinstance(data, Tensor) or data.ndim != 2 or data.shape[1] != sae.d_in:
+            shape = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
+            raise ValueError(f"training data must be a (N, d_in={sae.d_in}) tensor of activations; got {shape}")
+        if not data.is_floating_point():
+            raise TypeError(f"training data must be floating point, got dtype {data.dtype}")
+        if not torch.isfinite(data).all():
+            bad = (~torch.isfinite(data)).sum().item()
+            raise ValueError(f"training data contains {bad} NaN or infinite values; clean them first")
+
+    @torch.no_grad()
+    def initialize(self, sae: SAE, data: Tensor) -> None:
+        """Start the pre-bias at the data mean, so the codes only have to explain deviations from it."""
+        sample = data[: 100_000].to(sae.b_dec.device, sae.b_dec.dtype)
+        sae.b_dec.copy_(sample.mean(0))
+
+    def __call__(self, sae: SAE, batch: Tensor, dead_mask: Tensor):
+        x_hat, z = sae(batch)
+        terms = {"mse": (x_hat - batch).pow(2).mean()}
+        terms.update(sae.extra_losses(batch, x_hat, z, dead_mask))
+        return terms, z
+
+
+@dataclass
+class History:
+    """What happened during training, one entry per step."""
+
+    loss: list[float] = field(default_factory=list)
+    terms: dict[str, list[float]] = field(default_factory=dict)
+    lr: list[float] = field(default_factory=list)
+    dead: list[int] = field(default_factory=list)  # latents silent for the last `dead_window` samples
+    seconds: float = 0.0
+
+    def final(self, key: str = "loss", window: int = 50) -> float:
+        """Mean of the last ``window`` steps of ``loss`` or of a named term (less noisy than the last step)."""
+        values = self.loss if key == "loss" else self.terms[key]
+        tail = values[-window:]
+        return sum(tail) / len(tail)
+
+
+def lr_factor(step: int, steps: int, schedule: str, warmup: float, decay: float, final_lr_frac: float) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based).
+
+    ``wsd``: linear warm-up, constant, then linear decay to ``final_lr_frac`` over the last ``decay``
+    fraction of the steps (the MP-SAE paper's schedule). ``cosine``: warm-up then cosine decay to
+    ``final_lr_frac`` (the e2e paper's). ``constant``: warm-up then flat.
+    """
+    n_warm = int(warmup * steps)
+    if step < n_warm:
+        return (step + 1) / n_warm
+    if schedule == "constant":
+        return 1.0
+    if schedule == "wsd":
+        n_decay = int(decay * steps)
+        start = steps - n_decay
+        if n_decay == 0 or step < start:
+            return 1.0
+        return 1.0 - (1.0 - final_lr_frac) * min(1.0, (step - start + 1) / n_decay)
+    if schedule == "cosine":
+        progress = min(1.0, (step - n_warm) / max(1, steps - n_warm))
+        return final_lr_frac + (1 - final_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {schedule!r}; use 'wsd', 'cosine' or 'constant'")
+
+
+def train_sae(
+    sae: SAE,
+    data: Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+    objective: Objective | None = None,
+    schedule: str = "wsd",
+    warmup: float = 0.05,
+    decay: float = 0.2,
+    final_lr_frac: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    grad_clip: float | None = 1.0,
+    dead_window: int = 100_000,
+    init_b_dec: bool = True,
+    progress: bool = True,
+    desc: str | None = None,
+) -> History:
+    """Train ``sae`` on the rows of ``data`` and return its :class:`History`.
+
+    ``data`` is whatever the objective reads, one example per row: a (N, d_in) tensor of activations
+    for the default :class:`Reconstruction`. Batches are drawn without replacement, reshuffled each
+    epoch, in an order fixed by ``seed``; ``seed`` also seeds torch's global generator, so a run is
+    reproducible on CPU. A latent counts as dead once it has not fired for ``dead_window`` samples.
+    Training stops with an error as soon as the loss is not finite. ``progress=False`` hides the bar
+    (so does the environment variable ``TQDM_DISABLE=1``, which the book's build sets).
+    """
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    lr_factor(0, steps, schedule, warmup, decay, final_lr_frac)  # validates the schedule name early
+    objective = objective if objective is not None else Reconstruction()
+    objective.check_data(sae, data)
+    if batch_size > len(data):
+        raise ValueError(f"batch_size={batch_size} is larger than the data ({len(data)} rows)")
+
+    torch.manual_seed(seed)
+    order_gen = torch.Generator().manual_seed(seed)
+    device = sae.W_dec.device
+    if init_b_dec:
+        objective.initialize(sae, data)
+    sae.renormalize_()
+    params = [p for p in sae.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, betas=betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps, schedule, warmup, decay, final_lr_frac)
+    )
+
+    history = History()
+    since_fired = torch.zeros(sae.n_latents, dtype=torch.long, device=device)
+    order, cursor = torch.randperm(len(data), generator=order_gen), 0
+    # Left to tqdm unless switched off, so TQDM_DISABLE=1 silences bars in headless runs (book, CI).
+    bar = tqdm(range(steps), desc=desc or f"training {type(sae).__name__}", mininterval=0.5,
+               **({} if progress else {"disable": True}))
+    start = time.perf_counter()
+    sae.train()
+    for step in bar:
+        if cursor + batch_size > len(order):
+            order, cursor = torch.randperm(len(data), generator=order_gen), 0
+        batch = data[order[cursor : cursor + batch_size]].to(device, non_blocking=True)
+        cursor += batch_size
+
+        dead_mask = since_fired >= dead_window
+        terms, z = objective(sae, batch, dead_mask)
+        loss = sum(terms.values())
+        values = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).tolist()
+        if not math.isfinite(values[0]):
+            detail = ", ".join(f"{k}={v:.4g}" for k, v in zip(terms, values[1:]))
+            raise FloatingPointError(
+                f"training stopped at step {step}: the loss is {values[0]} ({detail}). "
+                "Lower the learning rate, or check the data and the SAE's initialisation."
+            )
+
+        history.lr.append(optimizer.param_groups[0]["lr"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        scheduler.step()
+        sae.renormalize_()
+
+        with torch.no_grad():
+            fired = (z.detach().reshape(-1, sae.n_latents) != 0).any(0)
+            since_fired += z.numel() // sae.n_latents
+            since_fired[fired] = 0
+        history.loss.append(values[0])
+        for name, value in zip(terms, values[1:]):
+            history.terms.setdefault(name, []).append(value)
+        history.dead.append(int(dead_mask.sum()))
+        if step % max(1, steps // 50) == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{values[0]:.4g}", dead=history.dead[-1], refresh=False)
+    sae.eval()
+    history.seconds = time.perf_counter() - start
+    return history

@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from sae_lib import by_profile, current_profile
+from sae_lib.report import ReplicationReport
+
+
+def test_profile_from_environment(monkeypatch):
+    monkeypatch.setenv("SAE_BOOK_PROFILE", "full")
+    assert current_profile() == "full" and by_profile(ci=1, full=2) == 2
+    monkeypatch.setenv("SAE_BOOK_PROFILE", " CI ")
+    assert current_profile() == "ci" and by_profile(ci=1, full=2) == 1
+
+
+def test_unknown_profile_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("SAE_BOOK_PROFILE", "huge")
+    with pytest.raises(ValueError, match="'huge' is not a known run profile; use one of ci, full"):
+        current_profile()
+
+
+def test_default_profile_follows_hardware(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("SAE_BOOK_PROFILE", raising=False)
+    assert current_profile() == ("full" if torch.cuda.is_available() else "ci")
+
+
+def test_report_asserts_records_and_saves(tmp_path):
+    report = ReplicationReport("ch")
+    report.check("holds", ours="1.0", passed=True, paper="1.0")
+    report.record("differs", ours="0.3", status="differs", paper="0.5")
+    with pytest.raises(AssertionError, match=r"\[ch\] replication check failed: breaks \(ours: 2; paper: —\)"):
+        report.check("breaks", ours="2", passed=False)
+    table = report.table()
+    assert list(table["status"]) == ["pass", "differs"]
+    saved = json.loads(report.save(tmp_path).read_text())
+    assert [c["claim"] for c in saved] == ["holds", "differs"]

@@ -1,0 +1,126 @@
+"""The one training loop: it trains, it is reproducible, it refuses bad input, it stops on NaN."""
+
+import math
+
+import pytest
+import torch
+
+from sae_lib import MPSAE, ReLUSAE, TopKSAE, evaluate, match_atoms, train_sae
+from sae_lib.training import Reconstruction, lr_factor
+
+SETTINGS = dict(steps=300, batch_size=128, lr=3e-3, progress=False)
+
+
+def make(family, d=12, n=48):
+    return {"relu": lambda: ReLUSAE(d, n, l1_coeff=3e-3, seed=0), "topk": lambda: TopKSAE(d, n, 3, seed=0),
+            "mp": lambda: MPSAE(d, n, 3, seed=0)}[family]()
+
+
+@pytest.mark.parametrize("family", ["relu", "topk", "mp"])
+def test_training_reduces_loss_and_keeps_unit_atoms(family, toy_data):
+    sae = make(family)
+    before = evaluate(sae, toy_data.x)["mse"]
+    history = train_sae(sae, toy_data.x, seed=0, **SETTINGS)
+    after = evaluate(sae, toy_data.x)["mse"]
+    assert len(history.loss) == 300 and len(history.lr) == 300 and len(history.dead) == 300
+    assert "mse" in history.terms and len(history.terms["mse"]) == 300
+    assert after < 0.5 * before
+    assert history.final("mse") < history.terms["mse"][0]
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(sae.n_latents))
+
+
+@pytest.mark.parametrize("family", ["topk", "mp"])
+def test_training_recovers_the_true_atoms(family):
+    from sae_lib import superposition_data
+
+    data = superposition_data(20_000, n_features=16, d=12, p_active=0.1, seed=0)
+    sae = {"topk": TopKSAE(12, 32, 2, seed=0), "mp": MPSAE(12, 32, 2, seed=0)}[family]
+    train_sae(sae, data.x, steps=1500, batch_size=256, lr=3e-3, seed=0, progress=False)
+    assert match_atoms(sae.W_dec, data.dictionary).fraction_above(0.9) >= 0.9
+
+
+@pytest.mark.parametrize("family", ["relu", "topk", "mp"])
+def test_same_seed_gives_identical_weights(family, toy_data):
+    a, b = make(family), make(family)
+    train_sae(a, toy_data.x, seed=7, **{**SETTINGS, "steps": 50})
+    train_sae(b, toy_data.x, seed=7, **{**SETTINGS, "steps": 50})
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    c = make(family)
+    train_sae(c, toy_data.x, seed=8, **{**SETTINGS, "steps": 50})
+    assert not torch.equal(a.W_dec, c.W_dec)
+
+
+def test_history_records_named_terms_that_sum_to_the_loss(toy_data):
+    history = train_sae(make("relu"), toy_data.x, seed=0, **{**SETTINGS, "steps": 20})
+    assert set(history.terms) == {"mse", "l1"}
+    for i in range(20):
+        assert math.isclose(history.loss[i], history.terms["mse"][i] + history.terms["l1"][i], rel_tol=1e-5)
+
+
+def test_dead_latents_are_tracked_and_auxk_kicks_in():
+    from sae_lib import superposition_data
+
+    data = superposition_data(5000, n_features=8, d=12, p_active=0.2, seed=0)  # far fewer features than latents
+    sae = TopKSAE(12, 96, 2, seed=0)
+    history = train_sae(sae, data.x, steps=200, batch_size=100, lr=1e-2, seed=0, dead_window=1000, progress=False)
+    assert max(history.dead) > 0
+    assert "auxk" in history.terms  # AuxK only appears once some latents are dead
+    first_dead = next(i for i, d in enumerate(history.dead) if d > 0)
+    assert first_dead >= 1000 // 100  # nobody can be dead before a whole window has passed
+
+
+def test_wrong_data_dimension_is_a_clear_error(toy_data):
+    with pytest.raises(ValueError, match=r"\(N, d_in=13\).*\(4000, 12\)"):
+        train_sae(ReLUSAE(13, 20), toy_data.x, seed=0, **SETTINGS)
+
+
+def test_non_finite_data_is_a_clear_error(toy_data):
+    x = toy_data.x.clone()
+    x[10, 3] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        train_sae(make("relu"), x, seed=0, **SETTINGS)
+
+
+def test_non_finite_loss_stops_training_with_a_message(toy_data):
+    sae = make("relu")
+    with pytest.raises(FloatingPointError, match=r"step 0: the loss is (nan|inf)"):
+        train_sae(sae, toy_data.x * 1e30, seed=0, **{**SETTINGS, "lr": 1e30})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(steps=0), "steps must be a positive integer"),
+    (dict(batch_size=10**9), "larger than the data"),
+    (dict(lr=0.0), "lr must be positive"),
+    (dict(schedule="warp"), "unknown schedule"),
+])
+def test_bad_settings_are_clear_errors(toy_data, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        train_sae(make("relu"), toy_data.x, seed=0, **{**SETTINGS, **kwargs})
+
+
+def test_schedules():
+    wsd = [lr_factor(s, 100, "wsd", 0.1, 0.2, 0.0) for s in range(100)]
+    assert wsd[0] == pytest.approx(0.1) and wsd[9] == 1.0 and wsd[79] == 1.0 and wsd[99] == pytest.approx(0.0)
+    assert all(a <= b for a, b in zip(wsd[:10], wsd[1:10]))
+    cos = [lr_factor(s, 100, "cosine", 0.0, 0.0, 0.1) for s in range(100)]
+    assert cos[0] == pytest.approx(1.0) and cos[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(cos, cos[1:]))
+    assert all(lr_factor(s, 100, "constant", 0.0, 0.5, 0.0) == 1.0 for s in range(100))
+
+
+def test_pre_bias_starts_at_the_data_mean(toy_data):
+    sae = make("mp")
+    train_sae(sae, toy_data.x + 5.0, seed=0, **{**SETTINGS, "steps": 1, "lr": 1e-12})
+    torch.testing.assert_close(sae.b_dec.detach(), (toy_data.x + 5.0).mean(0), atol=1e-4, rtol=1e-4)
+
+
+def test_a_custom_objective_plugs_into_the_same_loop(toy_data):
+    class HalfMSE(Reconstruction):
+        def __call__(self, sae, batch, dead_mask):
+            x_hat, z = sae(batch)
+            return {"half_mse": 0.5 * (x_hat - batch).pow(2).mean()}, z
+
+    history = train_sae(make("mp"), toy_data.x, seed=0, objective=HalfMSE(), **SETTINGS)
+    assert set(history.terms) == {"half_mse"}
+    assert history.final("half_mse") < history.terms["half_mse"][0]
