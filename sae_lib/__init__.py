@@ -7,6 +7,7 @@ Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for a
 from .checkpoint import load_sae, save_sae
 from .metrics import AtomMatch, cosine_matrix, evaluate, fvu, l0, match_atoms, mean_max_cosine, r_squared
 from . import plots  # noqa: F401  (sets up plotly so figures show in Jupyter and in the book)
+from .models import LoadedModel, StandInForbiddenError, fall_back_to_standin, standins_allowed
 from .profile import by_profile, current_profile, default_device, describe
 from .saes import FAMILIES, SAE, MPSAE, PursuitTrace, ReLUSAE, TopKSAE
 from .synthetic import SyntheticData, random_dictionary, superposition_data
@@ -20,5 +21,6 @@ __all__ = [
     "save_sae", "load_sae",
     "l0", "fvu", "r_squared", "evaluate", "cosine_matrix", "match_atoms", "AtomMatch", "mean_max_cosine",
     "SyntheticData", "superposition_data", "random_dictionary",
+    "LoadedModel", "StandInForbiddenError", "fall_back_to_standin", "standins_allowed",
     "current_profile", "by_profile", "default_device", "describe",
 ]

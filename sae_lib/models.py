@@ -1,0 +1,53 @@
+"""The contract every pretrained-model loader in the book follows (GPT-2, CLIP, ...).
+
+Readers with internet get real weights. Where the model hub is unreachable (this project's CI, an
+offline laptop) a loader may fall back to a *stand-in*: the same architecture with random weights.
+A stand-in is never passed off as the real thing: the loader says whether the weights are
+pretrained, prints a banner no reader can miss, and refuses outright when stand-ins are forbidden
+with ``SAE_BOOK_NO_STANDINS=1`` (set it when you want results, not a dry run).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+NO_STANDINS_ENV = "SAE_BOOK_NO_STANDINS"
+
+
+class StandInForbiddenError(RuntimeError):
+    """Raised when pretrained weights are unavailable and stand-ins are forbidden."""
+
+
+@dataclass
+class LoadedModel:
+    """A model as a loader returns it, with the one flag chapters must branch on."""
+
+    model: Any
+    name: str  # e.g. "gpt2" or "ViT-B-32 (laion2b_s34b_b79k)"
+    pretrained: bool  # False for a random-weight stand-in
+    extras: dict  # loader-specific: tokenizer, preprocess, config notes, ...
+
+
+def standins_allowed() -> bool:
+    return os.environ.get(NO_STANDINS_ENV, "").strip().lower() not in {"1", "true", "yes"}
+
+
+def fall_back_to_standin(name: str, reason: str) -> None:
+    """Call when pretrained weights could not be loaded: raise if stand-ins are forbidden, else
+    print the banner. ``reason`` is the underlying error, shown so the reader can fix it."""
+    if not standins_allowed():
+        raise StandInForbiddenError(
+            f"could not load pretrained {name} ({reason}), and {NO_STANDINS_ENV} forbids a stand-in. "
+            f"Connect to the internet (the Hugging Face hub), or unset {NO_STANDINS_ENV} for a dry run."
+        )
+    bar = "!" * 78
+    print(
+        f"{bar}\n"
+        f"!!  STAND-IN MODEL: pretrained {name} could not be loaded, so this chapter uses the\n"
+        f"!!  same architecture with RANDOM WEIGHTS. Every number below about what the model\n"
+        f"!!  represents is meaningless; only the mechanics are checked.\n"
+        f"!!  Reason: {reason[:200]}\n"
+        f"{bar}"
+    )
