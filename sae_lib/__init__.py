@@ -5,7 +5,7 @@ Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for a
 """
 
 from .checkpoint import load_sae, save_sae
-from .metrics import AtomMatch, cosine_matrix, evaluate, fvu, l0, match_atoms, mean_max_cosine, r_squared
+from .metrics import AtomMatch, cosine_matrix, evaluate, feature_response, frontier_at, fvu, l0, match_atoms, mean_max_cosine, r_squared
 from . import plots  # noqa: F401  (sets up plotly so figures show in Jupyter and in the book)
 from .models import LoadedModel, StandInForbiddenError, fall_back_to_standin, standins_allowed
 from .profile import by_profile, current_profile, default_device, describe
@@ -19,7 +19,7 @@ __all__ = [
     "SAE", "ReLUSAE", "TopKSAE", "MPSAE", "PursuitTrace", "FAMILIES",
     "train_sae", "History", "Objective", "Reconstruction",
     "save_sae", "load_sae",
-    "l0", "fvu", "r_squared", "evaluate", "cosine_matrix", "match_atoms", "AtomMatch", "mean_max_cosine",
+    "l0", "fvu", "r_squared", "evaluate", "frontier_at", "feature_response", "cosine_matrix", "match_atoms", "AtomMatch", "mean_max_cosine",
     "SyntheticData", "superposition_data", "random_dictionary",
     "LoadedModel", "StandInForbiddenError", "fall_back_to_standin", "standins_allowed",
     "current_profile", "by_profile", "default_device", "describe",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -99,3 +102,28 @@ def mean_max_cosine(learned: Tensor, true: Tensor) -> float:
     """MMCS: for each true atom, the best cosine any learned atom reaches, averaged. Unlike
     :func:`match_atoms` it lets one learned atom stand in for several true ones."""
     return cosine_matrix(true, learned).max(dim=1).values.mean().item()
+
+
+def frontier_at(l0s, values, l0: float) -> float:
+    """Read a sparsity frontier at ``L0 = l0``: linear interpolation in log L0 between measured points
+    (sorted by L0). Used to compare two families *at matched sparsity*. NaN outside the measured range."""
+    order = np.argsort(l0s)
+    xs, ys = np.log(np.asarray(l0s, dtype=float)[order]), np.asarray(values, dtype=float)[order]
+    if not xs[0] <= math.log(l0) <= xs[-1]:
+        return float("nan")
+    return float(np.interp(math.log(l0), xs, ys))
+
+
+@torch.no_grad()
+def feature_response(sae: SAE, dictionary: Tensor, magnitude: float) -> Tensor:
+    """How much of a lone feature comes back: feed each true feature alone, ``x = magnitude · d_i``,
+    and return ``<x_hat, d_i> / magnitude`` for every feature (1 = faithful, < 1 = shrunk, 0 = missed).
+
+    Measured on the reconstruction, not on one latent's code, so it does not care how the SAE splits a
+    feature across latents; this isolates the shrinkage an L1 penalty causes.
+    """
+    if magnitude <= 0:
+        raise ValueError(f"magnitude must be positive, got {magnitude!r}")
+    atoms = dictionary.to(sae.W_dec.device, sae.W_dec.dtype)
+    x_hat, _ = sae(magnitude * atoms)
+    return ((x_hat * atoms).sum(-1) / magnitude).cpu()

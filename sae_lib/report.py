@@ -59,3 +59,12 @@ class ReplicationReport:
         path = directory / f"{self.chapter}.json"
         path.write_text(json.dumps([asdict(c) for c in self.checks], indent=2))
         return path
+
+
+def load_reports(directory: str | Path | None = None) -> dict[str, list[Check]]:
+    """Every chapter's saved checks, keyed by chapter name (for the scorecard page)."""
+    directory = Path(directory or os.environ.get(REPORTS_ENV, "_checks"))
+    return {
+        path.stem: [Check(**c) for c in json.loads(path.read_text())]
+        for path in sorted(directory.glob("*.json"))
+    }

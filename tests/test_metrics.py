@@ -59,3 +59,30 @@ def test_match_needs_enough_learned_atoms():
 def test_cosine_matrix_is_scale_invariant():
     a, b = torch.randn(5, 3), torch.randn(7, 3)
     torch.testing.assert_close(cosine_matrix(3 * a, 0.5 * b), cosine_matrix(a, b))
+
+
+def test_frontier_at_interpolates_in_log_l0_and_refuses_to_extrapolate():
+    from sae_lib import frontier_at
+
+    l0s, values = [8.0, 2.0, 4.0], [0.1, 0.3, 0.2]  # unsorted on purpose
+    assert frontier_at(l0s, values, 4.0) == pytest.approx(0.2)
+    assert frontier_at(l0s, values, 2 ** 1.5) == pytest.approx(0.25)  # halfway in log L0
+    assert frontier_at(l0s, values, 1.0) != frontier_at(l0s, values, 1.0)  # NaN outside the range
+
+
+def test_feature_response_is_one_for_a_faithful_sae_and_less_when_shrunk():
+    from sae_lib import MPSAE, feature_response
+
+    true = torch.eye(6)
+    sae = MPSAE(6, 6, 1)
+    with torch.no_grad():
+        sae.W_dec.copy_(true)  # the perfect dictionary: MP gives back exactly what it gets
+    torch.testing.assert_close(feature_response(sae, true, 1.3), torch.ones(6))
+    relu = ReLUSAE(6, 6, seed=0)
+    with torch.no_grad():
+        relu.W_dec.copy_(true)
+        relu.W_enc.copy_(true)
+        relu.b_enc.fill_(-0.25)  # a threshold: codes are magnitude - 0.25
+    torch.testing.assert_close(feature_response(relu, true, 1.0), torch.full((6,), 0.75))
+    with pytest.raises(ValueError, match="magnitude must be positive"):
+        feature_response(relu, true, 0.0)
