@@ -343,9 +343,9 @@ report.check("TopK SAEs absorb too, at k = 1 and at k = 2",
 # %% [markdown]
 # ### Beside the paper
 #
-# Our ReLU SAEs land inside the paper's range for vanilla SAEs. Our TopK SAEs absorb as well, but
-# score below the paper's BatchTopK range, and the table shows why the number needs care: several of
-# their latents are dead. A child whose matched latent never fires contributes whatever cosine that
+# Our ReLU SAEs land inside the paper's range for vanilla SAEs. Our TopK SAEs absorb as well, but with
+# $k = 2$ they score below the paper's BatchTopK range, and the table shows why the number needs care:
+# several of their latents are dead. A child whose matched latent never fires contributes whatever cosine that
 # untrained atom happens to have with the parent, near zero, which pulls the average down although
 # nothing was recovered. Splitting the children of every TopK run by whether their matched latent is
 # alive makes this visible:

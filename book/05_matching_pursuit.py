@@ -197,22 +197,8 @@ report.check("MP guarantees: residual ⟂ chosen atom, energy drops by c², neve
 # costs nothing once the residual is zero. With exactly $k = 2$ steps, training can stall in a poor local
 # optimum: two atoms that each mix a parent with its child, which two steps cannot untangle. (The paper
 # fixes no $k$: it stops each sample's pursuit once the residual is small or the chosen support stops
-# changing.) Here is the comparison at $\rho = 0$, on the seeds of the sweep below:
+# changing.) We check this after the sweep below.
 #
-# %%
-start = time.perf_counter()
-k_choice = run_on_tree({"mp k=2": {"family": "mp", "k": 2}, "mp k=3": {"family": "mp", "k": 3}},
-                       steps=STEPS, seeds=SEEDS, correlation=0.0)
-training_seconds += time.perf_counter() - start
-k_table = pd.DataFrame([{"SAE": r.name, "seed": r.seed, **r.scores} for r in k_choice]).set_index(["SAE", "seed"])
-k_table[["mean_cos", "min_cos", "absorption", "fvu"]].round(3)
-
-# %%
-worst_k2, worst_k3 = (k_table.loc[name, "min_cos"].median() for name in ["mp k=2", "mp k=3"])
-report.check("MP-SAE with one spare step (k = 3) recovers the tree where k = 2 can stall (ρ = 0)",
-             ours=f"worst matched cosine, median: k = 2 {worst_k2:.2f}, k = 3 {worst_k3:.2f}",
-             passed=worst_k3 > 0.99 and worst_k2 < worst_k3 - 0.05)
-
 # %% [markdown]
 # ## Recovery across sibling correlations
 #
@@ -282,11 +268,11 @@ report.check("MP-SAE recovery degrades as siblings correlate more: partial at 0.
              and med(0.6, "mp", "min_cos") < 0.9 and med(0.9, "mp", "mean_cos") < 0.8)
 for rho in (0.0, 0.3):
     others = min(med(rho, "relu", "absorption"), med(rho, "topk", "absorption"))
-    report.check(f"MP-SAE absorbs far less than ReLU and TopK at ρ = {rho} (≤ 0.05 and ≤ ¼ of the lower)",
+    report.check(f"MP-SAE absorbs far less than ReLU and TopK at ρ = {rho} (≤ 0.07 and ≤ ¼ of the lower)",
                  paper="MP ≈ 0.001–0.07 vs 0.42–0.70",
                  ours=f"MP {med(rho, 'mp', 'absorption'):.3f}; ReLU {med(rho, 'relu', 'absorption'):.2f}; "
                       f"TopK {med(rho, 'topk', 'absorption'):.2f}",
-                 passed=med(rho, "mp", "absorption") <= min(0.05, others / 4))
+                 passed=med(rho, "mp", "absorption") <= min(0.07, others / 4))
 report.check("MP-SAE keeps parent ⟂ child (hierarchical error) where ReLU does not, at ρ ≤ 0.3",
              ours=", ".join(f"ρ={rho}: MP {med(rho, 'mp', 'hierarchical'):.3f} "
                             f"vs ReLU {med(rho, 'relu', 'hierarchical'):.2f}" for rho in (0.0, 0.3)),
@@ -299,6 +285,25 @@ mp_dead = int(results.loc[results.SAE == "mp", "dead"].max())
 report.check("No MP-SAE atom died in any run, so we use neither atom dropout nor a revive term",
              paper="dropout and revive help against dead atoms", ours=f"most dead atoms in one run: {mp_dead}",
              passed=mp_dead == 0)
+
+# %% [markdown]
+# ### Why $k = 3$
+#
+# The same seeds at $\rho = 0$, trained with exactly $k = 2$ steps, next to the sweep's $k = 3$ runs:
+
+# %%
+start = time.perf_counter()
+k2_runs = run_on_tree({"mp k=2": {"family": "mp", "k": 2}}, steps=STEPS, seeds=SEEDS, correlation=0.0)
+training_seconds += time.perf_counter() - start
+k_table = pd.DataFrame([{"SAE": "mp k=3" if r.name == "mp" else r.name, "seed": r.seed, **r.scores}
+                        for r in k2_runs + [r for r in sweep[0.0] if r.name == "mp"]]).set_index(["SAE", "seed"])
+k_table[["mean_cos", "min_cos", "absorption", "fvu"]].round(3)
+
+# %%
+worst_k2, worst_k3 = (k_table.loc[name, "min_cos"].median() for name in ["mp k=2", "mp k=3"])
+report.check("MP-SAE with one spare step (k = 3) recovers the tree where k = 2 can stall (ρ = 0)",
+             ours=f"worst matched cosine, median: k = 2 {worst_k2:.2f}, k = 3 {worst_k3:.2f}",
+             passed=worst_k3 > 0.99 and worst_k2 < worst_k3 - 0.05)
 
 # %% [markdown]
 # ### A closer look at $\rho = 0.3$
@@ -435,8 +440,9 @@ fig.show()
 
 # %% [markdown]
 # MP's error keeps falling for several steps past its training $k$ and never rises; it levels off once no
-# atom correlates positively with what is left (MP only adds non-negative codes). TopK's error rises
-# past its training $k$: the extra latents it lets through were never trained to fire together. ReLU's
+# atom correlates positively with what is left (MP only adds non-negative codes). TopK's error hardly
+# moves for one extra latent and then climbs far above its value at the training $k$: the extra latents
+# it lets through were never trained to fire together. ReLU's
 # curve falls until $k$ reaches the number of latents it fires and is flat from there.
 
 # %%
@@ -447,7 +453,8 @@ report.check("Adaptive sparsity: MP's error never rises with k and keeps falling
              paper="falls monotonically past the training k",
              ours=f"FVU {mp_curve[1]:.3f} at k = 2 → {mp_curve[-1]:.3f} at k = 20",
              passed=bool((mp_curve[1:] <= mp_curve[:-1] + 1e-6).all()) and mp_curve[-1] < 0.75 * mp_curve[1])
-report.check("TopK's error rises past its training k", paper="gets worse past the training k",
+report.check("TopK's error ends far above its training-k value (k = 20 vs k = 2)",
+             paper="gets worse past the training k",
              ours=f"FVU {topk_curve[1]:.3f} at k = 2 → {topk_curve[-1]:.3f} at k = 20",
              passed=bool(topk_curve[-1] > 1.3 * topk_curve[1]))
 report.check("ReLU's error is flat once k covers the latents it fires", paper="plateaus",
@@ -473,6 +480,22 @@ report.check("Stopping at |residual| < 0.05, MP uses as many steps as the sample
              passed=bool((steps_used == true_l0).float().mean() > 0.99))
 
 # %% [markdown]
+# ## Closing note: our numbers beside the paper's
+#
+# One row per sibling correlation: the paper's verdict on MP-SAE recovery, then our medians of the mean
+# matched cosine and of absorption for each family. The paper's absorption ranges are 0.001–0.07 (MP),
+# 0.45–0.70 (ReLU) and 0.42–0.54 (BatchTopK).
+
+# %%
+paper_verdict = {0.0: "exact", 0.3: "exact", 0.6: "partial", 0.9: "degraded"}
+closing = pd.DataFrame({
+    "paper: MP recovery": paper_verdict,
+    **{f"{f}: mean cos": {rho: round(med(rho, f, "mean_cos"), 3) for rho in CORRELATIONS} for f in FAMILIES},
+    **{f"{f}: absorption": {rho: round(med(rho, f, "absorption"), 3) for rho in CORRELATIONS} for f in FAMILIES},
+}).rename_axis("ρ")
+closing
+
+# %% [markdown]
 # ## Replication check
 #
 # The table gathers every check of this chapter; "differs" marks results we report without asserting,
@@ -481,6 +504,7 @@ report.check("Stopping at |residual| < 0.05, MP uses as many steps as the sample
 # %%
 print(f"profile: {current_profile()}; SAE training time in this run: {training_seconds:.0f} s "
       f"({len(CORRELATIONS) * len(FAMILIES) * len(SEEDS)} sweep runs × {STEPS} steps, "
+      f"{len(SEEDS)} k = 2 runs × {STEPS}, "
       f"{len(CHILD_MEANS) * len(CHILD_SPREADS) * len(FAMILIES) * len(GRID_SEEDS)} grid runs × {GRID_STEPS}, "
       f"3 adaptive runs × {ADAPTIVE_STEPS})")
 report.save()
