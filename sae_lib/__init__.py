@@ -1,16 +1,27 @@
 """sae_lib: the small library behind *The SAE Book*.
 
 Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for all of them),
-``synthetic`` (data with known ground truth), ``metrics``, ``checkpoint``, ``plots``, ``profile``.
+``synthetic`` (data with known ground truth), ``hierarchy`` (concept trees and their geometry),
+``metrics``, ``checkpoint``, ``plots``, ``report``, ``profile``.
+
+Part III's modules need the ``[models]`` extra and are imported from where they live, so that
+``import sae_lib`` stays light: ``gpt2`` (GPT-2 or its stand-in, text), ``splicing`` (harvest and splice
+at a hook), ``e2e`` (the end-to-end objectives), ``tiny_lm`` (a synthetic language and its small LM),
+``clip`` (CLIP through open_clip) with ``image_data`` (captioned images), all on the contract in ``models``.
 """
 
-from .checkpoint import load_sae, save_sae
-from .metrics import AtomMatch, cosine_matrix, evaluate, feature_response, frontier_at, fvu, l0, match_atoms, mean_max_cosine, r_squared
 from . import plots  # noqa: F401  (sets up plotly so figures show in Jupyter and in the book)
-from .models import LoadedModel, StandInForbiddenError, fall_back_to_standin, standins_allowed
+from .checkpoint import load_sae, save_sae
+from .hierarchy import (PAPER_TRAINING, Concept, ConceptTree, HierarchicalData, TreeRun,
+                        conditionally_orthogonal_dictionary, hierarchical_data, paper_tree, run_on_tree, train_on_tree,
+                        tree_sae, tree_scores)
+from .metrics import (AtomMatch, absorption_score, aligned_atoms, babel, coactivation, cosine_matrix, effective_rank,
+                      error_vs_k, evaluate, feature_response, frontier_at, fvu, gram_errors, l0, linear_probe_accuracy,
+                      match_atoms, mean_max_cosine, modality_score, r_squared, support_babel)
+from .models import LoadedModel, StandInForbiddenError, fall_back_to_standin, hub_unreachable_reason, standins_allowed
 from .profile import by_profile, current_profile, default_device, describe
 from .saes import FAMILIES, SAE, MPSAE, PursuitTrace, ReLUSAE, TopKSAE
-from .synthetic import SyntheticData, random_dictionary, superposition_data
+from .synthetic import PairedModalities, SyntheticData, paired_modalities, random_dictionary, superposition_data
 from .training import History, Objective, Reconstruction, train_sae
 
 __version__ = "0.1.0"
@@ -19,8 +30,13 @@ __all__ = [
     "SAE", "ReLUSAE", "TopKSAE", "MPSAE", "PursuitTrace", "FAMILIES",
     "train_sae", "History", "Objective", "Reconstruction",
     "save_sae", "load_sae",
-    "l0", "fvu", "r_squared", "evaluate", "frontier_at", "feature_response", "cosine_matrix", "match_atoms", "AtomMatch", "mean_max_cosine",
-    "SyntheticData", "superposition_data", "random_dictionary",
-    "LoadedModel", "StandInForbiddenError", "fall_back_to_standin", "standins_allowed",
+    "l0", "fvu", "r_squared", "evaluate", "frontier_at", "feature_response", "cosine_matrix", "match_atoms",
+    "AtomMatch", "mean_max_cosine",
+    "aligned_atoms", "absorption_score", "gram_errors", "error_vs_k",
+    "modality_score", "effective_rank", "coactivation", "babel", "support_babel", "linear_probe_accuracy",
+    "SyntheticData", "superposition_data", "random_dictionary", "PairedModalities", "paired_modalities",
+    "Concept", "ConceptTree", "HierarchicalData", "paper_tree", "conditionally_orthogonal_dictionary",
+    "hierarchical_data", "PAPER_TRAINING", "tree_sae", "train_on_tree", "tree_scores", "run_on_tree", "TreeRun",
+    "LoadedModel", "StandInForbiddenError", "fall_back_to_standin", "standins_allowed", "hub_unreachable_reason",
     "current_profile", "by_profile", "default_device", "describe",
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from .saes import SAE
+from .saes import SAE, ReLUSAE
 
 
 def l0(z: Tensor) -> float:
@@ -127,3 +127,76 @@ def feature_response(sae: SAE, dictionary: Tensor, magnitude: float) -> Tensor:
     atoms = dictionary.to(sae.W_dec.device, sae.W_dec.dtype)
     x_hat, _ = sae(magnitude * atoms)
     return ((x_hat * atoms).sum(-1) / magnitude).cpu()
+
+
+# ---------------------------------------------------------------- hierarchy (chapters 4-5)
+def aligned_atoms(learned: Tensor, true: Tensor) -> Tensor:
+    """The learned atoms matched one-to-one to the true ones (:func:`match_atoms`), unit-normalised and
+    put in the true atoms' order: row ``i`` is the learned atom standing for true feature ``i``."""
+    match = match_atoms(learned, true)
+    order = torch.empty_like(match.learned_index)
+    order[match.true_index] = match.learned_index
+    return F.normalize(learned.detach().float(), dim=1)[order].cpu()
+
+
+def absorption_score(learned: Tensor, true: Tensor, parent: Sequence[int]) -> float:
+    """Mean cosine between each child's matched learned atom and its true parent's direction.
+
+    ``parent[i]`` is feature ``i``'s parent (``-1`` for none), e.g. ``ConceptTree.parent``. The true
+    child is orthogonal to its parent, so a faithful dictionary scores 0; a learned child atom that has
+    absorbed its parent (it also reconstructs the parent whenever the child fires) scores up to 1.
+    Lower is better.
+    """
+    if len(parent) != len(true):
+        raise ValueError(f"parent has {len(parent)} entries but there are {len(true)} true atoms")
+    pairs = [(p, i) for i, p in enumerate(parent) if p >= 0]
+    if not pairs:
+        raise ValueError("absorption needs at least one feature with a parent")
+    atoms = aligned_atoms(learned, true)
+    true = F.normalize(true.detach().float(), dim=1).cpu()
+    return torch.stack([atoms[c] @ true[p] for p, c in pairs]).mean().item()
+
+
+def gram_errors(learned: Tensor, true: Tensor, sibling_groups: Sequence[Sequence[int]],
+                ancestor_pairs: Sequence[tuple[int, int]]) -> dict[str, float]:
+    """How far the learned dictionary's geometry is from the true one, split by the tree's levels.
+
+    With ``G`` the true atoms' Gram matrix (cosines) and ``Ĝ`` that of the learned atoms matched to them
+    (:func:`aligned_atoms`), both errors are mean absolute differences ``|Ĝ_ij - G_ij|``:
+
+    * ``flat``: over pairs of siblings (same parent, or both top-level), the within-level correlations;
+    * ``hierarchical``: over (ancestor, descendant) pairs, which should stay exactly orthogonal.
+
+    Pass ``ConceptTree.sibling_groups`` and ``ConceptTree.ancestor_pairs()``.
+    """
+    atoms = aligned_atoms(learned, true)
+    g_true, g_learned = cosine_matrix(true, true).cpu(), atoms @ atoms.T
+    diff = (g_learned - g_true).abs()
+    sibling_pairs = [(i, j) for group in sibling_groups for a, i in enumerate(group) for j in group[a + 1:]]
+    result = {}
+    for name, pairs in (("flat", sibling_pairs), ("hierarchical", list(ancestor_pairs))):
+        if not pairs:
+            raise ValueError(f"no pairs for the {name} error: the tree needs siblings and parents")
+        rows, cols = zip(*pairs)
+        result[name] = diff[list(rows), list(cols)].mean().item()
+    return result
+
+
+@torch.no_grad()
+def error_vs_k(sae: SAE, x: Tensor, ks: Sequence[int]) -> list[float]:
+    """FVU of ``sae`` on ``x`` when its code may use ``k`` latents, for each ``k`` in ``ks``.
+
+    TopK and MP SAEs take ``k`` directly (``sae(x, k=k)``). A ReLU SAE has no ``k``: it keeps its ``k``
+    largest codes and zeroes the rest, so past its own L0 its error can only stay the same.
+    """
+    errors = []
+    for k in ks:
+        if isinstance(sae, ReLUSAE):
+            z = sae.encode(x)
+            k = sae.check_k(k, k)
+            values, indices = z.topk(k, dim=-1)
+            x_hat = sae.decode(torch.zeros_like(z).scatter(-1, indices, values))
+        else:
+            x_hat, _ = sae(x, k=k)
+        errors.append(fvu(x, x_hat))
+    return errors

@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.subplots import make_subplots
 from torch import Tensor
 
 from .metrics import cosine_matrix
 from .training import History
-
 
 
 def _configure_plotly() -> None:
@@ -69,4 +69,25 @@ def plot_cosines(a: Tensor, b: Tensor, *, title: str, a_label: str = "rows", b_l
     fig.update_layout(
         title=title, xaxis_title=b_label, yaxis_title=a_label, yaxis_autorange="reversed", height=420, width=480
     )
+    return fig
+
+
+def plot_cosine_panels(
+    panels: Sequence[tuple[str, Tensor, Tensor]], *, title: str, labels: Sequence[str] | None = None,
+    panel_size: int = 300,
+) -> go.Figure:
+    """A row of cosine heatmaps sharing one colour scale, one per ``(subtitle, a, b)``: rows of ``a``
+    against rows of ``b``, e.g. a true and a learned Gram matrix side by side. ``labels`` name the rows
+    and columns (all panels must then have that many)."""
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[name for name, _, _ in panels],
+                        horizontal_spacing=0.03)
+    for col, (_, a, b) in enumerate(panels, start=1):
+        if labels is not None and (len(a) != len(labels) or len(b) != len(labels)):
+            raise ValueError(f"{len(labels)} labels for a panel of shape {len(a)} × {len(b)}")
+        fig.add_trace(go.Heatmap(z=cosine_matrix(a, b).cpu().numpy(), x=labels, y=labels, zmin=-1, zmax=1,
+                                 colorscale="RdBu", reversescale=True, showscale=col == len(panels),
+                                 colorbar=dict(title="cos"), hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"),
+                      row=1, col=col)
+        fig.update_yaxes(autorange="reversed", showticklabels=col == 1, row=1, col=col)
+    fig.update_layout(title=title, height=panel_size + 110, width=panel_size * len(panels) + 140)
     return fig

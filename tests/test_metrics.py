@@ -86,3 +86,69 @@ def test_feature_response_is_one_for_a_faithful_sae_and_less_when_shrunk():
     torch.testing.assert_close(feature_response(relu, true, 1.0), torch.full((6,), 0.75))
     with pytest.raises(ValueError, match="magnitude must be positive"):
         feature_response(relu, true, 0.0)
+# ---------------------------------------------------------------- hierarchy metrics
+def _tree_and_dictionary(correlation=0.3):
+    from sae_lib import conditionally_orthogonal_dictionary, paper_tree
+
+    tree = paper_tree()
+    return tree, conditionally_orthogonal_dictionary(tree, 20, correlation, seed=0)
+
+
+def _absorbed(tree, dictionary):
+    """Every child atom replaced by the normalised sum of child and parent: full absorption."""
+    absorbed = dictionary.clone()
+    for child in tree.child_indices:
+        absorbed[child] = torch.nn.functional.normalize(dictionary[child] + dictionary[tree.parent[child]], dim=0)
+    return absorbed
+
+
+def test_aligned_atoms_undoes_a_permutation_and_scaling():
+    from sae_lib import aligned_atoms
+
+    _, true = _tree_and_dictionary()
+    perm = torch.randperm(20, generator=torch.Generator().manual_seed(0))
+    learned = torch.cat([3.0 * true[perm], random_dictionary(5, 20, seed=1)])  # extra atoms are ignored
+    torch.testing.assert_close(aligned_atoms(learned, true), true)
+
+
+def test_absorption_score_is_zero_when_faithful_and_high_when_absorbed():
+    from sae_lib import absorption_score
+
+    tree, true = _tree_and_dictionary()
+    assert abs(absorption_score(true, true, tree.parent)) < 1e-6
+    assert absorption_score(_absorbed(tree, true), true, tree.parent) == pytest.approx(1 / 2**0.5, abs=1e-5)
+    with pytest.raises(ValueError, match="parent has 3 entries"):
+        absorption_score(true, true, (-1, 0, 0))
+    with pytest.raises(ValueError, match="at least one feature with a parent"):
+        absorption_score(true, true, (-1,) * 20)
+
+
+def test_gram_errors_separate_levels():
+    from sae_lib import gram_errors
+
+    tree, true = _tree_and_dictionary(0.3)
+    groups, pairs = tree.sibling_groups, tree.ancestor_pairs()
+    exact = gram_errors(true, true, groups, pairs)
+    assert exact["flat"] < 1e-6 and exact["hierarchical"] < 1e-6
+    absorbed = gram_errors(_absorbed(tree, true), true, groups, pairs)
+    assert absorbed["hierarchical"] == pytest.approx(1 / 2**0.5, abs=1e-5)  # parent-child cosines went 0 → 0.71
+    _, uncorrelated = _tree_and_dictionary(0.0)  # right hierarchy, wrong sibling correlations
+    flat_only = gram_errors(uncorrelated, true, groups, pairs)
+    assert flat_only["flat"] == pytest.approx(0.3, abs=1e-5) and flat_only["hierarchical"] < 1e-6
+
+
+def test_error_vs_k_per_family():
+    from sae_lib import MPSAE, TopKSAE, error_vs_k
+
+    x = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    mp, topk, relu = MPSAE(8, 16, 2, seed=0), TopKSAE(8, 16, 2, seed=0), ReLUSAE(8, 16, seed=0)
+    ks = list(range(1, 17))
+    mp_errors = error_vs_k(mp, x, ks)
+    assert all(b <= a + 1e-6 for a, b in zip(mp_errors, mp_errors[1:])), "MP's error never increases with k"
+    assert error_vs_k(topk, x, [3]) == [pytest.approx(evaluate(topk, x, k=3)["fvu"], rel=1e-5)]
+    relu_errors = error_vs_k(relu, x, ks)
+    n_active = int((relu.encode(x) > 0).sum(-1).max())
+    assert relu_errors[-1] == pytest.approx(evaluate(relu, x)["fvu"], rel=1e-5)
+    assert all(e == pytest.approx(relu_errors[-1], rel=1e-6) for e in relu_errors[n_active - 1:]), "flat past its L0"
+    with pytest.raises(ValueError, match="k must be an integer"):
+        error_vs_k(relu, x, [17])

@@ -1,0 +1,394 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4. Hierarchical concepts
+#
+# Part I assumed the friendliest possible world: features switch on independently of each other, and
+# their directions are random, hence nearly orthogonal. Real concepts are not like that. They come in
+# **hierarchies**: "dog" and "cat" are kinds of "animal"; a token that is "inside a Python string" is
+# also "inside Python code". A child concept is only ever present together with its parent, and
+# siblings ("dog", "cat") exclude each other. Language models seem to store such concepts with a
+# matching geometry {cite}`park2024geometry`: the direction that separates a child from its parent is
+# orthogonal to the parent's direction, while related siblings point in similar directions.
+#
+# Costa et al. {cite}`costa2025flat` call this geometry **conditional orthogonality**, build synthetic
+# data with it, and show that the SAEs of chapters 2 and 3 do not recover it: they **absorb** children
+# into parents {cite}`chanin2024absorption`. This chapter rebuilds their data set and reproduces the
+# failure. You will:
+# * build the paper's tree of 20 concepts and check which concepts can fire together;
+# * construct conditionally orthogonal directions and *see* what the geometry does to the data;
+# * work out why an L1 penalty pays an SAE to absorb a child into its parent;
+# * train ReLU and TopK SAEs on the tree and measure absorption, next to the paper's numbers.
+#
+# Chapter 5 then builds the SAE that the paper proposes for this world: matching pursuit.
+
+# %%
+# Colab only: install the book's library and requirements (does nothing elsewhere).
+import subprocess, sys  # noqa: E401
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from sae_lib import (absorption_score, aligned_atoms, by_profile, conditionally_orthogonal_dictionary, cosine_matrix,
+                     describe, fvu, hierarchical_data, match_atoms, paper_tree, run_on_tree)
+from sae_lib.plots import plot_cosine_panels, plot_cosines
+from sae_lib.report import ReplicationReport
+
+torch.set_num_threads(1)  # the SAEs here are tiny (20 × 20): one thread is much faster than several
+report = ReplicationReport("04_hierarchy")
+STEPS = by_profile(ci=2_000, full=15_000)  # the paper trains for 15k steps of 200 samples
+SEEDS = by_profile(ci=[0, 1, 2], full=list(range(10)))
+CORRELATION = 0.3  # cosine between sibling directions for the SAEs trained below
+describe(steps=STEPS, batch=200, seeds=len(SEEDS), sibling_correlation=CORRELATION)
+
+# %% [markdown]
+# ## A tree of concepts
+#
+# The paper's tree has 20 concepts. Exactly one **top-level** concept is active in every sample: one of
+# 3 **parents** (probability 0.2 each) or one of 8 childless **leaves** (0.05 each). An active parent
+# then picks one of its 3 **children** (0.2 each) or none (0.4). Children of the same parent are
+# mutually exclusive, and a child never appears without its parent. Each active concept gets a
+# magnitude drawn from $\mathcal{N}(1.5, 0.25^2)$.
+#
+# `paper_tree()` builds this tree out of `Concept` nodes (each with a probability, children, and
+# whether its children exclude each other), and numbers the concepts depth first: parent 0 with
+# children 1-3, parent 4 with 5-7, parent 8 with 9-11, then the leaves 12-19, as in the paper. Its
+# `labels` name them P1, P1.a, ..., L8.
+
+# %%
+tree = paper_tree()
+names = tree.labels
+print(pd.DataFrame({"concept": names, "parent": [names[p] if p >= 0 else "—" for p in tree.parent],
+                    "depth": tree.depth}).T.to_string(header=False))
+print(f"expected number of active concepts per sample (L0): {tree.expected_l0():.2f}")
+
+# %% [markdown]
+# Let us sample and look at which concepts fire together: entry $(i, j)$ of the heatmap is the
+# probability that concept $j$ is active given that concept $i$ is.
+
+# %%
+active = tree.sample_active(200_000, torch.Generator().manual_seed(0))
+counts = active.float().T @ active.float()
+conditional = (counts / counts.diag().unsqueeze(1)).numpy()
+
+fig, ax = plt.subplots(figsize=(6.4, 5.4))
+im = ax.imshow(conditional, cmap="Blues", vmin=0, vmax=1)
+ax.set_xticks(range(20), names, rotation=90, fontsize=8)
+ax.set_yticks(range(20), names, fontsize=8)
+ax.set_xlabel("concept j")
+ax.set_ylabel("given concept i")
+fig.colorbar(im, label="P(j active | i active)")
+ax.set_title("Which concepts fire together")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Read a row: given a child (say P1.a), its parent P1 is active with probability 1 (the dark cell in
+# column P1), its siblings never are. Given a parent, each child shows up 20% of the time. The
+# top-level concepts exclude each other. These are the facts the tree promises; let us assert them.
+
+# %%
+top = [i for i, p in enumerate(tree.parent) if p < 0]
+sample_l0 = active.sum(1).float().mean().item()
+child_implies_parent = all(bool((active[:, tree.parent[c]] | ~active[:, c]).all()) for c in tree.child_indices)
+siblings_exclusive = all(bool((active[:, list(g)].sum(1) <= 1).all()) for g in tree.sibling_groups)
+report.check("The paper's tree: exactly one top-level concept per sample, expected L0 = 1.36",
+             paper="L0 = 1.36", ours=f"L0 = {tree.expected_l0():.2f} (sampled {sample_l0:.3f})",
+             passed=bool((active[:, top].sum(1) == 1).all()) and abs(sample_l0 - 1.36) < 0.01)
+report.check("A child only fires with its parent; siblings never fire together",
+             ours=f"child ⇒ parent: {child_implies_parent}; siblings exclusive: {siblings_exclusive}",
+             passed=child_implies_parent and siblings_exclusive)
+
+# %% [markdown]
+# ## Conditional orthogonality
+#
+# Now the directions. Costa et al. let only **siblings** correlate, by a within-level cosine $\rho$, and make
+# every concept orthogonal to every concept outside its sibling group: its parent, its children, and
+# all other branches. Siblings never fire together, so nothing forces them apart, and similar concepts
+# ("dog", "cat") plausibly share much of their representation; a parent and its child always fire
+# together, and stay perfectly distinguishable.
+#
+# The construction: start from 20 orthonormal directions $q_1, \dots, q_{20}$ (the QR decomposition of a
+# Gaussian matrix), then replace each sibling group's directions by mixtures *within that group only*,
+# $$v_i = a\, q_i + b \sum_{j \in \text{group}} q_j, \qquad a = \sqrt{1-\rho},\quad
+#   b = \frac{\sqrt{1 - \rho + m\rho} - \sqrt{1-\rho}}{m},$$
+# where $m$ is the group's size. These $a, b$ make every $v_i$ unit length and every sibling pair's cosine
+# exactly $\rho$ (they give the symmetric square root of the target Gram matrix
+# $(1-\rho)I + \rho\,\mathbf{1}\mathbf{1}^\top$).
+# Groups use disjoint sets of $q$'s, so a parent, which lives in the top-level group, stays exactly
+# orthogonal to its children, which live in their own group. The paper mixes with a coefficient
+# $\varepsilon$ instead; it is the same family of vectors, and its $\varepsilon = 0.0895$ for 3 siblings is
+# our $\rho = 0.1$ (the library's tests check this). The 11 top-level concepts form one sibling group too, so parents
+# and leaves correlate with each other.
+#
+# Here are the Gram matrices (all pairwise cosines) at the four correlations the paper studies.
+
+# %%
+true_dictionaries = {rho: conditionally_orthogonal_dictionary(tree, 20, rho, seed=0) for rho in [0.0, 0.3, 0.6, 0.9]}
+plot_cosine_panels([(f"ρ = {rho}", d, d) for rho, d in true_dictionaries.items()], labels=names,
+                   title="True dictionaries: siblings correlate (red blocks), parent and child are orthogonal").show()
+
+# %%
+gram = cosine_matrix(true_dictionaries[CORRELATION], true_dictionaries[CORRELATION])
+sibling_cos = torch.tensor([gram[i, j] for g in tree.sibling_groups for i in g for j in g if i != j])
+ancestor_cos = torch.tensor([gram[p, c] for p, c in tree.ancestor_pairs()])
+report.check(f"Conditional orthogonality is exact: siblings at cos ρ = {CORRELATION}, parent ⟂ child",
+             ours=f"siblings {sibling_cos.min():.6f}..{sibling_cos.max():.6f}; "
+                  f"max |cos(parent, child)| {ancestor_cos.abs().max():.1e}",
+             passed=bool((sibling_cos - CORRELATION).abs().max() < 1e-5 and ancestor_cos.abs().max() < 1e-5))
+
+# %% [markdown]
+# ### What the geometry does to the data
+#
+# Take the samples where parent P1 fires with its child P1.a, so $x = s_{P1}\, v_{P1} + s_{P1.a}\, v_{P1.a}$. Read
+# each concept off by projecting $x$ on its direction, the simplest encoder there is:
+#
+# * projecting on $v_{P1}$ returns exactly $s_{P1}$: the child adds nothing, because it is orthogonal;
+# * projecting on the *sibling* $v_{P1.b}$, which is absent, returns $\rho\, s_{P1.a}$: a phantom.
+#
+# So the parent can be read cleanly even though it always comes with a child, while siblings, which never
+# come together, blur into each other. An encoder that reads every concept at once from $x$ must fight
+# the phantoms with thresholds; an encoder that first explains the strongest concept and then looks at
+# what is left over does not see them (chapter 5).
+
+# %%
+data = hierarchical_data(20_000, correlation=CORRELATION, seed=0)
+p1, p1a, p1b = 0, 1, 2
+both = (data.codes[:, p1] > 0) & (data.codes[:, p1a] > 0)
+readout = data.x[both] @ data.dictionary.T
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+axes[0].scatter(data.codes[both, p1], readout[:, p1], s=4, alpha=0.4)
+axes[0].set(xlabel="true magnitude of P1", ylabel="projection of x", title="read P1 from x = P1 + P1.a")
+axes[1].scatter(data.codes[both, p1a], readout[:, p1b], s=4, alpha=0.4, color="tab:red")
+axes[1].set(xlabel="true magnitude of P1.a", title="read the absent sibling P1.b from the same x")
+for ax in axes:
+    ax.plot([0.5, 2.5], [0.5, 2.5], "k--", lw=1, label="y = x")
+axes[1].plot([0.5, 2.5], [0.5 * CORRELATION, 2.5 * CORRELATION], "k:", lw=1, label="y = ρ x")
+for ax in axes:
+    ax.legend(loc="upper left")
+plt.tight_layout()
+plt.show()
+
+parent_leak = (readout[:, p1] - data.codes[both, p1]).abs().max().item()
+phantom_slope = (readout[:, p1b] / data.codes[both, p1a]).mean().item()
+report.check("The parent reads out exactly despite its child; an absent sibling reads out as ρ × the child",
+             ours=f"parent error ≤ {parent_leak:.1e}; phantom slope {phantom_slope:.3f} (ρ = {CORRELATION})",
+             passed=parent_leak < 1e-4 and abs(phantom_slope - CORRELATION) < 1e-4)
+
+# %% [markdown]
+# ## Why sparse SAEs absorb
+#
+# Suppose an SAE has one latent per concept. On a sample with parent and child, $x = a\,p + c\,u$ with
+# $p \perp u$ (here $p$ and $u$ are the parent's and the child's directions). The faithful code uses two
+# latents, with an L1 cost of $a + c$. But an SAE could instead give the child's latent the direction
+# $(a\,p + c\,u)/\sqrt{a^2+c^2}$: then one latent of size $\sqrt{a^2+c^2}$ reconstructs the whole sample. With
+# $a = c = 1.5$ that costs $2.12$ instead of $3$. The child latent has **absorbed** its parent: it now
+# also means "parent", and the parent's own latent falls silent whenever a child is present. Nothing is
+# lost for reconstruction as long as the child always comes with its parent, which is exactly what a
+# hierarchy guarantees. Only the variation of the magnitudes around their mean costs a little error.
+#
+# We can price this exactly on our data: build the fully absorbed dictionary (each child direction
+# replaced by the normalised sum of child and parent), find each sample's code in it (the dictionary is
+# still a basis, so the code is unique), clip the rare negative entries that a ReLU could not produce,
+# and compare L1 and reconstruction with the true dictionary's.
+
+# %%
+absorbed = data.dictionary.clone()
+for child in tree.child_indices:
+    absorbed[child] = F.normalize(data.dictionary[child] + data.dictionary[tree.parent[child]], dim=0)
+absorbed_codes = (data.x @ torch.linalg.inv(absorbed)).clamp_min(0)
+l1_true, l1_absorbed = data.codes.abs().sum(1).mean().item(), absorbed_codes.sum(1).mean().item()
+absorbed_fvu = fvu(data.x, absorbed_codes @ absorbed)
+print(f"mean L1 of the code: true dictionary {l1_true:.3f}, absorbed dictionary {l1_absorbed:.3f} "
+      f"({1 - l1_absorbed / l1_true:.0%} less), at a reconstruction FVU of {absorbed_fvu:.4f}")
+print(f"absorption score of the absorbed dictionary: {absorption_score(absorbed, data.dictionary, tree.parent):.3f}")
+
+# %%
+report.check("Absorbing every child into its parent lowers the code's L1 by > 10% for < 2% of the variance",
+             ours=f"L1 −{1 - l1_absorbed / l1_true:.0%}, FVU {absorbed_fvu:.4f}",
+             passed=l1_absorbed < 0.9 * l1_true and absorbed_fvu < 0.02)
+
+# %% [markdown]
+# An L1-penalised SAE is therefore *paid* to absorb. A TopK SAE pays no L1, but with $k = 1$ it has no
+# choice (one latent per sample must cover parent and child), and even with $k = 2$, enough for every
+# sample of this tree, nothing in its loss prefers the faithful dictionary over a partly absorbed one.
+#
+# ### Measuring absorption
+#
+# Following the paper, the **absorption score** of a learned dictionary is the mean, over the 9 children,
+# of the cosine between the learned atom matched to the child (one-to-one matching, chapter 1) and the
+# child's *true parent*:
+# $$\text{absorption} = \frac{1}{|\text{children}|}\sum_{c}
+#   \cos\big(\hat d_{\,\mathrm{match}(c)},\, d_{\mathrm{parent}(c)}\big).$$
+# A faithful dictionary scores 0 (children are orthogonal to their parents); the fully absorbed one
+# above scores $1/\sqrt 2 \approx 0.71$. Lower is better.
+#
+# Two more numbers summarise how a learned dictionary's Gram matrix $\hat G$ (atoms matched to the true
+# concepts, in the true order) differs from the true one, $G$. The paper names a flat and a hierarchical
+# error without printing formulas; these are ours, both mean absolute differences $|\hat G_{ij} - G_{ij}|$:
+# * **flat error**: over pairs of siblings, i.e. *within* a level (does the SAE keep the correlation $\rho$?);
+# * **hierarchical error**: over (ancestor, descendant) pairs, *across* levels (does it keep them orthogonal?).
+#
+# Absorption shows up in the hierarchical error; the flat error is blind to it.
+
+# %% [markdown]
+# ## ReLU and TopK SAEs on the tree
+#
+# We train with the paper's recipe (`train_on_tree`: Adam with learning rate $3\cdot10^{-2}$ and betas
+# (0.5, 0.9375), batches of 200 fresh samples, warm-up, stable, then decay, gradient clipping at 1),
+# 20 latents for 20 concepts, and sibling correlation $\rho = 0.3$:
+# * **ReLU** with L1 weight $3\cdot 10^{-3}$, chosen so its L0 lands near the tree's 1.36 (the paper adapts
+#   its L1 weight during training to hit that L0);
+# * **TopK** with $k = 2$, the largest number of concepts any sample has, and with $k = 1$.
+#
+# The paper's TopK variant is BatchTopK at an average L0 of 1.36 (per batch rather than per sample), which
+# sits between our two. `tree_sae` also fixes every SAE's pre-bias at zero: the tree's data has no offset,
+# and a trainable pre-bias would soak up the direction that all top-level concepts share when they
+# correlate (one of them is always on), changing the dictionary the SAE has to find.
+
+# %%
+runs = run_on_tree({"relu": {}, "topk": {}, "topk k=1": {"family": "topk", "k": 1}},
+                   steps=STEPS, seeds=SEEDS, correlation=CORRELATION)
+scores = pd.DataFrame([{"SAE": r.name, "seed": r.seed, **r.scores} for r in runs])
+medians = scores.groupby("SAE", sort=False).median().drop(columns="seed")
+medians.round(3)
+
+# %% [markdown]
+# The table gives medians over seeds: the matched cosines (mean and worst), absorption, the two Gram
+# errors, and FVU, L0 and dead latents on held-out samples. Let us look inside one ReLU SAE: each row
+# of the heatmap is a learned atom, matched to and ordered like the true concepts, and each column a
+# true concept.
+
+# %%
+relu_run = next(r for r in runs if r.name == "relu")
+relu_atoms = aligned_atoms(relu_run.sae.W_dec, relu_run.test.dictionary)
+fig = plot_cosines(relu_atoms, relu_run.test.dictionary, title="ReLU SAE: learned atoms vs true concepts",
+                   a_label="learned atom (matched)", b_label="true concept")
+fig.update_layout(xaxis=dict(tickmode="array", tickvals=list(range(20)), ticktext=names),
+                  yaxis=dict(tickmode="array", tickvals=list(range(20)), ticktext=names))
+fig.show()
+
+# %% [markdown]
+# Parents and leaves are found almost exactly (the diagonal), but every child's atom also points a good
+# way toward its parent: the column of the parent lights up in the child rows. That is absorption, and
+# it is partial: the atoms sit between the child's direction and the fully absorbed one.
+#
+# The Gram matrices tell the same story. Left, the truth; middle and right, the learned atoms of one
+# ReLU and one TopK ($k = 2$) SAE, matched to the true order.
+
+# %%
+topk_run = next(r for r in runs if r.name == "topk")
+topk_atoms = aligned_atoms(topk_run.sae.W_dec, topk_run.test.dictionary)
+plot_cosine_panels([("true dictionary", relu_run.test.dictionary, relu_run.test.dictionary),
+                    ("ReLU SAE", relu_atoms, relu_atoms), ("TopK SAE (k = 2)", topk_atoms, topk_atoms)],
+                   labels=names, title="Gram matrices: parent–child cells should be white (orthogonal)").show()
+
+# %% [markdown]
+# Absorption changes what the latents *do*, too. Take the ReLU SAE's latent matched to each parent:
+# when the parent is active alone, it fires at about the parent's magnitude; when a child is present,
+# it fires far more weakly, because the child's latent already carries part of the parent.
+
+# %%
+def latent_of(run) -> dict[int, int]:
+    """Which learned latent the one-to-one matching assigns to each true concept."""
+    match = match_atoms(run.sae.W_dec, run.test.dictionary)
+    return dict(zip(match.true_index.tolist(), match.learned_index.tolist()))
+
+
+test = relu_run.test
+codes = relu_run.sae.encode(test.x).detach()
+rows = []
+for parent in (0, 4, 8):
+    kids = list(tree.children[parent])
+    alone = (test.codes[:, parent] > 0) & ~(test.codes[:, kids] > 0).any(1)
+    with_child = (test.codes[:, parent] > 0) & (test.codes[:, kids] > 0).any(1)
+    latent = codes[:, latent_of(relu_run)[parent]]
+    rows.append({"parent": names[parent], "true magnitude": test.codes[with_child, parent].mean().item(),
+                 "latent, parent alone": latent[alone].mean().item(),
+                 "latent, parent + child": latent[with_child].mean().item()})
+behaviour = pd.DataFrame(rows).set_index("parent")
+behaviour.round(2)
+
+# %%
+silenced = (behaviour["latent, parent + child"] / behaviour["latent, parent alone"]).max()
+report.check("ReLU SAE: a parent's latent fires at under half its strength when a child is present",
+             ours=f"largest ratio {silenced:.2f}", passed=bool(silenced < 0.5))
+
+# %%
+abs_relu, abs_topk, abs_topk1 = (medians.loc[n, "absorption"] for n in ["relu", "topk", "topk k=1"])
+report.check("ReLU SAEs absorb children into parents (absorption score in the paper's range)",
+             paper="0.45 – 0.70 (vanilla ReLU)", ours=f"{abs_relu:.2f} (median of {len(SEEDS)})",
+             passed=0.45 <= abs_relu <= 0.70)
+report.check("Absorption breaks the across-level geometry, not the within-level one (ReLU)",
+             ours=f"hierarchical error {medians.loc['relu', 'hierarchical']:.2f} "
+                  f"vs flat {medians.loc['relu', 'flat']:.2f}",
+             passed=bool(medians.loc["relu", "hierarchical"] > 5 * medians.loc["relu", "flat"]))
+report.check("TopK SAEs absorb too, at k = 1 and at k = 2",
+             paper="0.42 – 0.54 (BatchTopK)", ours=f"k = 1: {abs_topk1:.2f}; k = 2: {abs_topk:.2f}",
+             passed=abs_topk1 > 0.15 and abs_topk > 0.15)
+
+# %% [markdown]
+# ### Beside the paper
+#
+# Our ReLU SAEs land inside the paper's range for vanilla SAEs. Our TopK SAEs absorb as well, but with
+# $k = 2$ they score below the paper's BatchTopK range, and the table shows why the number needs care:
+# several of their latents are dead. A child whose matched latent never fires contributes whatever cosine that
+# untrained atom happens to have with the parent, near zero, which pulls the average down although
+# nothing was recovered. Splitting the children of every TopK run by whether their matched latent is
+# alive makes this visible:
+
+# %%
+rows = []
+for run in (r for r in runs if r.name.startswith("topk")):
+    fired = (run.sae.encode(run.test.x) > 0).any(0)
+    atoms = F.normalize(run.sae.W_dec.detach(), dim=1)
+    for child in tree.child_indices:
+        latent = latent_of(run)[child]
+        rows.append({"SAE": run.name, "matched latent": "alive" if fired[latent] else "dead",
+                     "cos(atom, true parent)": (atoms[latent] @ run.test.dictionary[tree.parent[child]]).item()})
+split = pd.DataFrame(rows).groupby(["SAE", "matched latent"])["cos(atom, true parent)"].agg(["mean", "count"])
+split.round(2)
+
+# %% [markdown]
+# Where a TopK latent did learn a child, its atom leans clearly toward the parent (compare the means with
+# the paper's BatchTopK range); where the latent died, there is no child atom at all, a different failure that
+# the absorption score averages in. Two more differences from the paper remain: per-sample TopK with
+# $k = 2$ gives two latents even to the many samples that contain a single concept, while BatchTopK at an
+# average L0 of 1.36 spends its budget where it is needed; and the paper adds no auxiliary loss, while
+# ours has AuxK (chapter 3), which here does not save all latents.
+
+# %%
+assert abs_topk < 0.42, "the text above says our TopK (k = 2) scores below the paper's BatchTopK range"
+alive_absorption = split.xs("alive", level="matched latent")["mean"].min()
+report.check("TopK children learned by a live latent lean toward their parent (cos > 0.3)",
+             paper="0.42 – 0.54 (BatchTopK)", ours=f"lowest of k = 1, 2: {alive_absorption:.2f}",
+             passed=bool(alive_absorption > 0.3))
+report.record("Absorption score of TopK (k = 2) vs the paper's BatchTopK", paper="0.42 – 0.54",
+              ours=f"{abs_topk:.2f}, diluted by {medians.loc['topk', 'dead']:.0f} dead latents (median)",
+              status="matches" if 0.42 <= abs_topk <= 0.54 else "differs")
+
+# %% [markdown]
+# ## Replication check
+#
+# Every claim above was computed and asserted where it was made; this table gathers them.
+
+# %%
+report.save()
+report.show()
+
+# %% [markdown]
+# **Next:** chapter 5 replaces the one-shot encoder by matching pursuit, which reads concepts one at a
+# time from what is left unexplained, and tests whether that recovers the tree.

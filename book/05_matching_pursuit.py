@@ -1,0 +1,518 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. Matching-pursuit SAEs
+#
+# Chapter 4 ended with a diagnosis. The ReLU and TopK encoders read every concept from the input *at
+# once*: latent $i$ looks at $w_i^\top x$, whatever else is in $x$. On a tree of concepts with conditional
+# orthogonality that is the wrong question to ask. A child's direction sits next to its siblings'
+# (phantoms appear), and an L1 penalty pays the SAE to let one latent stand for parent and child together
+# (absorption).
+#
+# **Matching pursuit** (MP) {cite}`mallat1993matching` asks the questions one at a time. Find the atom
+# that best explains the input; remove what it explains; look again at *what is left*. Each new
+# question is asked about a residual that is orthogonal to the atom just used, so the encoder's view
+# is conditioned on what it has already explained: the same structure as the data. Costa et al.
+# {cite}`costa2025flat` turn MP into an SAE, the **MP-SAE**, by unrolling $k$ steps of it as the encoder
+# and learning the dictionary through them.
+#
+# This chapter:
+# * builds MP from scratch, checks its guarantees numerically, and matches it against the library class;
+# * trains MP-SAEs next to ReLU and TopK SAEs on the tree at sibling correlations 0, 0.3, 0.6 and 0.9;
+# * measures absorption over a grid of child magnitudes, in the shape of the paper's Table 1;
+# * shows MP's **adaptive sparsity**: more steps at inference keep helping, unlike TopK.
+
+# %%
+# Colab only: install the book's library and requirements (does nothing elsewhere).
+import subprocess, sys  # noqa: E401
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
+
+# %%
+import math
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from sae_lib import (MPSAE, Concept, ConceptTree, aligned_atoms, by_profile, cosine_matrix, current_profile, describe,
+                     error_vs_k, hierarchical_data, paper_tree, random_dictionary, run_on_tree)
+from sae_lib.plots import FAMILY_COLORS, plot_cosine_panels
+from sae_lib.report import ReplicationReport
+
+torch.set_num_threads(1)  # the SAEs here are tiny (20 × 20): one thread is much faster than several
+report = ReplicationReport("05_matching_pursuit")
+STEPS = by_profile(ci=2_000, full=15_000)  # the paper: 15k steps of 200 fresh samples
+SEEDS = by_profile(ci=[0, 1], full=list(range(10)))  # the paper: 10 seeds
+CORRELATIONS = [0.0, 0.3, 0.6, 0.9]
+GRID_STEPS = by_profile(ci=1_000, full=15_000)
+GRID_SEEDS = by_profile(ci=[0], full=[0, 1, 2])  # 3 seeds per cell keeps the full profile near an hour
+CHILD_MEANS = by_profile(ci=[0.75, 3.0], full=[0.75, 1.5, 3.0])  # half, equal, double the parent's 1.5
+CHILD_SPREADS = by_profile(ci=[0.1, 0.5], full=[0.1, 0.25, 0.5])
+FAMILIES = {"relu": {}, "topk": {}, "mp": {}}
+describe(steps=STEPS, seeds=len(SEEDS), correlations=CORRELATIONS, grid=f"{len(CHILD_MEANS)} × {len(CHILD_SPREADS)}",
+         grid_steps=GRID_STEPS, grid_seeds=len(GRID_SEEDS))
+training_seconds = 0.0
+
+# %% [markdown]
+# ## Matching pursuit from scratch
+#
+# Given unit-norm atoms $d_1, \dots, d_n$ (the rows of $D$) and an input $x$, start with the residual
+# $r_0 = x$ and the code $z = 0$. At each step $t$:
+# $$c = D\, r_t, \qquad j = \arg\max_i \operatorname{ReLU}(c_i), \qquad z_j \mathrel{+}= c_j, \qquad
+#   r_{t+1} = r_t - c_j\, d_j .$$
+# After $k$ steps the reconstruction is $\hat x = D^\top z = x - r_k$. The ReLU keeps codes non-negative, as
+# in every SAE of this book: an atom is only used if it correlates *positively* with what is left; if
+# none does, the step adds nothing. That is the whole encoder, in a few lines:
+
+# %%
+def matching_pursuit(x: torch.Tensor, atoms: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k greedy steps of matching pursuit over unit-norm ``atoms`` (n, d); returns codes (batch, n) and residuals."""
+    residual = x.clone()
+    z = torch.zeros(x.shape[0], atoms.shape[0])
+    rows = torch.arange(x.shape[0])
+    for _ in range(k):
+        c = residual @ atoms.T                    # how much each atom explains of what is left
+        best, j = c.clamp_min(0).max(dim=1)       # the best positively correlated atom
+        z[rows, j] += best                        # add it to the code (an atom may be chosen twice)
+        residual = residual - best[:, None] * atoms[j]  # and remove what it explains
+    return z, residual
+
+
+# %% [markdown]
+# Watch it on one sample of the tree (correlation $\rho = 0.3$), a parent with its child, using the *true*
+# dictionary: first the raw correlations $D x$, then each step.
+
+# %%
+tree = paper_tree()
+names = tree.labels
+example = hierarchical_data(2_000, correlation=0.3, seed=0)
+i = int(torch.nonzero((example.codes[:, 0] > 0) & (example.codes[:, 1] > 0))[0])
+x = example.x[i:i + 1]
+print("true code:", {names[j]: round(v, 3) for j, v in enumerate(example.codes[i].tolist()) if v > 0})
+correlations = (x @ example.dictionary.T)[0]
+print("one-shot read-out D x, largest five:",
+      {names[j]: round(correlations[j].item(), 3) for j in correlations.argsort(descending=True)[:5].tolist()})
+residual = x.clone()
+for step in range(1, 4):
+    z_step, residual = matching_pursuit(residual, example.dictionary, 1)
+    j = int(z_step.argmax())
+    print(f"step {step}: picks {names[j]} with coefficient {z_step[0, j]:.2e}; "
+          f"|residual| = {residual.norm():.2e}; largest correlation left {(residual @ example.dictionary.T).max():.2e}")
+
+# %% [markdown]
+# The one-shot read-out sees the parent and the child, but also phantoms: the child's siblings at $\rho$
+# times the child's size, and the other top-level concepts at $\rho$ times the parent's. MP takes the
+# strongest concept first. Removing it leaves a residual orthogonal to it *and to everything that was a
+# phantom because of it*, so the second step finds the other concept exactly. After that the residual is
+# zero up to rounding, and a third step adds only a rounding-size coefficient. Let us check that MP
+# recovers the exact code for every sample, with the true dictionary, at every correlation.
+
+# %%
+exact_errors = {}
+for rho in CORRELATIONS:
+    sample = hierarchical_data(5_000, correlation=rho, seed=1)
+    z, _ = matching_pursuit(sample.x, sample.dictionary, k=3)
+    exact_errors[rho] = (z - sample.codes).abs().max().item()
+print({rho: f"{err:.1e}" for rho, err in exact_errors.items()})
+report.check("With the true dictionary, MP recovers every sample's exact code at every correlation",
+             ours=f"largest code error {max(exact_errors.values()):.1e}", passed=max(exact_errors.values()) < 1e-4)
+
+# %% [markdown]
+# ## Its guarantees, checked numerically
+#
+# Three facts make MP trustworthy, and all follow from one line of algebra. With unit-norm $d_j$ and
+# $c_j = d_j^\top r_t$:
+# 1. **The residual is orthogonal to the atom just used**: $d_j^\top r_{t+1} = c_j - c_j\, d_j^\top d_j = 0$.
+# 2. **Energy is removed, never added**: $\|r_{t+1}\|^2 = \|r_t\|^2 - c_j^2$ (Pythagoras, using 1), so the
+#    reconstruction error can only go down as $k$ grows.
+# 3. **Nothing is lost**: $x = D^\top z + r_k$ exactly, at every $k$.
+#
+# They hold for *any* dictionary, learned or not, so we check them on random atoms and inputs in
+# higher dimension, running the library's `MPSAE.trace`, which keeps every residual. First, the library
+# class must agree with our loop: we give it the same atoms (and no pre-bias).
+
+# %%
+atoms = random_dictionary(256, 64, seed=0)
+inputs = torch.randn(512, 64, generator=torch.Generator().manual_seed(1))
+library_mp = MPSAE(64, 256, k=12)
+with torch.no_grad():
+    library_mp.W_dec.copy_(atoms)
+z_ours, r_ours = matching_pursuit(inputs, atoms, k=12)
+x_hat, z_lib = library_mp(inputs)
+agreement = max((z_ours - z_lib).abs().max().item(), (inputs - r_ours - x_hat).abs().max().item())
+report.check("Our 10-line MP and the library's MPSAE give the same codes and reconstructions",
+             ours=f"largest difference {agreement:.1e}", passed=agreement < 1e-4)
+
+# %%
+trace = library_mp.trace(inputs, k=64)
+res, used = trace.residuals, library_mp.atoms()[trace.indices]  # (k+1, batch, d) and (batch, k, d)
+after = res[1:].transpose(0, 1)  # (batch, k, d): the residual after each step
+took_step = trace.coefficients > 0  # a step that found no positively correlated atom changes nothing
+orthogonality = (after * used).sum(-1)[took_step].abs().max().item()
+energy = res.pow(2).sum(-1)  # (k+1, batch)
+pythagoras = (energy[:-1] - energy[1:] - trace.coefficients.T.pow(2)).abs().max().item()
+never_up = (energy[1:] - energy[:-1]).max().item()
+codes = torch.zeros(512, 256).scatter_add(1, trace.indices, trace.coefficients)
+lossless = (inputs - codes @ library_mp.atoms() - res[-1]).abs().max().item()
+print(f"|<r_t+1, d_j>| ≤ {orthogonality:.1e};  Pythagoras error ≤ {pythagoras:.1e};  "
+      f"largest energy increase {never_up:.1e};  |x - Dz - r| ≤ {lossless:.1e}")
+
+fig, ax = plt.subplots(figsize=(6, 3.6))
+ax.semilogy(energy[:, :40].numpy() / energy[0, :40].numpy(), color="tab:green", alpha=0.3)
+ax.set(xlabel="MP step", ylabel="residual energy / input energy", title="40 inputs: the residual only shrinks")
+plt.tight_layout()
+plt.show()
+
+# %%
+report.check("MP guarantees: residual ⟂ chosen atom, energy drops by c², never rises, x = Dz + r",
+             paper="by construction (Mallat & Zhang 1993)",
+             ours=f"max deviations {orthogonality:.0e}, {pythagoras:.0e}, {max(never_up, 0):.0e}, {lossless:.0e}",
+             passed=orthogonality < 1e-4 and pythagoras < 1e-4 and never_up < 1e-5 and lossless < 1e-4)
+
+# %% [markdown]
+# ## Learning the dictionary: the MP-SAE
+#
+# An MP-SAE is this encoder with a learned dictionary: the atoms are the rows of `W_dec` (kept unit
+# norm), the decoder is $D^\top z$, and the loss is the reconstruction error alone. Sparsity comes from
+# the number of steps $k$, not from a penalty, so nothing pays the model to merge concepts. Gradients flow
+# through all $k$ unrolled steps (through every coefficient $c_j = d_j^\top r_t$ and every subtraction),
+# while the *choices* $j$ are treated as constants, like TopK's choice of latents. The library's `MPSAE`
+# does exactly this, choosing the atoms without building a graph and then recomputing the coefficients
+# of the chosen atoms differentiably.
+#
+# We train with the same recipe and the same data as the ReLU and TopK SAEs of chapter 4 (`run_on_tree`,
+# the pre-bias fixed at zero, 20 atoms for 20 concepts), with $k = 3$ steps, one more than any sample
+# needs. Because a step only adds an atom that correlates positively with the residual, a spare step
+# costs nothing once the residual is zero. With exactly $k = 2$ steps, training can stall in a poor local
+# optimum: two atoms that each mix a parent with its child, which two steps cannot untangle. (The paper
+# fixes no $k$: it stops each sample's pursuit once the residual is small or the chosen support stops
+# changing.) We check this after the sweep below.
+#
+# %% [markdown]
+# ## Recovery across sibling correlations
+#
+# Now the paper's main synthetic experiment: ReLU, TopK and MP SAEs on the tree at sibling correlation
+# 0, 0.3, 0.6 and 0.9, each on several seeds (a seed fixes the dictionary, the data, the initialisation
+# and the batch order; the three families share the first two).
+
+# %%
+start = time.perf_counter()
+sweep = {rho: run_on_tree(FAMILIES, steps=STEPS, seeds=SEEDS, correlation=rho) for rho in CORRELATIONS}
+training_seconds += time.perf_counter() - start
+results = pd.DataFrame([{"correlation": rho, "SAE": r.name, "seed": r.seed, **r.scores}
+                        for rho, runs in sweep.items() for r in runs])
+medians = results.groupby(["correlation", "SAE"], sort=False).median().drop(columns="seed")
+medians[["mean_cos", "min_cos", "absorption", "flat", "hierarchical", "fvu", "dead"]].round(3).unstack("SAE")
+
+# %% [markdown]
+# Medians over seeds of: the mean and worst matched cosine with the true concepts, absorption, the flat
+# (within-level) and hierarchical (across-level) Gram errors defined in chapter 4, FVU and dead latents.
+
+# %%
+fig = make_subplots(rows=1, cols=3, subplot_titles=["mean matched cosine (↑)", "worst matched cosine (↑)",
+                                                    "absorption (↓)"])
+for col, metric in enumerate(["mean_cos", "min_cos", "absorption"], start=1):
+    for family in FAMILIES:
+        fig.add_trace(go.Scatter(x=CORRELATIONS, y=[medians.loc[(rho, family), metric] for rho in CORRELATIONS],
+                                 mode="lines+markers", name=family, legendgroup=family, showlegend=col == 1,
+                                 line_color=FAMILY_COLORS[family]), row=1, col=col)
+    fig.update_xaxes(title_text="sibling correlation ρ", row=1, col=col)
+fig.update_layout(height=380, title="Three SAE families on the tree (medians over seeds)")
+fig.show()
+
+# %% [markdown]
+# And the MP-SAE's learned atoms against the true concepts, one run per correlation:
+
+# %%
+panels = []
+for rho in CORRELATIONS:
+    run = next(r for r in sweep[rho] if r.name == "mp")
+    panels.append((f"ρ = {rho}: mean cos {run.scores['mean_cos']:.2f}",
+                   aligned_atoms(run.sae.W_dec, run.test.dictionary), run.test.dictionary))
+plot_cosine_panels(panels, labels=names,
+                   title="MP-SAE: learned atoms (rows, matched) vs true concepts (columns)").show()
+
+# %% [markdown]
+# At $\rho = 0$ the MP-SAE finds the dictionary exactly, and at $\rho = 0.3$ it is nearly exact; from $0.6$
+# on it mixes siblings, and at $0.9$ little is left, as in the paper. ReLU SAEs absorb at every
+# correlation up to 0.6 (and at 0.9 fail more broadly); TopK SAEs lose more latents the more siblings
+# correlate. MP's absorption and hierarchical error stay near zero wherever it recovers the tree. We state recovery as:
+# **every true concept's matched atom has cosine ≥ 0.9** (≥ 0.99 at $\rho = 0$), and mean matched cosine
+# ≥ 0.97 (medians over seeds).
+
+# %%
+def med(rho, family, metric):
+    return medians.loc[(rho, family), metric]
+
+
+for rho, need in [(0.0, 0.99), (0.3, 0.9)]:
+    report.check(f"MP-SAE recovers the true dictionary at ρ = {rho}: every matched cosine ≥ {need}, mean ≥ 0.97",
+                 paper="exact recovery",
+                 ours=f"worst {med(rho, 'mp', 'min_cos'):.3f}, mean {med(rho, 'mp', 'mean_cos'):.3f}",
+                 passed=med(rho, "mp", "min_cos") >= need and med(rho, "mp", "mean_cos") >= 0.97)
+report.check("MP-SAE recovery degrades as siblings correlate more: partial at 0.6, poor at 0.9",
+             paper="partial at 0.6, degraded at 0.9",
+             ours=" → ".join(f"{med(rho, 'mp', 'mean_cos'):.2f}" for rho in CORRELATIONS) + " (mean matched cos)",
+             passed=med(0.3, "mp", "mean_cos") > med(0.6, "mp", "mean_cos") > med(0.9, "mp", "mean_cos")
+             and med(0.6, "mp", "min_cos") < 0.9 and med(0.9, "mp", "mean_cos") < 0.8)
+for rho in (0.0, 0.3):
+    others = min(med(rho, "relu", "absorption"), med(rho, "topk", "absorption"))
+    report.check(f"MP-SAE absorbs far less than ReLU and TopK at ρ = {rho} (≤ 0.07 and ≤ ¼ of the lower)",
+                 paper="MP ≈ 0.001–0.07 vs 0.42–0.70",
+                 ours=f"MP {med(rho, 'mp', 'absorption'):.3f}; ReLU {med(rho, 'relu', 'absorption'):.2f}; "
+                      f"TopK {med(rho, 'topk', 'absorption'):.2f}",
+                 passed=med(rho, "mp", "absorption") <= min(0.07, others / 4))
+report.check("MP-SAE keeps parent ⟂ child (hierarchical error) where ReLU does not, at ρ ≤ 0.3",
+             ours=", ".join(f"ρ={rho}: MP {med(rho, 'mp', 'hierarchical'):.3f} "
+                            f"vs ReLU {med(rho, 'relu', 'hierarchical'):.2f}" for rho in (0.0, 0.3)),
+             passed=all(med(rho, "mp", "hierarchical") < 0.05 and med(rho, "relu", "hierarchical") > 0.3
+                        for rho in (0.0, 0.3)))
+report.check("ReLU SAEs absorb at ρ = 0, 0.3 and 0.6 (absorption in the paper's range)", paper="0.45 – 0.70",
+             ours=", ".join(f"{med(rho, 'relu', 'absorption'):.2f}" for rho in (0.0, 0.3, 0.6)),
+             passed=all(0.45 <= med(rho, "relu", "absorption") <= 0.70 for rho in (0.0, 0.3, 0.6)))
+mp_dead = int(results.loc[results.SAE == "mp", "dead"].max())
+report.check("No MP-SAE atom died in any run, so we use neither atom dropout nor a revive term",
+             paper="dropout and revive help against dead atoms", ours=f"most dead atoms in one run: {mp_dead}",
+             passed=mp_dead == 0)
+
+# %% [markdown]
+# ### Why $k = 3$
+#
+# The same seeds at $\rho = 0$, trained with exactly $k = 2$ steps, next to the sweep's $k = 3$ runs:
+
+# %%
+start = time.perf_counter()
+k2_runs = run_on_tree({"mp k=2": {"family": "mp", "k": 2}}, steps=STEPS, seeds=SEEDS, correlation=0.0)
+training_seconds += time.perf_counter() - start
+k_table = pd.DataFrame([{"SAE": "mp k=3" if r.name == "mp" else r.name, "seed": r.seed, **r.scores}
+                        for r in k2_runs + [r for r in sweep[0.0] if r.name == "mp"]]).set_index(["SAE", "seed"])
+k_table[["mean_cos", "min_cos", "absorption", "fvu"]].round(3)
+
+# %%
+worst_k2, worst_k3 = (k_table.loc[name, "min_cos"].median() for name in ["mp k=2", "mp k=3"])
+report.check("MP-SAE with one spare step (k = 3) recovers the tree where k = 2 can stall (ρ = 0)",
+             ours=f"worst matched cosine, median: k = 2 {worst_k2:.2f}, k = 3 {worst_k3:.2f}",
+             passed=worst_k3 > 0.99 and worst_k2 < worst_k3 - 0.05)
+
+# %% [markdown]
+# ### A closer look at $\rho = 0.3$
+#
+# The paper calls recovery at $\rho = 0.3$ exact. Ours is nearly so, and the exceptions are instructive.
+# In some runs, one atom comes out at a cosine of about
+# $0.954$ with its concept. That number is no accident. It is
+# $\sqrt{1-\rho^2}$: the atom has learned the part of its concept that is orthogonal to one sibling. MP can
+# still reconstruct perfectly with it, one step later, by adding that sibling's atom with coefficient
+# $\rho$ times the concept's size, and since the loss is the reconstruction error alone and a spare step is
+# free, nothing pushes the atom the rest of the way. Other runs have simply not finished converging (a
+# worst cosine a little below 0.954 with a sibling cosine near 0.3). Here is the worst atom of each run
+# at $\rho = 0.3$:
+
+# %%
+target = math.sqrt(1 - 0.3**2)
+rows = []
+for run in (r for r in sweep[0.3] if r.name == "mp"):
+    learned = aligned_atoms(run.sae.W_dec, run.test.dictionary)
+    cos = cosine_matrix(learned, run.test.dictionary)
+    worst = int(cos.diagonal().argmin())
+    siblings = next(g for g in tree.sibling_groups if worst in g)
+    rows.append({"seed": run.seed, "worst concept": names[worst], "cos with it": cos[worst, worst].item(),
+                 "lowest cos with a sibling (true: 0.3)": min(cos[worst, s].item() for s in siblings if s != worst)})
+worst_atoms = pd.DataFrame(rows).set_index("seed")
+print(f"sqrt(1 - 0.3²) = {target:.4f}")
+worst_atoms.round(4)
+
+# %%
+explained = worst_atoms[(worst_atoms["cos with it"] - target).abs() < 0.01]
+report.record(f"MP at ρ = 0.3: runs whose worst atom is the sibling-orthogonalised one (cos ≈ {target:.3f})",
+              paper="exact recovery", ours=f"{len(explained)} of {len(worst_atoms)} runs",
+              status="differs" if len(explained) else "matches")
+
+# %% [markdown]
+# ## Absorption in the shape of the paper's Table 1
+#
+# The paper's Table 1 reports absorption over a grid of child magnitudes: the mean and the spread of the
+# children's activations (parents and leaves keep $\mathcal{N}(1.5, 0.25^2)$). Across its cells MP scores
+# about 0.001–0.07, vanilla ReLU SAEs 0.45–0.70 and BatchTopK 0.42–0.54. The grid values themselves
+# are not in our sources, so we choose children at half,
+# equal and double the parent's mean magnitude, with spreads of 0.1, 0.25 and 0.5 (the `ci` profile runs
+# the four corners, with fewer steps and one seed), at sibling correlation 0 so that only the hierarchy
+# is at play. Why the child's magnitude matters: an absorbed child atom points along
+# $(\mu_{\text{parent}}\, p + \mu_{\text{child}}\, u)$, so its cosine with the parent is
+# $1.5/\sqrt{1.5^2 + \mu_{\text{child}}^2}$, which is $0.89$, $0.71$ and $0.45$ on our grid; and a wide spread makes
+# a fixed mixture a worse fit.
+
+# %%
+start = time.perf_counter()
+grid = []
+for mean in CHILD_MEANS:
+    for spread in CHILD_SPREADS:
+        runs = run_on_tree(FAMILIES, steps=GRID_STEPS, seeds=GRID_SEEDS, correlation=0.0,
+                           child_magnitude=(mean, spread), progress=False)
+        grid += [{"child mean": mean, "child spread": spread, "SAE": r.name, "absorption": r.scores["absorption"]}
+                 for r in runs]
+training_seconds += time.perf_counter() - start
+table1 = (pd.DataFrame(grid).groupby(["SAE", "child mean", "child spread"], sort=False)["absorption"].median()
+          .unstack("child spread"))
+table1.round(3)
+
+# %%
+cells = table1.stack().unstack("SAE")  # one row per cell, one column per family
+paper_ranges = {"mp": (1e-3, 7e-2), "relu": (0.45, 0.70), "topk": (0.42, 0.54)}
+beside = pd.DataFrame({family: {"paper": f"{lo:g} – {hi:g}",
+                                "ours": f"{cells[family].min():.3f} – {cells[family].max():.3f}",
+                                "ours (median cell)": f"{cells[family].median():.3f}"}
+                       for family, (lo, hi) in paper_ranges.items()}).T
+beside
+
+# %% [markdown]
+# ReLU's absorption follows the geometry: it is highest when children are weak and falls as they grow
+# (and a little as their spread grows). MP's absorption is near zero in the median cell and below ReLU's
+# in every cell. Where MP does absorb, the cell is printed below: in our runs it is where children are
+# much weaker than their parent with little spread, so that an atom leaning toward the parent costs MP
+# almost no reconstruction error, and a run can settle there. Our grid is our own, so our ranges need
+# not match the paper's; the TopK numbers also carry the dead-latent dilution discussed in chapter 4.
+
+# %%
+print("MP's largest absorption: {:.3f} at child mean {}, spread {}".format(cells["mp"].max(), *cells["mp"].idxmax()))
+relu_by_mean = table1.loc["relu"]
+report.check("ReLU absorption falls as children get stronger (every spread)", paper="0.45 – 0.70 over the table",
+             ours="; ".join(f"spread {s}: " + " → ".join(f"{v:.2f}" for v in relu_by_mean[s])
+                            for s in CHILD_SPREADS),
+             passed=all(relu_by_mean[s].is_monotonic_decreasing for s in CHILD_SPREADS))
+report.check("MP-SAE absorbs less than ReLU in every cell, and in the median cell far less than ReLU and TopK",
+             paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70; BatchTopK 0.42 – 0.54",
+             ours=f"median cell: MP {cells['mp'].median():.3f}, ReLU {cells['relu'].median():.2f}, "
+                  f"TopK {cells['topk'].median():.2f}",
+             passed=bool((cells["mp"] < cells["relu"]).all())
+             and cells["mp"].median() <= min(0.07, cells["relu"].median() / 4, cells["topk"].median() / 4))
+for family, (lo, hi) in paper_ranges.items():
+    # For MP the paper's range is "at most 0.07"; being lower than its 0.001 is no disagreement.
+    within = bool((cells[family] <= hi).all() and (family == "mp" or (cells[family] >= lo).all()))
+    report.record(f"Absorption range over the grid, {family}", paper=f"{lo:g} – {hi:g}",
+                  ours=f"{cells[family].min():.3f} – {cells[family].max():.3f}",
+                  status="matches" if within else "differs")
+
+# %% [markdown]
+# ## Adaptive sparsity
+#
+# An MP-SAE trained with $k$ steps can run any number of steps at inference, and by guarantee 2 above its
+# error can only go down. TopK has no such guarantee: its encoder was trained to make exactly $k$ latents
+# fire, and letting more through adds latents whose sizes were never calibrated
+# {cite}`gao2024scaling`. A ReLU SAE has no $k$ at all; keeping only its $k$ largest codes, its error stops
+# changing once $k$ covers every latent it fires.
+#
+# The paper's tree is too easy for this test: no sample has more than two concepts, so a well-trained
+# SAE has nothing left to find after two steps. So we build a busier world with the same concepts:
+# top-level concepts now fire *independently* (parents with probability 0.3, leaves 0.15), so a sample
+# holds 2.6 concepts on average and sometimes many more. Every SAE gets a budget of $k = 2$ (ReLU keeps its
+# L1 weight), and we sweep the inference $k$ from 1 to 20.
+
+# %%
+busy = ConceptTree(tuple(Concept(0.3 if c.children else 0.15, c.children) for c in tree.roots), exclusive=False)
+ADAPTIVE_STEPS = by_profile(ci=1_500, full=15_000)
+start = time.perf_counter()
+adaptive = run_on_tree({"relu": {}, "topk": {"k": 2}, "mp": {"k": 2}}, steps=ADAPTIVE_STEPS, seeds=SEEDS[:1],
+                       correlation=0.3, tree=busy)
+training_seconds += time.perf_counter() - start
+ks = list(range(1, 21))
+curves = {r.name: error_vs_k(r.sae, r.test.x, ks) for r in adaptive}
+print(f"busy tree: expected L0 {busy.expected_l0():.2f}; "
+      f"samples with more than 2 concepts: {(adaptive[0].test.codes > 0).sum(1).gt(2).float().mean():.0%}")
+
+fig = go.Figure()
+for family, errors in curves.items():
+    fig.add_trace(go.Scatter(x=ks, y=errors, mode="lines+markers", name=family, line_color=FAMILY_COLORS[family]))
+fig.add_vline(x=2, line_dash="dash", annotation_text="training k = 2")
+fig.update_layout(title="Error as the inference budget k grows", xaxis_title="k at inference",
+                  yaxis_title="FVU", yaxis_type="log", height=400)
+fig.show()
+
+# %% [markdown]
+# MP's error keeps falling for several steps past its training $k$ and never rises; it levels off once no
+# atom correlates positively with what is left (MP only adds non-negative codes). TopK's error hardly
+# moves for one extra latent and then climbs far above its value at the training $k$: the extra latents
+# it lets through were never trained to fire together. ReLU's
+# curve falls until $k$ reaches the number of latents it fires and is flat from there.
+
+# %%
+mp_curve, topk_curve, relu_curve = (torch.tensor(curves[f]) for f in ["mp", "topk", "relu"])
+relu_run = next(r for r in adaptive if r.name == "relu")
+relu_max_active = int((relu_run.sae.encode(relu_run.test.x) > 0).sum(-1).max())
+report.check("Adaptive sparsity: MP's error never rises with k and keeps falling past its training k",
+             paper="falls monotonically past the training k",
+             ours=f"FVU {mp_curve[1]:.3f} at k = 2 → {mp_curve[-1]:.3f} at k = 20",
+             passed=bool((mp_curve[1:] <= mp_curve[:-1] + 1e-6).all()) and mp_curve[-1] < 0.75 * mp_curve[1])
+report.check("TopK's error ends far above its training-k value (k = 20 vs k = 2)",
+             paper="gets worse past the training k",
+             ours=f"FVU {topk_curve[1]:.3f} at k = 2 → {topk_curve[-1]:.3f} at k = 20",
+             passed=bool(topk_curve[-1] > 1.3 * topk_curve[1]))
+report.check("ReLU's error is flat once k covers the latents it fires", paper="plateaus",
+             ours=f"flat from k = {relu_max_active} at FVU {relu_curve[-1]:.4f}",
+             passed=bool((relu_curve[relu_max_active - 1:] - relu_curve[-1]).abs().max() < 1e-6))
+
+# %% [markdown]
+# The same property lets MP choose its own $k$ per input, as the paper's MP-SAE does: run until the
+# residual is small. Back on the paper's tree at $\rho = 0$, with a trained MP-SAE, stop each sample at the
+# first step whose residual norm falls below 0.05 (the paper's threshold). The number of steps used is
+# the number of concepts in the sample.
+
+# %%
+run = next(r for r in sweep[0.0] if r.name == "mp")
+norms = run.sae.trace(run.test.x, k=20).residuals.norm(dim=-1)  # (21, batch)
+steps_used = (norms >= 0.05).sum(0).float()  # residual norms only shrink, so this is the first step below 0.05
+true_l0 = (run.test.codes > 0).sum(1).float()
+print(f"steps used: mean {steps_used.mean():.3f} (true L0 {true_l0.mean():.3f}); "
+      f"equal to the sample's number of concepts for {(steps_used == true_l0).float().mean():.1%} of samples")
+report.check("Stopping at |residual| < 0.05, MP uses as many steps as the sample has concepts", paper="L0 = 1.36",
+             ours=f"mean steps {steps_used.mean():.3f} vs true L0 {true_l0.mean():.3f}; "
+                  f"exact on {(steps_used == true_l0).float().mean():.1%}",
+             passed=bool((steps_used == true_l0).float().mean() > 0.99))
+
+# %% [markdown]
+# ## Closing note: our numbers beside the paper's
+#
+# One row per sibling correlation: the paper's verdict on MP-SAE recovery, then our medians of the mean
+# matched cosine and of absorption for each family. The paper's absorption ranges are 0.001–0.07 (MP),
+# 0.45–0.70 (ReLU) and 0.42–0.54 (BatchTopK).
+
+# %%
+paper_verdict = {0.0: "exact", 0.3: "exact", 0.6: "partial", 0.9: "degraded"}
+closing = pd.DataFrame({
+    "paper: MP recovery": paper_verdict,
+    **{f"{f}: mean cos": {rho: round(med(rho, f, "mean_cos"), 3) for rho in CORRELATIONS} for f in FAMILIES},
+    **{f"{f}: absorption": {rho: round(med(rho, f, "absorption"), 3) for rho in CORRELATIONS} for f in FAMILIES},
+}).rename_axis("ρ")
+closing
+
+# %% [markdown]
+# ## Replication check
+#
+# The table gathers every check of this chapter; "differs" marks results we report without asserting,
+# explained above. Training took this long in this run (the rest of the chapter takes seconds):
+
+# %%
+print(f"profile: {current_profile()}; SAE training time in this run: {training_seconds:.0f} s "
+      f"({len(CORRELATIONS) * len(FAMILIES) * len(SEEDS)} sweep runs × {STEPS} steps, "
+      f"{len(SEEDS)} k = 2 runs × {STEPS}, "
+      f"{len(CHILD_MEANS) * len(CHILD_SPREADS) * len(FAMILIES) * len(GRID_SEEDS)} grid runs × {GRID_STEPS}, "
+      f"3 adaptive runs × {ADAPTIVE_STEPS})")
+report.save()
+report.show()
+
+# %% [markdown]
+# **Summary of Part II.** Concepts organised in a hierarchy come with a geometry, conditional
+# orthogonality, that one-shot SAE encoders misread: they absorb children into parents. An encoder that
+# explains the input one concept at a time, conditioning each step on what is left, recovers the
+# hierarchy as long as siblings are not nearly parallel, and gives an error that keeps improving with
+# more steps at inference.
