@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -99,3 +100,42 @@ def mean_max_cosine(learned: Tensor, true: Tensor) -> float:
     """MMCS: for each true atom, the best cosine any learned atom reaches, averaged. Unlike
     :func:`match_atoms` it lets one learned atom stand in for several true ones."""
     return cosine_matrix(true, learned).max(dim=1).values.mean().item()
+
+
+def max_cosine_within(atoms: Tensor, *, chunk: int = 4096) -> Tensor:
+    """Each atom's largest cosine similarity to any *other* atom of the same dictionary. Low values
+    everywhere mean a nearly orthogonal dictionary; values near 1 mean near-duplicate atoms. Computed
+    in blocks of rows, so a GPT-2-sized dictionary (46k atoms) never needs its whole Gram matrix."""
+    atoms = F.normalize(atoms.detach().float(), dim=1)
+    if len(atoms) < 2:
+        raise ValueError(f"need at least two atoms to compare, got {len(atoms)}")
+    best = []
+    for start in range(0, len(atoms), chunk):
+        cos = atoms[start : start + chunk] @ atoms.T
+        rows = torch.arange(len(cos), device=cos.device)
+        cos[rows, rows + start] = -float("inf")  # an atom is not its own neighbour
+        best.append(cos.max(dim=1).values)
+    return torch.cat(best)
+
+
+def max_cosine_across(atoms: Tensor, other: Tensor, *, chunk: int = 4096) -> Tensor:
+    """For each atom of one dictionary, its largest cosine similarity to any atom of ``other`` (for
+    example another seed's, or another objective's dictionary): near 1 means "the other one has it too"."""
+    if atoms.ndim != 2 or other.ndim != 2 or atoms.shape[1] != other.shape[1]:
+        raise ValueError(f"need two (n, d) dictionaries with the same d; got {tuple(atoms.shape)} and {tuple(other.shape)}")
+    atoms, other = F.normalize(atoms.detach().float(), dim=1), F.normalize(other.detach().float(), dim=1)
+    return torch.cat([(atoms[s : s + chunk] @ other.T).max(dim=1).values for s in range(0, len(atoms), chunk)])
+
+
+def frontier_at(points, l0: float, *, y: str = "ce_increase") -> float | None:
+    """Read a sparsity frontier at a given L0: ``points`` are dicts with ``"l0"`` and ``y`` (one per
+    SAE of a sweep); the value is interpolated linearly in log L0 between the two points around ``l0``.
+    ``None`` when ``l0`` lies outside the sweep's range: comparing there would be extrapolation."""
+    curve = sorted((p["l0"], p[y]) for p in points)
+    if not curve or not curve[0][0] <= l0 <= curve[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if x0 <= l0 <= x1:
+            t = 0.0 if x1 == x0 else (math.log(l0) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + t * (y1 - y0)
+    return curve[0][1]  # a single point, exactly at l0
