@@ -2,6 +2,9 @@
 
 Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for all of them),
 ``synthetic`` (data with known ground truth), ``metrics``, ``checkpoint``, ``plots``, ``profile``.
+Part III's modules need the ``[models]`` extra and are imported from where they live, so that
+``import sae_lib`` stays light: ``gpt2`` (GPT-2 or its stand-in, text), ``splicing`` (harvest and splice
+at a hook), ``e2e`` (the end-to-end objectives), ``tiny_lm`` (a synthetic language and its small LM).
 """
 
 from .checkpoint import load_sae, save_sae

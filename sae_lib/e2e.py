@@ -22,6 +22,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from .saes import SAE
+from .training import Reconstruction
 from .splicing import check_hook, check_sae_fits, check_tokens, harvest, hook_layer, kl_divergence, run_original, run_spliced
 
 
@@ -85,3 +86,19 @@ class EndToEnd:
             terms["downstream"] = self.downstream_coeff / len(self.downstream) * mse
         terms.update(sae.extra_losses(spliced.x, spliced.x_hat, spliced.z, dead_mask))
         return terms, spliced.z
+
+
+OBJECTIVES = ("local", "e2e", "e2e+ds")
+
+
+def make_objective(kind: str, model: HookedTransformer, hook: str, *, downstream_coeff: float = 2.5):
+    """The paper's three objectives by name: ``"local"`` (:class:`~sae_lib.training.Reconstruction`,
+    trained on harvested activations), ``"e2e"`` (KL) and ``"e2e+ds"`` (½·KL + downstream MSE, β = 2.5
+    as the paper used at layers 2 and 6; pass 0.05 for a splice near the output, as at its layer 10)."""
+    if kind == "local":
+        return Reconstruction()
+    if kind == "e2e":
+        return EndToEnd(model, hook)
+    if kind == "e2e+ds":
+        return EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=downstream_coeff)
+    raise ValueError(f"unknown objective {kind!r}; use one of {OBJECTIVES}")

@@ -106,3 +106,15 @@ def test_frontier_is_read_between_points_only():
     assert abs(frontier_at(points, 10 ** 1.5) - 0.75) < 1e-12  # halfway in log L0
     assert frontier_at(points, 5.0) is None and frontier_at(points, 2000.0) is None
     assert frontier_at([{"l0": 3.0, "ce_increase": 0.2}], 3.0) == 0.2
+
+
+def test_objectives_by_name(lm):
+    model, _ = lm
+    from sae_lib.e2e import make_objective
+    from sae_lib.training import Reconstruction
+
+    assert isinstance(make_objective("local", model, HOOK), Reconstruction)
+    e2e, ds = make_objective("e2e", model, HOOK), make_objective("e2e+ds", model, HOOK)
+    assert (e2e.kl_coeff, e2e.downstream_coeff) == (1.0, 0.0) and (ds.kl_coeff, ds.downstream_coeff) == (0.5, 2.5)
+    with pytest.raises(ValueError, match="unknown objective 'global'"):
+        make_objective("global", model, HOOK)
