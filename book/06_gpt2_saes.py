@@ -183,7 +183,7 @@ rms = (flat - flat.mean(0)).pow(2).sum(-1).mean().sqrt().item()  # typical dista
 train = dict(steps=by_profile(ci=400, full=8_000), batch_size=by_profile(ci=512, full=4096),
              schedule="cosine", final_lr_frac=0.1, seed=0)
 saes = {
-    "relu": ReLUSAE(D_MODEL, N_LATENTS, l1_coeff=by_profile(ci=8.0, full=6.0) * rms / D_MODEL, seed=0),
+    "relu": ReLUSAE(D_MODEL, N_LATENTS, l1_coeff=by_profile(ci=2.0, full=6.0) * rms / D_MODEL, seed=0),
     "topk": TopKSAE(D_MODEL, N_LATENTS, k=K, seed=0),
     "mp": MPSAE(D_MODEL, N_LATENTS, k=K, seed=0),
 }
@@ -268,10 +268,12 @@ plot_frontier(points, y="ce_increase", label="k", log_y=False,
 # the largest activation, each with the eight tokens before it; the token itself is in «guillemets».
 
 # %%
+topk, chunks = saes["topk"], eval_acts.split(64)  # in chunks: all codes at once would not fit at full scale
 with torch.no_grad():
-    codes = saes["topk"].encode(eval_acts.to(DEVICE)).cpu()  # (sequences, positions, latents)
-frequency = (codes > 0).float().mean((0, 1))
-shown = frequency.argsort(descending=True)[:by_profile(ci=3, full=6)].tolist()
+    fired = sum((topk.encode(chunk.to(DEVICE)) > 0).sum((0, 1)).cpu() for chunk in chunks)
+    frequency = fired / (eval_acts.shape[0] * eval_acts.shape[1])
+    shown = frequency.argsort(descending=True)[:by_profile(ci=3, full=6)].tolist()
+    codes = torch.cat([topk.encode(chunk.to(DEVICE))[..., shown].cpu() for chunk in chunks])  # (seq, pos, shown)
 
 
 def context(seq: int, pos: int, before: int = 8) -> str:
@@ -280,8 +282,8 @@ def context(seq: int, pos: int, before: int = 8) -> str:
 
 
 examples = []
-for latent in shown:
-    values, flat_index = codes[..., latent].flatten().topk(5)
+for column, latent in enumerate(shown):
+    values, flat_index = codes[..., column].flatten().topk(5)
     for value, index in zip(values.tolist(), flat_index.tolist()):
         seq, pos = divmod(index, codes.shape[1])
         examples.append({"latent": latent, "fires on": f"{frequency[latent]:.1%} of tokens",
