@@ -173,9 +173,11 @@ print(f"model CE on held-out text: {ce_clean:.3f} nats; CE increase: "
 # We train the three families of Parts I and II on the harvested activations, with the same trainer
 # and the same budget: a ReLU SAE with an L1 penalty (chapter 2), a TopK SAE (chapter 3) and an
 # MP-SAE (chapter 5), each with `N_LATENTS` latents, TopK and MP with `K` active latents.
-# The ReLU SAE's L1 coefficient is written as $\lambda/d$ as in the e2e paper, and scaled by the
-# activations' typical size, so that the same $\lambda$ gives a similar sparsity on GPT-2 and on the
-# stand-in, whose residual streams differ in scale by an order of magnitude.
+# The ReLU SAE's L1 coefficient is written as $\lambda/d$ as in the e2e paper, times the
+# activations' typical distance from their mean (`rms`), so that $\lambda$ does not depend on the
+# scale of the residual stream, which differs between GPT-2 and the stand-in. The `full` value is
+# our estimate of the paper's local $\lambda = 6$ (on GPT-2's unscaled stream) in these units; it
+# could not be calibrated against the pretrained model offline.
 
 # %%
 flat = acts.reshape(-1, D_MODEL)
@@ -183,7 +185,7 @@ rms = (flat - flat.mean(0)).pow(2).sum(-1).mean().sqrt().item()  # typical dista
 train = dict(steps=by_profile(ci=400, full=8_000), batch_size=by_profile(ci=512, full=4096),
              schedule="cosine", final_lr_frac=0.1, seed=0)
 saes = {
-    "relu": ReLUSAE(D_MODEL, N_LATENTS, l1_coeff=by_profile(ci=2.0, full=6.0) * rms / D_MODEL, seed=0),
+    "relu": ReLUSAE(D_MODEL, N_LATENTS, l1_coeff=by_profile(ci=0.25, full=0.1) * rms / D_MODEL, seed=0),
     "topk": TopKSAE(D_MODEL, N_LATENTS, k=K, seed=0),
     "mp": MPSAE(D_MODEL, N_LATENTS, k=K, seed=0),
 }
