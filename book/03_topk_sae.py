@@ -180,8 +180,8 @@ relu_points = [p for p in points if p["family"] == "relu"]
 matched = []
 for p in points:
     if p["family"] == "topk":
-        relu_fvu = frontier_at([q["l0"] for q in relu_points], [q["fvu"] for q in relu_points], p["l0"])
-        if relu_fvu == relu_fvu:  # inside the measured ReLU range
+        relu_fvu = frontier_at(relu_points, p["l0"], y="fvu")
+        if relu_fvu is not None:  # inside the measured ReLU range
             matched.append({"TopK": p["setting"], "L0": p["l0"], "FVU TopK": p["fvu"], "FVU ReLU at same L0": relu_fvu})
 matched = pd.DataFrame(matched)
 matched.round(3)

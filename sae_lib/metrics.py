@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -104,16 +103,6 @@ def mean_max_cosine(learned: Tensor, true: Tensor) -> float:
     return cosine_matrix(true, learned).max(dim=1).values.mean().item()
 
 
-def frontier_at(l0s, values, l0: float) -> float:
-    """Read a sparsity frontier at ``L0 = l0``: linear interpolation in log L0 between measured points
-    (sorted by L0). Used to compare two families *at matched sparsity*. NaN outside the measured range."""
-    order = np.argsort(l0s)
-    xs, ys = np.log(np.asarray(l0s, dtype=float)[order]), np.asarray(values, dtype=float)[order]
-    if not xs[0] <= math.log(l0) <= xs[-1]:
-        return float("nan")
-    return float(np.interp(math.log(l0), xs, ys))
-
-
 @torch.no_grad()
 def feature_response(sae: SAE, dictionary: Tensor, magnitude: float) -> Tensor:
     """How much of a lone feature comes back: feed each true feature alone, ``x = magnitude · d_i``,
@@ -200,3 +189,40 @@ def error_vs_k(sae: SAE, x: Tensor, ks: Sequence[int]) -> list[float]:
             x_hat, _ = sae(x, k=k)
         errors.append(fvu(x, x_hat))
     return errors
+def max_cosine_within(atoms: Tensor, *, chunk: int = 4096) -> Tensor:
+    """Each atom's largest cosine similarity to any *other* atom of the same dictionary. Low values
+    everywhere mean a nearly orthogonal dictionary; values near 1 mean near-duplicate atoms. Computed
+    in blocks of rows, so a GPT-2-sized dictionary (46k atoms) never needs its whole Gram matrix."""
+    atoms = F.normalize(atoms.detach().float(), dim=1)
+    if len(atoms) < 2:
+        raise ValueError(f"need at least two atoms to compare, got {len(atoms)}")
+    best = []
+    for start in range(0, len(atoms), chunk):
+        cos = atoms[start : start + chunk] @ atoms.T
+        rows = torch.arange(len(cos), device=cos.device)
+        cos[rows, rows + start] = -float("inf")  # an atom is not its own neighbour
+        best.append(cos.max(dim=1).values)
+    return torch.cat(best)
+
+
+def max_cosine_across(atoms: Tensor, other: Tensor, *, chunk: int = 4096) -> Tensor:
+    """For each atom of one dictionary, its largest cosine similarity to any atom of ``other`` (for
+    example another seed's, or another objective's dictionary): near 1 means "the other one has it too"."""
+    if atoms.ndim != 2 or other.ndim != 2 or atoms.shape[1] != other.shape[1]:
+        raise ValueError(f"need two (n, d) dictionaries with the same d; got {tuple(atoms.shape)} and {tuple(other.shape)}")
+    atoms, other = F.normalize(atoms.detach().float(), dim=1), F.normalize(other.detach().float(), dim=1)
+    return torch.cat([(atoms[s : s + chunk] @ other.T).max(dim=1).values for s in range(0, len(atoms), chunk)])
+
+
+def frontier_at(points, l0: float, *, y: str = "ce_increase") -> float | None:
+    """Read a sparsity frontier at a given L0: ``points`` are dicts with ``"l0"`` and ``y`` (one per
+    SAE of a sweep); the value is interpolated linearly in log L0 between the two points around ``l0``.
+    ``None`` when ``l0`` lies outside the sweep's range: comparing there would be extrapolation."""
+    curve = sorted((p["l0"], p[y]) for p in points)
+    if not curve or not curve[0][0] <= l0 <= curve[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if x0 <= l0 <= x1:
+            t = 0.0 if x1 == x0 else (math.log(l0) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + t * (y1 - y0)
+    return curve[0][1]  # a single point, exactly at l0

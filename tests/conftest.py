@@ -2,7 +2,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _small_and_deterministic():
     """Unit tests are about behaviour, not speed: one thread keeps CPU results bit-reproducible."""
     threads = torch.get_num_threads()

@@ -61,15 +61,6 @@ def test_cosine_matrix_is_scale_invariant():
     torch.testing.assert_close(cosine_matrix(3 * a, 0.5 * b), cosine_matrix(a, b))
 
 
-def test_frontier_at_interpolates_in_log_l0_and_refuses_to_extrapolate():
-    from sae_lib import frontier_at
-
-    l0s, values = [8.0, 2.0, 4.0], [0.1, 0.3, 0.2]  # unsorted on purpose
-    assert frontier_at(l0s, values, 4.0) == pytest.approx(0.2)
-    assert frontier_at(l0s, values, 2 ** 1.5) == pytest.approx(0.25)  # halfway in log L0
-    assert frontier_at(l0s, values, 1.0) != frontier_at(l0s, values, 1.0)  # NaN outside the range
-
-
 def test_feature_response_is_one_for_a_faithful_sae_and_less_when_shrunk():
     from sae_lib import MPSAE, feature_response
 

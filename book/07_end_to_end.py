@@ -1,0 +1,526 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 7. End-to-end SAEs
+#
+# Every SAE so far was trained to reconstruct the activation it reads: minimise
+# $\lVert a - \hat a \rVert^2$, plus a sparsity penalty. But an interpretability tool is meant to
+# explain what the *network* does, and the network does not care about every direction of $a$
+# equally. Reconstruction error weighs each direction by its variance. A direction with a lot of
+# variance that no later layer reads still costs the SAE dearly if it is left out, so the SAE spends
+# latents on it; a direction with little variance that the next layers rely on costs almost nothing
+# to drop, so the SAE may drop it. Chapter 6 already saw the symptom: a good FVU does not promise a
+# small cross-entropy (CE) increase when the SAE is spliced into the model.
+#
+# Braun et al. {cite}`braun2024identifying` train the SAE for what matters instead. The SAE is
+# spliced into the model during training, and the loss compares the model's output distribution
+# with and without it. This chapter builds their three objectives on the book's one trainer,
+# replicates the central claim on a small model we trained ourselves on a language whose structure
+# we know (so it runs offline, in CI, for real), tests one hypothesis the paper suggests, tries one
+# thing neither paper did, and ends on GPT-2 with the paper's Table 3 beside ours.
+
+# %%
+# Colab only: install the book's library and requirements (does nothing elsewhere).
+import subprocess, sys  # noqa: E401
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
+
+# %%
+import copy
+import time
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from sae_lib import MPSAE, ReLUSAE, by_profile, default_device, describe, train_sae
+from sae_lib.e2e import EndToEnd, make_objective
+from sae_lib.gpt2 import load_gpt2, load_text
+from sae_lib.metrics import frontier_at, max_cosine_across, max_cosine_within
+from sae_lib.plots import FAMILY_COLORS
+from sae_lib.report import ReplicationReport
+from sae_lib.splicing import evaluate_spliced, harvest, identity_sae, resid_hook
+from sae_lib.tiny_lm import load_tiny_lm, plant_unread_direction, unigram_ce
+
+report = ReplicationReport("07_end_to_end")
+chapter_start = time.perf_counter()
+DEVICE = default_device()
+
+# %% [markdown]
+# ## Three objectives
+#
+# Let $a$ be the activation at the hook, $c = \mathrm{ReLU}(W_e a + b_e)$ the SAE's codes and
+# $\hat a = D c + b_d$ its output, with unit-norm dictionary atoms. Let $p$ be the model's
+# next-token distribution and $\hat p$ the distribution when $\hat a$ replaces $a$ and every later
+# layer runs on it. With $d$ the width of the residual stream and sparsity coefficient $\phi = \lambda/d$:
+#
+# $$
+# \begin{aligned}
+# L_\text{local} &= \tfrac{1}{d}\lVert a - \hat a\rVert^2 + \phi\,\lVert c\rVert_1 \\
+# L_\text{e2e} &= \mathrm{KL}(p \,\|\, \hat p) + \phi\,\lVert c\rVert_1 \\
+# L_\text{e2e+ds} &= \tfrac12\,\mathrm{KL}(p \,\|\, \hat p) + \phi\,\lVert c\rVert_1
+#   + \frac{\beta}{n}\sum_{k \in \text{later layers}} \tfrac{1}{d}\lVert a^{(k)} - \hat a^{(k)}\rVert^2
+# \end{aligned}
+# $$
+#
+# The KL is summed over the vocabulary and averaged over tokens. The model is frozen, but the
+# gradient of the KL flows back through every later layer into the SAE. The third objective, e2e
+# with downstream reconstruction, also asks the residual streams *after* the splice to stay close to
+# the original ones ($\beta = 2.5$ in the paper at layers 2 and 6), so that the SAE's output takes the
+# same computational path through the model, not just any path to the same prediction.
+#
+# In `sae_lib` these are objectives for the one trainer, `train_sae`: `Reconstruction` (trained on
+# harvested activations) and `EndToEnd` (whose data rows are token sequences); `make_objective` gives
+# them by name. The L1 term is the ReLU SAE's own.
+
+# %% [markdown]
+# ## A small model whose language we know
+#
+# GPT-2's weights cannot be downloaded offline, and the central claim is about trained models. So
+# the library ships a small one it trained itself (`scripts/train_tiny_lm.py`, with
+# `sae_lib.tiny_lm`): a 2-layer, 64-dimensional GPT-2-style transformer trained on a synthetic
+# language. The language has 16 *topics*, each a sparse bigram table over a 256-token vocabulary
+# (from each token, four possible next tokens drawn from the topic's own 48 tokens). A document mixes
+# topics with Dirichlet weights; each next token picks a topic by those weights and follows its
+# table. To predict well, the model must identify the current token *and* infer the topic mixture
+# from the context. We know the true next-token distribution, so we know the best possible CE.
+
+# %%
+tiny = load_tiny_lm(device=str(DEVICE))
+lm, language, notes = tiny.model, tiny.extras["language"], tiny.extras["notes"]
+SEQ = lm.cfg.n_ctx
+train_rows, _ = language.sample(by_profile(ci=3_000, full=20_000), SEQ, seed=1)
+eval_rows, eval_mix = language.sample(by_profile(ci=200, full=2_000), SEQ, seed=2)
+with torch.no_grad():
+    lm_ce = sum(lm(b.to(DEVICE), return_type="loss").item() * len(b) for b in eval_rows.split(100)) / len(eval_rows)
+baselines = {"unigram (no context)": unigram_ce(eval_rows, language.vocab_size), "tiny LM": lm_ce,
+             "oracle (knows the mixture)": language.oracle_ce(eval_rows, eval_mix)}
+print(f"tiny LM: {lm.cfg.n_layers} layers, d_model {lm.cfg.d_model}, context {SEQ}; trained on "
+      f"{notes['tokens_seen']:,} tokens ({notes['steps']} steps)")
+pd.Series(baselines, name="next-token CE (nats)").round(3).to_frame()
+
+# %%
+gap_closed = (baselines["unigram (no context)"] - lm_ce) / (baselines["unigram (no context)"] - baselines["oracle (knows the mixture)"])
+report.check("The tiny LM has learned the language: it closes over half the gap between unigram and oracle CE",
+             ours=f"{gap_closed:.0%} of the gap", passed=gap_closed > 0.5)
+
+# %% [markdown]
+# We splice at the residual stream between the two blocks, `blocks.1.hook_resid_pre`: everything
+# the first block and the embeddings computed, and all that the second block and the unembedding
+# read. The local SAEs train on activations harvested there; the e2e SAEs train on the token
+# sequences themselves.
+
+# %%
+HOOK = resid_hook(lm, 1)
+D = lm.cfg.d_model
+RATIO = by_profile(ci=8, full=32)  # the e2e paper used 60 on GPT-2; alive counts differ only for large ratios
+acts = harvest(lm, train_rows, HOOK).reshape(-1, D)
+E2E_TRAIN = dict(steps=by_profile(ci=160, full=3_000), batch_size=32, lr=1e-2, schedule="cosine",
+                 final_lr_frac=0.1, grad_clip=10.0, seed=0)  # batch = 32 sequences = 2,048 tokens
+LOCAL_TRAIN = {**E2E_TRAIN, "steps": 2 * E2E_TRAIN["steps"], "batch_size": 32 * SEQ}  # twice the tokens
+LAMBDAS = {"local": by_profile(ci=[2.0, 4.0, 7.0], full=[1.0, 2.0, 4.0, 7.0, 10.0]),
+           "e2e": by_profile(ci=[1.0, 4.0], full=[0.5, 1.0, 2.0, 4.0, 8.0]),
+           "e2e+ds": by_profile(ci=[12.0], full=[4.0, 8.0, 16.0, 32.0])}
+describe(hook=HOOK, train_tokens=train_rows.numel(), eval_tokens=eval_rows.numel(),
+         n_latents=f"{RATIO * D} ({RATIO} x d_model)", e2e_tokens_per_sae=E2E_TRAIN["steps"] * 32 * SEQ,
+         local_tokens_per_sae=LOCAL_TRAIN["steps"] * LOCAL_TRAIN["batch_size"], lambdas=LAMBDAS)
+
+# %% [markdown]
+# Local SAEs get twice the training tokens of the e2e SAEs here (their steps are much cheaper), so
+# any advantage of e2e below is not an artefact of undertrained local SAEs. Every SAE is scored by
+# `evaluate_spliced` on held-out text: CE-loss increase, KL, L0, alive latents over the same fixed
+# window of tokens, FVU of the reconstruction, and the norm ratio $\lVert\hat a\rVert/\lVert a\rVert$.
+
+
+# %%
+def fit(kind: str, sae, model, rows, activations, *, train=None):
+    """Train ``sae`` with the named objective (local on activations, e2e on token rows) and score it."""
+    objective = make_objective(kind, model, HOOK)
+    settings = train or (LOCAL_TRAIN if kind == "local" else E2E_TRAIN)
+    history = train_sae(sae.to(DEVICE), activations if kind == "local" else rows, objective=objective,
+                        desc=f"{kind} {type(sae).__name__}", **settings)
+    scores = evaluate_spliced(model, sae, eval_rows, HOOK, progress=False)
+    return history, {"objective": kind, **scores, "seconds": history.seconds}
+
+
+saes, points, histories = {}, [], {}
+for kind, lambdas in LAMBDAS.items():
+    for lam in lambdas:
+        sae = ReLUSAE(D, RATIO * D, l1_coeff=lam / D, seed=0)
+        histories[kind, lam], scores = fit(kind, sae, lm, train_rows, acts)
+        saes[kind, lam] = sae
+        points.append({"λ": lam, **scores})
+results = pd.DataFrame(points).set_index(["objective", "λ"])
+results[["l0", "ce_increase", "kl", "alive", "fvu", "norm_ratio", "seconds"]].round(3)
+
+# %%
+fig = make_subplots(rows=1, cols=2, subplot_titles=("CE-loss increase vs L0 (lower left is better)",
+                                                    "alive latents vs L0"))
+for kind in LAMBDAS:
+    group = results.loc[kind].sort_values("l0")
+    for col, y in ((1, "ce_increase"), (2, "alive")):
+        fig.add_trace(go.Scatter(x=group["l0"], y=group[y], mode="lines+markers", name=kind, showlegend=col == 1,
+                                 marker_color=FAMILY_COLORS.get(kind, "#ff7f0e"), line_color=FAMILY_COLORS.get(kind, "#ff7f0e"),
+                                 text=[f"λ={lam}" for lam in group.index]), row=1, col=col)
+fig.update_xaxes(title_text="L0 (active latents per token)", type="log")
+fig.update_yaxes(title_text="CE increase (nats)", type="log", row=1, col=1)
+fig.update_layout(height=420, title="Tiny LM: local vs end-to-end SAEs")
+fig.show()
+
+# %% [markdown]
+# ### The central claim, at matched L0
+#
+# Points of different objectives never land at exactly the same L0, so we read the local frontier
+# *at* each e2e SAE's L0, interpolating in log L0 between the two local SAEs around it. We never
+# extrapolate: an e2e SAE sparser than every local SAE is compared with the sparsest local one,
+# which uses more latents (a harder comparison for e2e), and one denser than every local SAE is not
+# compared. The claim holds where the e2e SAE's CE increase is below the local value.
+
+# %%
+local_points = [p for p in points if p["objective"] == "local"]
+sparsest_local = min(local_points, key=lambda p: p["l0"])
+
+
+def local_ce_at(l0: float) -> float | None:
+    """The local frontier read at ``l0``. Below the sparsest local SAE, that SAE's own CE increase: it
+    uses more latents, so beating it is a stronger claim than beating the frontier at ``l0``."""
+    ce = frontier_at(local_points, l0)
+    return sparsest_local["ce_increase"] if ce is None and l0 < sparsest_local["l0"] else ce
+
+
+matched = []
+for p in points:
+    if p["objective"] != "local":
+        local_ce = local_ce_at(p["l0"])
+        matched.append({"objective": p["objective"], "λ": p["λ"], "L0": p["l0"], "CE increase": p["ce_increase"],
+                        "local CE increase at this L0": local_ce,
+                        "ratio": None if local_ce is None else p["ce_increase"] / local_ce})
+matched = pd.DataFrame(matched)
+matched.round(3)
+
+# %%
+e2e_rows = matched[(matched["objective"] == "e2e") & matched["ratio"].notna()]
+low = e2e_rows.sort_values("L0").iloc[0]
+report.check("At matched low L0, e2e SAEs give a lower CE-loss increase than local SAEs (tiny LM)",
+             paper="GPT-2 layer 6: e2e 0.099 (L0 39.7) vs local 0.228 (L0 42.8)",
+             ours=f"L0 {low['L0']:.1f}: e2e {low['CE increase']:.3f} vs local {low['local CE increase at this L0']:.3f}",
+             passed=bool(low["ratio"] < 0.5))
+ds_rows = matched[(matched["objective"] == "e2e+ds") & matched["ratio"].notna()]
+report.record("e2e+ds SAEs against local SAEs at matched L0 (tiny LM): CE-loss increase",
+              paper="GPT-2 layer 6: e2e+ds 0.124 (L0 36.8) vs local 0.228",
+              ours=", ".join(f"L0 {r['L0']:.1f}: {r['CE increase']:.3f} vs {r['local CE increase at this L0']:.3f}"
+                             for _, r in ds_rows.iterrows()) or "no e2e+ds SAE inside the local sweep",
+              status="e2e+ds lower" if len(ds_rows) and bool((ds_rows["ratio"] < 1).all()) else "differs")
+
+# %% [markdown]
+# The e2e+ds objective is not asserted: in these short runs its downstream term, which on a 2-layer
+# model is close to plain reconstruction of the final residual stream, pulls it towards the local
+# SAEs, and its advantage over them is small and fragile (the paper, with 410M training tokens,
+# found it close to e2e). The row above shows what this run measured.
+#
+# ### Reconstruction, output norm, alive latents
+#
+# The e2e SAEs win on CE while *losing* on reconstruction: their FVU is far higher than a local
+# SAE's at the same L0. They do not try to reproduce the activation, only what the rest of the
+# model needs from it. One visible consequence, reported in the paper, is that e2e SAEs shrink their
+# output: the model's next layer starts with a LayerNorm, which divides out the overall scale, so a
+# smaller $\hat a$ costs an e2e SAE nothing.
+
+# %%
+def nearest(kind: str, l0: float) -> pd.Series:
+    group = results.loc[kind]
+    return group.iloc[(group["l0"] - l0).abs().argmin()]
+
+
+reference_l0 = low["L0"]
+compare = pd.DataFrame({kind: nearest(kind, reference_l0)[["l0", "ce_increase", "fvu", "norm_ratio", "alive"]]
+                        for kind in LAMBDAS}).T
+compare.round(3)
+
+# %%
+report.check("e2e SAEs reconstruct the activation worse than local SAEs (higher FVU at similar L0)",
+             ours=f"FVU e2e {compare.loc['e2e', 'fvu']:.2f} vs local {compare.loc['local', 'fvu']:.2f}",
+             passed=bool(compare.loc["e2e", "fvu"] > compare.loc["local", "fvu"]))
+report.check("e2e SAEs shrink their output more than local SAEs (output/input norm ratio)",
+             paper="layer 6: e2e 0.31 vs local 0.92",
+             ours=f"e2e {compare.loc['e2e', 'norm_ratio']:.2f} vs local {compare.loc['local', 'norm_ratio']:.2f}",
+             passed=bool(compare.loc["e2e", "norm_ratio"] < compare.loc["local", "norm_ratio"]))
+report.record("Alive latents at similar L0 (the paper: e2e needs fewer)", paper="e2e fewer alive than local",
+              ours=", ".join(f"{k} {int(compare.loc[k, 'alive'])}/{RATIO * D}" for k in LAMBDAS),
+              status="measured" if RATIO < 32 else ("pass" if compare.loc["e2e", "alive"] < compare.loc["local", "alive"]
+                                                    else "differs"))
+
+# %%
+if RATIO < 32:
+    fewest_alive = compare["alive"].min() / (RATIO * D)
+    report.check(f"With {RATIO} latents per dimension nearly all latents stay alive for every objective (> 90%)",
+                 ours=f"fewest alive: {fewest_alive:.0%}", passed=fewest_alive > 0.9)
+
+# %% [markdown]
+# With only 8 latents per dimension (the `ci` profile) nearly every latent stays alive whatever the
+# objective, so this dictionary is too small to show the paper's difference in alive counts; the
+# `full` profile uses 32 per dimension.
+#
+# ### Geometry of the dictionaries
+#
+# The paper measured, for each atom, its largest cosine similarity to any other atom of the same
+# dictionary (low = a more orthogonal dictionary), and to the atoms of another dictionary. We
+# compare the three SAEs nearest the reference L0, over their alive atoms.
+
+# %%
+def alive_atoms(sae) -> torch.Tensor:
+    with torch.no_grad():
+        fired = (sae.encode(harvest(lm, eval_rows[:100], HOOK, progress=False).to(DEVICE)) > 0).reshape(-1, sae.n_latents).any(0)
+    return sae.atoms()[fired].detach().cpu()
+
+
+chosen = {kind: saes[kind, nearest(kind, reference_l0).name] for kind in LAMBDAS}
+atoms = {kind: alive_atoms(sae) for kind, sae in chosen.items()}
+geometry = pd.DataFrame({
+    kind: {"alive atoms": len(a), "median max cos within": max_cosine_within(a).median().item(),
+           "median max cos to local": max_cosine_across(a, atoms["local"]).median().item() if kind != "local" else 1.0}
+    for kind, a in atoms.items()}).T
+fig = go.Figure()
+for kind, a in atoms.items():
+    fig.add_trace(go.Histogram(x=max_cosine_within(a).numpy(), name=kind, opacity=0.6, nbinsx=40,
+                               marker_color=FAMILY_COLORS.get(kind, "#ff7f0e")))
+fig.update_layout(barmode="overlay", title="Each atom's max cosine to the rest of its dictionary",
+                  xaxis_title="max cosine", yaxis_title="atoms", height=380)
+fig.show()
+geometry.round(3)
+
+# %%
+within, to_local = geometry["median max cos within"], geometry["median max cos to local"]
+report.record("Dictionary geometry: median max cosine within each dictionary",
+              paper="e2e most orthogonal, then e2e+ds, then local",
+              ours=", ".join(f"{k} {v:.2f}" for k, v in within.items()),
+              status="same order" if within["e2e"] < within["e2e+ds"] < within["local"] else "differs")
+report.record("Dictionary geometry: e2e+ds atoms are closer to the local dictionary than e2e atoms are",
+              paper="e2e+ds features resemble local ones more than e2e features do",
+              ours=f"median max cos to local: e2e+ds {to_local['e2e+ds']:.2f}, e2e {to_local['e2e']:.2f}",
+              status="same" if to_local["e2e+ds"] > to_local["e2e"] else "differs")
+
+# %% [markdown]
+# ## Does a local SAE spend latents on what the model never reads?
+#
+# The paper's argument suggests a clean experiment. Give the residual stream a direction with a lot
+# of variance that the model provably never reads; a local SAE should spend latents on it, an e2e SAE
+# should not.
+#
+# Pre-LayerNorm transformers offer such a direction for free. Every read of the residual stream
+# goes through a LayerNorm, and a LayerNorm first subtracts the mean of the vector's coordinates.
+# So the all-ones direction $u = (1, \dots, 1)/\sqrt d$ is invisible to every later layer: adding
+# any multiple of it changes nothing downstream. `plant_unread_direction` adds $a_t\,u$ to the
+# embedding of every token $t$, with $a_t$ random and large, twice the standard deviation of the
+# activation's largest principal component. The model's outputs do not change; its residual stream
+# now carries the largest-variance direction it has, unread.
+
+# %%
+planted = copy.deepcopy(lm)
+top_pc_std = torch.linalg.eigvalsh(torch.cov(acts.T)).max().sqrt().item()
+u = plant_unread_direction(planted, scale=2 * top_pc_std, seed=0).to(DEVICE)
+planted_acts = harvest(planted, train_rows, HOOK).reshape(-1, D)
+with torch.no_grad():
+    sample = eval_rows[:50].to(DEVICE)
+    max_logit_change = (planted(sample) - lm(sample)).abs().max().item()
+variance_along_u = (planted_acts @ u.cpu()).var().item()
+print(f"largest change of any logit: {max_logit_change:.1e}; variance along u: {variance_along_u:.1f} "
+      f"(largest principal component before planting: {top_pc_std ** 2:.1f})")
+report.check("The planted direction changes no output of the model, yet dominates the activation's variance",
+             ours=f"max |Δlogit| {max_logit_change:.1e}; var along u {variance_along_u:.0f} vs top PC {top_pc_std ** 2:.0f}",
+             passed=max_logit_change < 1e-3 and variance_along_u > 2 * top_pc_std ** 2)
+
+# %% [markdown]
+# We train one local and one e2e SAE on the planted model, with the λ of the middle local SAE and
+# of the sparsest e2e SAE above, and ask of each: how many of its alive latents point along $u$ (|cos| > 0.5),
+# what share of all its firings they take, and how much of the planted variance its output keeps.
+
+# %%
+def planted_usage(sae, model) -> dict:
+    x = harvest(model, eval_rows, HOOK, progress=False).reshape(-1, D).to(DEVICE)
+    with torch.no_grad():
+        x_hat, z = sae(x)
+    fired = (z > 0).any(0)
+    along_u = ((sae.atoms() @ u).abs() > 0.5) & fired
+    kept = 1 - ((x - x_hat) @ u).var().item() / (x @ u).var().item()
+    return {"latents along u": int(along_u.sum()), "share of firings": (z[:, along_u] > 0).sum().item() / (z > 0).sum().item(),
+            "planted variance kept": kept}
+
+
+planted_rows = []
+for kind, lam in (("local", LAMBDAS["local"][1]), ("e2e", LAMBDAS["e2e"][-1])):
+    for name, model, activations in (("original", lm, acts), ("planted", planted, planted_acts)):
+        sae = saes[kind, lam] if name == "original" else ReLUSAE(D, RATIO * D, l1_coeff=lam / D, seed=0)
+        if name == "planted":
+            _, scores = fit(kind, sae, planted, train_rows, planted_acts)
+        else:
+            scores = results.loc[(kind, lam)].to_dict()
+        planted_rows.append({"objective": kind, "λ": lam, "model": name, "L0": scores["l0"],
+                             "CE increase": scores["ce_increase"], **planted_usage(sae, model)})
+planted_table = pd.DataFrame(planted_rows).set_index(["objective", "model"])
+planted_table.round(3)
+
+# %%
+local_p, e2e_p = planted_table.loc[("local", "planted")], planted_table.loc[("e2e", "planted")]
+report.check("A local SAE spends latents on the planted direction the model never reads",
+             paper="suggested by the paper's argument, not tested there",
+             ours=f"{local_p['latents along u']} latents, {local_p['share of firings']:.0%} of firings, "
+                  f"keeps {local_p['planted variance kept']:.0%} of its variance",
+             passed=local_p["latents along u"] >= 5 and local_p["share of firings"] > 0.02
+             and local_p["planted variance kept"] > 0.5)
+report.check("An e2e SAE spends (almost) none on it, and drops the planted variance",
+             paper="suggested by the paper's argument, not tested there",
+             ours=f"{e2e_p['latents along u']} latents, {e2e_p['share of firings']:.1%} of firings, "
+                  f"keeps {e2e_p['planted variance kept']:.0%} of its variance",
+             passed=e2e_p["share of firings"] < 0.01 and e2e_p["planted variance kept"] < 0.2)
+
+# %% [markdown]
+# ## New: a matching-pursuit SAE trained end to end
+#
+# Neither paper tried this. An MP-SAE (chapter 5) has no encoder weights: its codes come from $k$
+# greedy pursuit steps over the dictionary, and gradients flow through the unrolled steps. Nothing
+# stops us from training that dictionary with the e2e objective instead of MSE; the trainer does not
+# care. Its sparsity is fixed by $k$, so local and e2e MP-SAEs are compared at exactly the same L0.
+
+# %%
+K_MP = by_profile(ci=4, full=16)
+mp_rows = []
+for kind in ("local", "e2e"):
+    _, scores = fit(kind, MPSAE(D, RATIO * D, k=K_MP, seed=0), lm, train_rows, acts)
+    mp_rows.append(scores)
+mp_table = pd.DataFrame(mp_rows).set_index("objective")[["l0", "ce_increase", "kl", "fvu", "norm_ratio", "alive"]]
+relu_at_k = {kind: frontier_at([p for p in points if p["objective"] == kind], K_MP) for kind in ("local", "e2e")}
+mp_table["ReLU SAE at this L0 (interpolated)"] = [relu_at_k["local"], relu_at_k["e2e"]]
+mp_table.round(3)
+
+# %%
+mp_local, mp_e2e = mp_table.loc["local"], mp_table.loc["e2e"]
+report.check("A local MP-SAE hands on nearly the activation's full norm (no L1 shrinkage): norm ratio > 0.9",
+             ours=f"{mp_local['norm_ratio']:.2f}", passed=mp_local["norm_ratio"] > 0.9)
+report.record(f"MP-SAE trained end to end vs the local MP-SAE, same k = {K_MP}: CE-loss increase",
+              paper="not tried in either paper",
+              ours=f"e2e {mp_e2e['ce_increase']:.3f} vs local {mp_local['ce_increase']:.3f}",
+              status="e2e lower" if mp_e2e["ce_increase"] < mp_local["ce_increase"] else "local lower")
+denser_relu = [p for p in points if p["l0"] >= K_MP]
+best_denser = min(denser_relu, key=lambda p: p["ce_increase"])
+report.record(f"A local MP-SAE with k = {K_MP} against every ReLU SAE of the sweep that uses more latents (e2e included)",
+              ours=f"MP {mp_local['ce_increase']:.3f} vs best such ReLU SAE {best_denser['ce_increase']:.3f} "
+                   f"({best_denser['objective']}, L0 {best_denser['l0']:.1f})",
+              status="MP lower" if mp_local["ce_increase"] < best_denser["ce_increase"] else "ReLU lower")
+
+# %% [markdown]
+# The table holds the new experiment; the records in the closing table put it in words. An MP-SAE
+# has no L1 penalty and hence no shrinkage, and its pursuit keeps reducing the residual, so even
+# trained locally its output keeps nearly the activation's full norm. That can make it a strong
+# local baseline at low L0 (the closing table compares it with every ReLU SAE of the sweep that uses
+# more latents), which leaves the e2e objective less to fix. We report the e2e-vs-local difference for MP without
+# asserting a direction: it is small, it is one seed on one small model, and in our runs its sign
+# depended on the training length.
+#
+# ## And on GPT-2
+#
+# The same objectives run unchanged on GPT-2 small at the paper's layer 6. Offline, GPT-2 is the
+# random stand-in of chapter 6, and this section only checks the mechanics: the e2e loss is zero for
+# a splice that hands back the original activation, and training lowers it. Its numbers say nothing
+# about GPT-2. With the pretrained weights (the `full` profile with internet), it trains a small
+# sweep per objective on OpenWebText and checks the paper's central claim on the real model.
+
+# %%
+gpt2 = load_gpt2(device=str(DEVICE), standin_layers=by_profile(ci=8, full=12), standin_d_model=by_profile(ci=128, full=768))
+g_model, PRETRAINED = gpt2.model, gpt2.pretrained
+G_HOOK, G_D = resid_hook(g_model, 6), g_model.cfg.d_model
+G_SEQ = by_profile(ci=32, full=1024)  # the paper's context length in full
+g_tokens, g_source = load_text(gpt2.extras["tokenizer"], by_profile(ci=400, full=6_000), G_SEQ,
+                               web=by_profile(ci=False, full=True))
+g_eval, g_train = g_tokens[: max(4, len(g_tokens) // 10)], g_tokens[max(4, len(g_tokens) // 10):]
+G_LAMBDAS = {"local": by_profile(ci=[6.0], full=[3.0, 6.0, 12.0, 24.0]), "e2e": by_profile(ci=[1.5], full=[0.75, 1.5, 3.0]),
+             "e2e+ds": by_profile(ci=[1.5], full=[0.75, 1.5, 3.0])}
+G_TRAIN = dict(steps=by_profile(ci=15, full=2_500), batch_size=by_profile(ci=4, full=8), lr=by_profile(ci=3e-3, full=5e-4),
+               schedule="cosine", final_lr_frac=0.1, grad_clip=10.0, warmup=0.05, seed=0)
+describe(model=gpt2.extras["note"], hook=G_HOOK, text=g_source, n_latents=f"{by_profile(ci=8, full=60)} x {G_D}",
+         tokens_per_e2e_sae=G_TRAIN["steps"] * G_TRAIN["batch_size"] * G_SEQ, lambdas=G_LAMBDAS)
+
+# %%
+identity_terms, _ = EndToEnd(g_model, G_HOOK)(identity_sae(G_D).to(DEVICE), g_eval[:4].to(DEVICE), None)
+print(f"e2e loss of a splice that hands back the original activation: KL = {identity_terms['kl'].item():.2e}")
+report.check("GPT-2: the e2e loss (KL) is zero when the splice hands back the original activation",
+             ours=f"KL {identity_terms['kl'].item():.1e}", passed=abs(identity_terms["kl"].item()) < 1e-5)
+
+# %%
+# local SAEs train on the activations of at most 1,500 sequences (1.5M tokens x 768 floats = 4.7 GB at full scale)
+g_acts = harvest(g_model, g_train[:1_500], G_HOOK, batch_size=by_profile(ci=32, full=16)).reshape(-1, G_D)
+g_points, g_histories = [], {}
+for kind, lambdas in G_LAMBDAS.items():
+    for lam in lambdas:
+        sae = ReLUSAE(G_D, by_profile(ci=8, full=60) * G_D, l1_coeff=lam / G_D, seed=0).to(DEVICE)
+        settings = {**G_TRAIN, "batch_size": G_TRAIN["batch_size"] * G_SEQ} if kind == "local" else G_TRAIN
+        g_histories[kind, lam] = train_sae(sae, g_acts if kind == "local" else g_train,
+                                           objective=make_objective(kind, g_model, G_HOOK), desc=f"GPT-2 {kind}", **settings)
+        g_points.append({"objective": kind, "λ": lam,
+                         **evaluate_spliced(g_model, sae, g_eval, G_HOOK, batch_size=8, progress=False)})
+g_results = pd.DataFrame(g_points).set_index(["objective", "λ"])
+g_results[["l0", "ce_increase", "kl", "alive", "fvu", "norm_ratio"]].round(3)
+
+# %%
+for (kind, lam), history in g_histories.items():
+    term = "mse" if kind == "local" else "kl"
+    report.check(f"GPT-2 ({'pretrained' if PRETRAINED else 'stand-in'}): training the {kind} SAE (λ={lam}) lowers its {term}",
+                 ours=f"{history.terms[term][0]:.3g} → {history.final(term, 5):.3g}",
+                 passed=history.final(term, 5) < history.terms[term][0])
+
+# %% [markdown]
+# ### The paper's Table 3 beside ours
+#
+# The paper compared SAEs at similar L0 at layers 2, 6 and 10 (GPT-2's CE on its evaluation set:
+# 3.139). We train at layer 6 only, for a much shorter run (see the sizes above).
+
+# %%
+PAPER_TABLE_3 = pd.DataFrame(
+    [(2, "local", 0.101, 18.4), (2, "e2e", 0.043, 18.6), (2, "e2e+ds", 0.039, 17.9),
+     (6, "local", 0.228, 42.8), (6, "e2e", 0.099, 39.7), (6, "e2e+ds", 0.124, 36.8),
+     (10, "local", 0.202, 74.9), (10, "e2e", 0.131, 62.3), (10, "e2e+ds", 0.144, 70.2)],
+    columns=["layer", "objective", "paper CE increase", "paper L0"]).set_index(["layer", "objective"])
+ours_at_6 = {kind: g_results.loc[kind].iloc[(g_results.loc[kind]["l0"] - 40).abs().argmin()] for kind in G_LAMBDAS}
+table_3 = PAPER_TABLE_3.copy()
+table_3["our CE increase"] = [ours_at_6[k]["ce_increase"] if layer == 6 else None for layer, k in table_3.index]
+table_3["our L0"] = [ours_at_6[k]["l0"] if layer == 6 else None for layer, k in table_3.index]
+if not PRETRAINED:
+    print("STAND-IN MODEL: the 'our' columns come from a random-weight GPT-2 and mean nothing.")
+table_3.round(3)
+
+# %%
+if PRETRAINED:
+    g_local = [p for p in g_points if p["objective"] == "local"]
+    comparable = [(p, frontier_at(g_local, p["l0"])) for p in g_points if p["objective"] == "e2e"]
+    comparable = [(p, ce) for p, ce in comparable if ce is not None]
+    report.check("GPT-2 layer 6: at matched L0, e2e SAEs give a lower CE-loss increase than local SAEs",
+                 paper="e2e 0.099 (L0 39.7) vs local 0.228 (L0 42.8)",
+                 ours="; ".join(f"L0 {p['l0']:.1f}: e2e {p['ce_increase']:.3f} vs local {ce:.3f}" for p, ce in comparable)
+                 or "no e2e SAE inside the local sweep's L0 range",
+                 passed=len(comparable) > 0 and all(p["ce_increase"] < ce for p, ce in comparable))
+else:
+    report.record("GPT-2 Table 3 (layer 6): CE-loss increase at similar L0",
+                  paper="local 0.228 / e2e 0.099 / e2e+ds 0.124",
+                  ours=" / ".join(f"{k} {ours_at_6[k]['ce_increase']:.3f} (L0 {ours_at_6[k]['l0']:.0f})" for k in G_LAMBDAS)
+                  + " on a RANDOM stand-in: meaningless", status="stand-in")
+
+# %% [markdown]
+# ## Replication check
+
+# %%
+if not PRETRAINED:
+    print("GPT-2 was a STAND-IN with random weights: only the tiny-LM results and the mechanics above are evidence.")
+print(f"Chapter executed in {time.perf_counter() - chapter_start:.0f} s with the settings printed above.")
+report.save()
+report.show()
+
+# %% [markdown]
+# **Next:** chapter 8 takes matching pursuit to CLIP, where one dictionary must serve images and text.

@@ -1,0 +1,104 @@
+"""End-to-end objectives (Braun et al. 2024): train an SAE for what the *model* does with its output.
+
+A local SAE minimises ``‖a − â‖²``: every direction of the activation counts, whether or not the rest
+of the network ever reads it. An end-to-end SAE is spliced into the model and trained so that the
+model's output distribution stays what it was::
+
+    e2e:     KL(p_original ‖ p_spliced)                     + sparsity
+    e2e+ds:  ½·KL + (β/n)·Σ_later layers MSE(original, spliced residual stream) + sparsity
+
+The sparsity term is the SAE's own (L1 for :class:`~sae_lib.ReLUSAE`, with coefficient λ/d as in the
+paper; TopK and MP SAEs are sparse by construction). :class:`EndToEnd` plugs into the one trainer,
+:func:`~sae_lib.train_sae`, whose data rows are then token sequences instead of activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from .saes import SAE
+from .training import Reconstruction
+from .splicing import check_hook, check_sae_fits, check_tokens, harvest, hook_layer, kl_divergence, run_original, run_spliced
+
+
+def downstream_hooks(model: HookedTransformer, hook: str) -> list[str]:
+    """The residual streams a splice at ``hook`` changes: the output of every block from the hook's
+    own block to the last (``blocks.L.hook_resid_post`` ... ``blocks.{n-1}.hook_resid_post``)."""
+    layer = hook_layer(check_hook(model, hook))
+    if layer is None:
+        raise ValueError(f"downstream layers are defined for hooks inside a block, not {hook!r}")
+    return [f"blocks.{i}.hook_resid_post" for i in range(layer, model.cfg.n_layers)]
+
+
+class EndToEnd:
+    """The e2e objective, optionally with downstream reconstruction (e2e+ds).
+
+    * ``EndToEnd(model, hook)``: KL + sparsity (the paper's SAE_e2e).
+    * ``EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=2.5)``: SAE_e2e+ds; the downstream term is
+      ``downstream_coeff / n`` times the summed MSE over the ``n`` :func:`downstream_hooks` (or the
+      ``downstream`` hooks given).
+
+    The model must be frozen (``requires_grad=False``); gradients still flow through its later blocks
+    into the SAE. Data rows are token sequences, shape (n_sequences, seq_len).
+    """
+
+    def __init__(
+        self, model: HookedTransformer, hook: str, *, kl_coeff: float = 1.0, downstream_coeff: float = 0.0,
+        downstream: Sequence[str] | None = None,
+    ):
+        self.model, self.hook = model, check_hook(model, hook)
+        for name, value in (("kl_coeff", kl_coeff), ("downstream_coeff", downstream_coeff)):
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if kl_coeff == 0 and downstream_coeff == 0:
+            raise ValueError("kl_coeff and downstream_coeff are both 0: nothing would be trained")
+        if any(p.requires_grad for p in model.parameters()):
+            raise ValueError("freeze the model first (requires_grad_(False) on its parameters): only the SAE trains")
+        self.kl_coeff, self.downstream_coeff = float(kl_coeff), float(downstream_coeff)
+        self.downstream = [] if downstream_coeff == 0 else [
+            check_hook(model, h) for h in (downstream if downstream is not None else downstream_hooks(model, hook))
+        ]
+
+    def check_data(self, sae: SAE, data: Tensor) -> None:
+        check_tokens(self.model, data)
+        check_sae_fits(self.model, sae, self.hook)
+
+    @torch.no_grad()
+    def initialize(self, sae: SAE, data: Tensor) -> None:
+        """Pre-bias at the mean activation over (up to) the first 256 sequences, as for local SAEs."""
+        acts = harvest(self.model, data[:256], self.hook, progress=False)
+        sae.b_dec.copy_(acts.reshape(-1, sae.d_in).mean(0).to(sae.b_dec))
+
+    def __call__(self, sae: SAE, batch: Tensor, dead_mask: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        with torch.no_grad():
+            original = run_original(self.model, batch, self.hook, capture=self.downstream)
+        spliced = run_spliced(self.model, batch, self.hook, sae, capture=self.downstream)
+        terms = {}
+        if self.kl_coeff:
+            terms["kl"] = self.kl_coeff * kl_divergence(original.logits, spliced.logits)
+        if self.downstream:
+            mse = sum(F.mse_loss(spliced.acts[h], original.acts[h]) for h in self.downstream)
+            terms["downstream"] = self.downstream_coeff / len(self.downstream) * mse
+        terms.update(sae.extra_losses(spliced.x, spliced.x_hat, spliced.z, dead_mask))
+        return terms, spliced.z
+
+
+OBJECTIVES = ("local", "e2e", "e2e+ds")
+
+
+def make_objective(kind: str, model: HookedTransformer, hook: str, *, downstream_coeff: float = 2.5):
+    """The paper's three objectives by name: ``"local"`` (:class:`~sae_lib.training.Reconstruction`,
+    trained on harvested activations), ``"e2e"`` (KL) and ``"e2e+ds"`` (½·KL + downstream MSE, β = 2.5
+    as the paper used at layers 2 and 6; pass 0.05 for a splice near the output, as at its layer 10)."""
+    if kind == "local":
+        return Reconstruction()
+    if kind == "e2e":
+        return EndToEnd(model, hook)
+    if kind == "e2e+ds":
+        return EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=downstream_coeff)
+    raise ValueError(f"unknown objective {kind!r}; use one of {OBJECTIVES}")

@@ -1,0 +1,120 @@
+"""The end-to-end objectives inside the one trainer: they train, they only train the SAE, they check input."""
+
+import pytest
+import torch
+
+from sae_lib import MPSAE, ReLUSAE, TopKSAE, train_sae
+from sae_lib.e2e import EndToEnd, downstream_hooks
+from sae_lib.metrics import frontier_at, max_cosine_across, max_cosine_within
+from sae_lib.splicing import evaluate_spliced, hooked_transformer
+from sae_lib.tiny_lm import SyntheticLanguage, tiny_lm_config, train_tiny_lm
+
+HOOK = "blocks.1.hook_resid_pre"
+
+
+@pytest.fixture(scope="module")
+def lm():
+    language = SyntheticLanguage.generate(vocab_size=48, n_topics=4, topic_vocab_size=12, n_successors=2, seed=0)
+    cfg = tiny_lm_config(language, n_layers=2, d_model=32, n_heads=2, n_ctx=16, seed=0)
+    model, _ = train_tiny_lm(language, cfg, steps=100, batch_size=32, lr=1e-2, progress=False)
+    return model, language.sample(400, 16, seed=7)[0]
+
+
+def test_downstream_hooks_are_the_later_residual_streams(lm):
+    model, _ = lm
+    assert downstream_hooks(model, HOOK) == ["blocks.1.hook_resid_post"]
+    assert downstream_hooks(model, "blocks.0.hook_resid_pre") == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    with pytest.raises(ValueError, match="inside a block"):
+        downstream_hooks(model, "hook_embed")
+
+
+def test_e2e_training_lowers_the_kl_and_leaves_the_model_alone(lm):
+    model, tokens = lm
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    sae = ReLUSAE(32, 128, l1_coeff=1e-3, seed=0)
+    before = evaluate_spliced(model, sae, tokens[-100:], HOOK, progress=False)
+    history = train_sae(sae, tokens[:300], objective=EndToEnd(model, HOOK), steps=80, batch_size=16, lr=3e-3,
+                        progress=False)
+    after = evaluate_spliced(model, sae, tokens[-100:], HOOK, progress=False)
+    assert set(history.terms) == {"kl", "l1"}
+    assert history.final("kl", 10) < 0.5 * history.terms["kl"][0]
+    assert after["kl"] < 0.5 * before["kl"] and after["ce_increase"] < before["ce_increase"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+
+
+def test_e2e_plus_downstream_adds_its_term(lm):
+    model, tokens = lm
+    objective = EndToEnd(model, "blocks.0.hook_resid_pre", kl_coeff=0.5, downstream_coeff=2.5)
+    assert objective.downstream == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    history = train_sae(ReLUSAE(32, 64, seed=0), tokens[:300], objective=objective, steps=30, batch_size=16, lr=3e-3,
+                        progress=False)
+    assert set(history.terms) == {"kl", "downstream", "l1"}
+    assert history.final("downstream", 5) < history.terms["downstream"][0]
+
+
+@pytest.mark.parametrize("sae", [TopKSAE(32, 64, k=4, seed=0), MPSAE(32, 64, k=4, seed=0)], ids=["topk", "mp"])
+def test_e2e_trains_every_family(lm, sae):
+    model, tokens = lm
+    history = train_sae(sae, tokens[:300], objective=EndToEnd(model, HOOK), steps=40, batch_size=16, lr=3e-3,
+                        progress=False)
+    assert history.final("kl", 5) < history.terms["kl"][0]
+    assert evaluate_spliced(model, sae, tokens[-50:], HOOK, progress=False)["l0"] <= 4
+
+
+def test_same_seed_same_e2e_sae(lm):
+    model, tokens = lm
+    a, b = ReLUSAE(32, 64, seed=0), ReLUSAE(32, 64, seed=0)
+    for sae in (a, b):
+        train_sae(sae, tokens[:300], objective=EndToEnd(model, HOOK), steps=10, batch_size=16, lr=3e-3, seed=3,
+                  progress=False)
+    assert torch.equal(a.W_dec, b.W_dec) and torch.equal(a.W_enc, b.W_enc)
+
+
+def test_bad_e2e_setups_are_clear_errors(lm):
+    model, tokens = lm
+    with pytest.raises(ValueError, match="integer tensor of token ids"):
+        train_sae(ReLUSAE(32, 64), tokens.float(), objective=EndToEnd(model, HOOK), steps=1, batch_size=4, lr=1e-3)
+    with pytest.raises(ValueError, match="d_in=16.*have size 32"):
+        train_sae(ReLUSAE(16, 64), tokens, objective=EndToEnd(model, HOOK), steps=1, batch_size=4, lr=1e-3)
+    with pytest.raises(ValueError, match="no hook"):
+        EndToEnd(model, "blocks.1.hook_nothing")
+    with pytest.raises(ValueError, match="out of range"):
+        EndToEnd(model, "blocks.5.hook_resid_pre")
+    with pytest.raises(ValueError, match="nothing would be trained"):
+        EndToEnd(model, HOOK, kl_coeff=0.0)
+    unfrozen = hooked_transformer(model.cfg)
+    with pytest.raises(ValueError, match="freeze the model"):
+        EndToEnd(unfrozen, HOOK)
+
+
+def test_geometry_measures():
+    atoms = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    torch.testing.assert_close(max_cosine_within(atoms), torch.tensor([0.5**0.5, 0.5**0.5, 0.5**0.5]))
+    torch.testing.assert_close(max_cosine_within(atoms, chunk=2), max_cosine_within(atoms))
+    torch.testing.assert_close(max_cosine_across(atoms[:2], atoms[2:]), torch.tensor([0.5**0.5, 0.5**0.5]))
+    torch.testing.assert_close(max_cosine_across(atoms, atoms), torch.ones(3))
+    with pytest.raises(ValueError, match="at least two atoms"):
+        max_cosine_within(atoms[:1])
+    with pytest.raises(ValueError, match="same d"):
+        max_cosine_across(atoms, torch.ones(2, 3))
+
+
+def test_frontier_is_read_between_points_only():
+    points = [{"l0": 10.0, "ce_increase": 1.0}, {"l0": 1000.0, "ce_increase": 0.0}, {"l0": 100.0, "ce_increase": 0.5}]
+    assert frontier_at(points, 100.0) == 0.5
+    assert abs(frontier_at(points, 10 ** 1.5) - 0.75) < 1e-12  # halfway in log L0
+    assert frontier_at(points, 5.0) is None and frontier_at(points, 2000.0) is None
+    assert frontier_at([{"l0": 3.0, "ce_increase": 0.2}], 3.0) == 0.2
+
+
+def test_objectives_by_name(lm):
+    model, _ = lm
+    from sae_lib.e2e import make_objective
+    from sae_lib.training import Reconstruction
+
+    assert isinstance(make_objective("local", model, HOOK), Reconstruction)
+    e2e, ds = make_objective("e2e", model, HOOK), make_objective("e2e+ds", model, HOOK)
+    assert (e2e.kl_coeff, e2e.downstream_coeff) == (1.0, 0.0) and (ds.kl_coeff, ds.downstream_coeff) == (0.5, 2.5)
+    with pytest.raises(ValueError, match="unknown objective 'global'"):
+        make_objective("global", model, HOOK)

@@ -1,0 +1,84 @@
+"""Hooks, harvesting and splicing on a small HookedTransformer: exact where exactness is promised."""
+
+import pytest
+import torch
+
+from sae_lib import ReLUSAE, TopKSAE
+from sae_lib.splicing import (activation_size, check_hook, check_sae_fits, evaluate_spliced, harvest, identity_sae,
+                              kl_divergence, resid_hook, run_original, run_spliced)
+from sae_lib.tiny_lm import SyntheticLanguage, tiny_lm_config
+from sae_lib.splicing import hooked_transformer
+
+HOOK = "blocks.1.hook_resid_pre"
+
+
+@pytest.fixture(scope="module")
+def model():
+    language = SyntheticLanguage.generate(vocab_size=40, n_topics=3, topic_vocab_size=10, n_successors=2, seed=0)
+    model = hooked_transformer(tiny_lm_config(language, n_layers=2, d_model=32, n_heads=2, n_ctx=16, seed=0))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return torch.randint(0, 40, (6, 16), generator=torch.Generator().manual_seed(0))
+
+
+def test_hook_names_and_layers_are_checked(model):
+    assert check_hook(model, HOOK) == HOOK
+    assert resid_hook(model, 1) == HOOK and resid_hook(model, 0, "resid_post") == "blocks.0.hook_resid_post"
+    with pytest.raises(ValueError, match="no hook 'blocks.1.hook_resid_middle'.*hooks look like"):
+        check_hook(model, "blocks.1.hook_resid_middle")
+    with pytest.raises(ValueError, match="layer 7 is out of range.*2 blocks"):
+        check_hook(model, "blocks.7.hook_resid_pre")
+    with pytest.raises(ValueError, match="layer 2 is out of range.*layers 0 to 1"):
+        resid_hook(model, 2)
+
+
+def test_harvest_matches_the_cache_and_has_the_right_shape(model, tokens):
+    acts = harvest(model, tokens, HOOK, batch_size=4, progress=False)
+    assert acts.shape == (6, 16, 32) and activation_size(model, HOOK) == 32
+    _, cache = model.run_with_cache(tokens, names_filter=HOOK)
+    torch.testing.assert_close(acts, cache[HOOK])
+
+
+def test_bad_tokens_are_clear_errors(model):
+    with pytest.raises(ValueError, match=r"\(batch, pos\) integer tensor"):
+        harvest(model, torch.zeros(3, 4), HOOK)
+    with pytest.raises(ValueError, match="exceed the model's context of 16"):
+        harvest(model, torch.zeros(1, 17, dtype=torch.long), HOOK)
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 40\)"):
+        harvest(model, torch.full((1, 4), 40), HOOK)
+
+
+def test_identity_splice_changes_nothing(model, tokens):
+    original = run_original(model, tokens, HOOK)
+    spliced = run_spliced(model, tokens, HOOK, identity_sae(32))
+    torch.testing.assert_close(spliced.x_hat, spliced.x)
+    torch.testing.assert_close(spliced.logits, original.logits)
+    assert kl_divergence(original.logits, spliced.logits).abs().item() < 1e-6
+    metrics = evaluate_spliced(model, identity_sae(32), tokens, HOOK, progress=False)
+    assert abs(metrics["ce_increase"]) < 1e-5 and metrics["kl"] < 1e-6 and metrics["fvu"] < 1e-10
+    assert abs(metrics["norm_ratio"] - 1) < 1e-6 and metrics["l0"] == 32
+
+
+def test_splicing_a_random_sae_changes_the_output_and_passes_gradients(model, tokens):
+    sae = TopKSAE(32, 64, k=4, seed=0)
+    original = run_original(model, tokens, HOOK, capture=["blocks.1.hook_resid_post"])
+    spliced = run_spliced(model, tokens, HOOK, sae, capture=["blocks.1.hook_resid_post"])
+    assert kl_divergence(original.logits, spliced.logits).item() > 1e-3
+    assert not torch.allclose(spliced.acts["blocks.1.hook_resid_post"], original.acts["blocks.1.hook_resid_post"])
+    assert (spliced.z != 0).sum(-1).max().item() <= 4
+    kl_divergence(original.logits, spliced.logits).backward()
+    assert sae.W_dec.grad is not None and sae.W_dec.grad.abs().sum() > 0
+    metrics = evaluate_spliced(model, sae, tokens, HOOK, progress=False)
+    assert metrics["kl"] > 1e-3 and metrics["l0"] <= 4 and metrics["alive"] + metrics["dead"] == 64
+
+
+def test_an_sae_of_the_wrong_size_is_refused(model, tokens):
+    with pytest.raises(ValueError, match="d_in=48.*have size 32.*d_in=32"):
+        check_sae_fits(model, ReLUSAE(48, 96), HOOK)
+    with pytest.raises(ValueError, match="d_in=48"):
+        evaluate_spliced(model, ReLUSAE(48, 96), tokens, HOOK, progress=False)
