@@ -226,3 +226,115 @@ def frontier_at(points, l0: float, *, y: str = "ce_increase") -> float | None:
             t = 0.0 if x1 == x0 else (math.log(l0) - math.log(x0)) / (math.log(x1) - math.log(x0))
             return y0 + t * (y1 - y0)
     return curve[0][1]  # a single point, exactly at l0
+# ----------------------------------------------------------------------------- shared image-text spaces
+def modality_score(z: Tensor, is_image: Tensor) -> Tensor:
+    """Per latent, the share of its energy spent on images: ``E_img[z_i] / (E_img[z_i] + E_txt[z_i])``.
+
+    1 means the latent fires only for images, 0 only for text, 0.5 equally for both. Energies are means
+    within each modality, so the score does not depend on how many rows each modality has (a set with
+    five captions per image gives the same score as its balanced version). Latents that never fire get
+    NaN. Codes must be non-negative (TopK and MP codes are).
+    """
+    if z.ndim != 2:
+        raise ValueError(f"codes must be (n_inputs, n_latents); got shape {tuple(z.shape)}")
+    is_image = torch.as_tensor(is_image, dtype=torch.bool, device=z.device)
+    if is_image.shape != (len(z),):
+        raise ValueError(f"is_image must have one entry per row of the codes ({len(z)}); got shape {tuple(is_image.shape)}")
+    if bool(is_image.all()) or not bool(is_image.any()):
+        raise ValueError("the modality score needs codes from both modalities (some images and some text)")
+    if bool((z < 0).any()):
+        raise ValueError("the modality score needs non-negative codes (energy cannot be negative)")
+    image_energy, text_energy = z[is_image].float().mean(0), z[~is_image].float().mean(0)
+    total = image_energy + text_energy
+    return torch.where(total > 0, image_energy / total.clamp_min(1e-30), torch.full_like(total, float("nan")))
+
+
+def effective_rank(matrix: Tensor) -> float:
+    """Roy & Vetterli's effective rank: ``exp`` of the entropy of the normalised singular values.
+
+    It is ``r`` for a matrix with ``r`` equal non-zero singular values and falls smoothly as the
+    spectrum concentrates, so it counts how many independent directions really matter.
+    """
+    if matrix.ndim != 2:
+        raise ValueError(f"effective_rank needs a matrix; got shape {tuple(matrix.shape)}")
+    s = torch.linalg.svdvals(matrix.double())
+    if s.sum() == 0:
+        return 0.0
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def coactivation(z: Tensor) -> Tensor:
+    """``C[i, j]`` = fraction of inputs on which latents ``i`` and ``j`` both fire (diagonal: firing rates)."""
+    if z.ndim != 2:
+        raise ValueError(f"codes must be (n_inputs, n_latents); got shape {tuple(z.shape)}")
+    fires = (z != 0).float()
+    return fires.T @ fires / len(z)
+
+
+def babel(atoms: Tensor, p: int) -> float:
+    """Tropp's Babel function ``μ₁(p)``: the largest total |cosine| between one atom and ``p`` others.
+
+    ``μ₁(1)`` is the dictionary's coherence (its most similar pair). Small ``μ₁(p)`` means any ``p + 1``
+    atoms are close to orthogonal, the condition under which a one-shot (linear) encoder can read each
+    of them without interference from the others.
+    """
+    if atoms.ndim != 2:
+        raise ValueError(f"atoms must be (n_atoms, d); got shape {tuple(atoms.shape)}")
+    if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p < len(atoms):
+        raise ValueError(f"p must be an integer in [1, n_atoms - 1 = {len(atoms) - 1}], got {p!r}")
+    unit = F.normalize(atoms.detach().float(), dim=1)
+    worst = 0.0
+    for start in range(0, len(unit), 2048):  # in blocks, so 10^4+ atoms fit in memory
+        cos = (unit[start : start + 2048] @ unit.T).abs()
+        cos[torch.arange(len(cos)), torch.arange(start, start + len(cos))] = 0.0
+        worst = max(worst, cos.topk(p, dim=1).values.sum(1).max().item())
+    return worst
+
+
+def support_babel(atoms: Tensor, z: Tensor) -> Tensor:
+    """The Babel function restricted to the atoms each input actually uses: for each row of ``z``,
+    ``max_{i ∈ S} Σ_{j ∈ S, j ≠ i} |cos(atom_i, atom_j)|`` over its support ``S`` (0 if ``|S| < 2``).
+    Compare with :func:`babel` at ``p = |S| - 1``, the worst case over the whole dictionary."""
+    if atoms.ndim != 2 or z.ndim != 2 or z.shape[1] != atoms.shape[0]:
+        raise ValueError(f"need atoms (n_atoms, d) and codes (n_inputs, n_atoms); got {tuple(atoms.shape)} and {tuple(z.shape)}")
+    unit = F.normalize(atoms.detach().float(), dim=1)
+    width = int((z != 0).sum(1).max()) if len(z) else 0
+    if width < 2:
+        return torch.zeros(len(z))
+    out = []
+    for block in z.split(4096):  # each row's support, padded with zero-valued slots that add nothing
+        values, support = block.abs().topk(width, dim=1)
+        chosen = unit[support] * (values != 0).unsqueeze(-1)
+        cos = (chosen @ chosen.transpose(1, 2)).abs()
+        cos = cos - torch.diag_embed(torch.diagonal(cos, dim1=1, dim2=2))
+        out.append(cos.sum(2).max(1).values.cpu())
+    return torch.cat(out)
+
+
+def linear_probe_accuracy(x: Tensor, labels, *, ridge: float = 0.1) -> float:
+    """Leave-one-out accuracy of a ridge-regression probe that reads a label from ``x`` linearly.
+
+    One-vs-rest least squares on centred, scale-normalised features, with the exact leave-one-out
+    predictions of ridge regression, ``(ŷ_i - h_ii y_i) / (1 - h_ii)`` (``h`` the hat matrix): no refits.
+    Chance is about one over the number of classes. (Centring uses all rows, a negligible leak.)
+    """
+    labels = list(labels)
+    if x.ndim != 2 or len(labels) != len(x):
+        raise ValueError(f"need (n, d) features and n labels; got {tuple(x.shape)} and {len(labels)} labels")
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise ValueError("a probe needs at least two classes")
+    if not ridge > 0:
+        raise ValueError(f"ridge must be positive, got {ridge!r}")
+    y = torch.tensor([[float(label == name) for name in names] for label in labels], dtype=torch.float64)
+    y = y - y.mean(0)
+    features = x.detach().double().cpu()
+    features = features - features.mean(0)
+    features = features / features.norm(dim=1).mean().clamp_min(1e-12)
+    kernel = features @ features.T
+    hat = kernel @ torch.linalg.inv(kernel + ridge * torch.eye(len(x), dtype=torch.float64))
+    h = hat.diagonal().unsqueeze(1)
+    held_out = (hat @ y - h * y) / (1 - h)
+    return float((held_out.argmax(1) == y.argmax(1)).double().mean())

@@ -10,10 +10,12 @@ with ``SAE_BOOK_NO_STANDINS=1`` (set it when you want results, not a dry run).
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
 NO_STANDINS_ENV = "SAE_BOOK_NO_STANDINS"
+HUB_HOST = "huggingface.co"
 
 
 class StandInForbiddenError(RuntimeError):
@@ -51,3 +53,16 @@ def fall_back_to_standin(name: str, reason: str) -> None:
         f"!!  Reason: {reason[:200]}\n"
         f"{bar}"
     )
+
+
+def hub_unreachable_reason(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached, or None if it can (or if ``HF_HUB_OFFLINE=1`` asks
+    for the local cache, which needs no network). Loaders call this first: without it, an offline
+    machine waits through the hub client's retries (about half a minute per file) before failing."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes"}:
+        return None
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+    except OSError as error:
+        return f"{HUB_HOST} is unreachable ({error})"
+    return None

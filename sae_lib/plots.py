@@ -90,4 +90,35 @@ def plot_cosine_panels(
                       row=1, col=col)
         fig.update_yaxes(autorange="reversed", showticklabels=col == 1, row=1, col=col)
     fig.update_layout(title=title, height=panel_size + 110, width=panel_size * len(panels) + 140)
+def plot_modality_histograms(scores: Mapping[str, Tensor], *, title: str, bins: int = 20) -> go.Figure:
+    """Histogram of the modality score (0 = text only, 1 = image only) of each family's alive atoms, as
+    a share of those atoms; latents that never fired (NaN scores) are left out."""
+    fig = go.Figure()
+    for name, score in scores.items():
+        alive = score[~score.isnan()].cpu().numpy()
+        fig.add_trace(go.Histogram(
+            x=alive, name=f"{name} ({len(alive)} alive atoms)", histnorm="probability", opacity=0.65,
+            xbins=dict(start=0, end=1 + 1e-9, size=1 / bins), marker_color=FAMILY_COLORS.get(name),
+        ))
+    fig.update_layout(barmode="overlay", bargap=0.02, title=title, height=380,
+                      xaxis_title="modality score (0 = text only, 1 = image only)", yaxis_title="share of alive atoms")
+    fig.update_xaxes(range=[0, 1])
+    return fig
+
+
+def plot_image_caption_rows(rows: Sequence[tuple[str, Sequence, Sequence[str]]], *, thumb: float = 1.5):
+    """One row per entry ``(title, images, captions)``: the images as thumbnails, then the captions.
+    For a glance at a data set, or at the images and captions that most activate an atom."""
+    import matplotlib.pyplot as plt
+
+    n_images = max(1, max(len(images) for _, images, _ in rows))
+    fig, axes = plt.subplots(len(rows), n_images + 1, squeeze=False, figsize=(thumb * (n_images + 3), thumb * len(rows)),
+                             gridspec_kw={"width_ratios": [1] * n_images + [3]})
+    for (title, images, captions), row in zip(rows, axes):
+        for ax in row:
+            ax.axis("off")
+        for ax, image in zip(row, images):
+            ax.imshow(image)
+        row[-1].text(0, 0.5, title + "\n" + "\n".join(f"• {c}" for c in captions), va="center", fontsize=8, wrap=True)
+    fig.tight_layout()
     return fig

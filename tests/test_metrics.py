@@ -143,3 +143,61 @@ def test_error_vs_k_per_family():
     assert all(e == pytest.approx(relu_errors[-1], rel=1e-6) for e in relu_errors[n_active - 1:]), "flat past its L0"
     with pytest.raises(ValueError, match="k must be an integer"):
         error_vs_k(relu, x, [17])
+def test_modality_score_on_known_cases():
+    from sae_lib.metrics import modality_score
+
+    is_image = torch.tensor([True, True, False, False, False])
+    z = torch.tensor([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0], [0.0, 2.0, 1.0, 0.0], [0.0, 2.0, 1.0, 0.0],
+                      [0.0, 2.0, 1.0, 0.0]])
+    score = modality_score(z, is_image)
+    assert score[:3].tolist() == [1.0, 0.0, 0.5] and score[3].isnan()
+    with pytest.raises(ValueError, match="both modalities"):
+        modality_score(z, torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="non-negative"):
+        modality_score(-z, is_image)
+    with pytest.raises(ValueError, match="one entry per row"):
+        modality_score(z, is_image[:3])
+
+
+def test_effective_rank_and_coactivation():
+    from sae_lib.metrics import coactivation, effective_rank
+
+    assert effective_rank(torch.eye(7)) == pytest.approx(7.0)
+    assert effective_rank(torch.outer(torch.arange(1.0, 5), torch.arange(1.0, 4))) == pytest.approx(1.0)
+    assert 1.0 < effective_rank(torch.diag(torch.tensor([1.0, 0.1]))) < 2.0
+    z = torch.tensor([[1.0, 2.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.0], [5.0, 0.0, 0.0]])
+    c = coactivation(z)
+    torch.testing.assert_close(c, torch.tensor([[0.5, 0.25, 0.0], [0.25, 0.5, 0.0], [0.0, 0.0, 0.0]]))
+
+
+def test_babel_and_support_babel():
+    from sae_lib.metrics import babel, support_babel
+
+    assert babel(torch.eye(5), 2) == pytest.approx(0.0)
+    atoms = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])  # |cos|: (0,1) .6, (0,2) 0, (1,2) .8
+    assert babel(atoms, 1) == pytest.approx(0.8) and babel(atoms, 2) == pytest.approx(1.4)
+    z = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 2.0, 0.0], [1.0, 1.0, 1.0]])
+    torch.testing.assert_close(support_babel(atoms, z), torch.tensor([0.6, 0.0, 0.0, 1.4]))
+    big = random_dictionary(3000, 8, seed=0)  # more atoms than one block: the blocked loop must agree
+    cos = (big @ big.T).abs().fill_diagonal_(0)
+    assert babel(big, 3) == pytest.approx(cos.topk(3, dim=1).values.sum(1).max().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="p must be"):
+        babel(atoms, 3)
+    with pytest.raises(ValueError, match="need atoms"):
+        support_babel(atoms, z[:, :2])
+
+
+def test_linear_probe_reads_linear_labels_and_not_noise():
+    from sae_lib.metrics import linear_probe_accuracy
+
+    gen = torch.Generator().manual_seed(0)
+    labels = [i % 3 for i in range(150)]
+    centres = 3 * torch.randn(3, 20, generator=gen)
+    x = centres[labels] + torch.randn(150, 20, generator=gen)
+    assert linear_probe_accuracy(x, labels) > 0.95
+    noise = torch.randn(150, 20, generator=gen)
+    assert linear_probe_accuracy(noise, labels) < 0.55  # chance is 1/3
+    with pytest.raises(ValueError, match="two classes"):
+        linear_probe_accuracy(x, [0] * 150)
+    with pytest.raises(ValueError, match="n labels"):
+        linear_probe_accuracy(x, labels[:10])

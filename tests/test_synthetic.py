@@ -41,3 +41,19 @@ def test_bad_settings_are_clear_errors(kwargs, message):
     settings = dict(n_features=5, d=3) | kwargs
     with pytest.raises(ValueError, match=message):
         superposition_data(10, **settings)
+
+
+def test_paired_modalities_share_codes_and_differ_by_the_gap():
+    from sae_lib.synthetic import paired_modalities
+
+    toy = paired_modalities(2000, n_concepts=12, d=16, gap=2.0, seed=0)
+    assert toy.x.shape == (4000, 16) and toy.codes.shape == (2000, 12) and toy.offsets.shape == (2, 16)
+    torch.testing.assert_close(toy.x.norm(dim=1), torch.ones(4000))
+    assert toy.is_image[:2000].all() and not toy.is_image[2000:].any()
+    images, texts = toy.x[:2000], toy.x[2000:]
+    assert (images.mean(0) - texts.mean(0)).norm() > 0.8
+    no_gap = paired_modalities(2000, n_concepts=12, d=16, gap=0.0, seed=0)
+    assert (no_gap.x[:2000].mean(0) - no_gap.x[2000:].mean(0)).norm() < 0.1
+    assert (no_gap.x[:2000] * no_gap.x[2000:]).sum(1).mean() > (images * texts).sum(1).mean()
+    with pytest.raises(ValueError, match="non-negative"):
+        paired_modalities(10, n_concepts=4, d=4, gap=-1.0)
