@@ -1,7 +1,6 @@
 """sae_lib: the small library behind *The SAE Book*.
 
 Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for all of them),
-<<<<<<< HEAD
 ``synthetic`` (data with known ground truth), ``hierarchy`` (concept trees and their geometry),
 ``metrics``, ``checkpoint``, ``plots``, ``report``, ``profile``.
 
@@ -9,12 +8,6 @@ Part III's modules need the ``[models]`` extra and are imported from where they 
 ``import sae_lib`` stays light: ``gpt2`` (GPT-2 or its stand-in, text), ``splicing`` (harvest and splice
 at a hook), ``e2e`` (the end-to-end objectives), ``tiny_lm`` (a synthetic language and its small LM),
 ``clip`` (CLIP through open_clip) with ``image_data`` (captioned images), all on the contract in ``models``.
-=======
-``synthetic`` (data with known ground truth), ``metrics``, ``checkpoint``, ``plots``, ``profile``.
-Part III's modules need the ``[models]`` extra and are imported from where they live, so that
-``import sae_lib`` stays light: ``gpt2`` (GPT-2 or its stand-in, text), ``splicing`` (harvest and splice
-at a hook), ``e2e`` (the end-to-end objectives), ``tiny_lm`` (a synthetic language and its small LM).
->>>>>>> issue-4
 """
 
 from . import plots  # noqa: F401  (sets up plotly so figures show in Jupyter and in the book)

@@ -90,6 +90,9 @@ def plot_cosine_panels(
                       row=1, col=col)
         fig.update_yaxes(autorange="reversed", showticklabels=col == 1, row=1, col=col)
     fig.update_layout(title=title, height=panel_size + 110, width=panel_size * len(panels) + 140)
+    return fig
+
+
 def plot_modality_histograms(scores: Mapping[str, Tensor], *, title: str, bins: int = 20) -> go.Figure:
     """Histogram of the modality score (0 = text only, 1 = image only) of each family's alive atoms, as
     a share of those atoms; latents that never fired (NaN scores) are left out."""
