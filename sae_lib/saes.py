@@ -85,10 +85,24 @@ def decode_chosen(values: Tensor, indices: Tensor, atoms: Tensor) -> Tensor:
     return F.embedding_bag(indices, atoms, per_sample_weights=values, mode="sum")
 
 
+SPARSE_DECODE_RATIO = 64
+"""Decode through :func:`decode_chosen` once ``n_latents ≥ SPARSE_DECODE_RATIO · k``. A gathered atom costs far
+more per number than a dense matrix product does, so skipping atoms only pays when most are skipped:
+on the book's 2-core CPU the two break even between ``n_latents = 32·k`` and ``64·k``."""
+
+
+CENTRED_LINEAR_MIN_WORK = 2**22
+"""Use :class:`CentredLinear` once ``batch · n_latents · d_in`` (the multiply-adds it saves) reaches this; below
+it, a custom autograd function costs more time in Python than the product it saves."""
+
+
 def _linear_pre_activations(sae: ReLUSAE | TopKSAE, x: Tensor) -> Tensor:
     """``(x - b_dec) @ W_enc + b_enc`` over any leading dimensions: the encoder ReLU and TopK share."""
     flat = x.reshape(-1, sae.d_in)
-    pre = CentredLinear.apply(flat, sae.b_dec, sae.W_enc, sae.b_enc)
+    if flat.shape[0] * sae.n_latents * sae.d_in < CENTRED_LINEAR_MIN_WORK:
+        pre = (flat - sae.b_dec) @ sae.W_enc + sae.b_enc
+    else:
+        pre = CentredLinear.apply(flat, sae.b_dec, sae.W_enc, sae.b_enc)
     return pre.reshape(*x.shape[:-1], sae.n_latents)
 
 
@@ -133,7 +147,7 @@ class SAE(nn.Module):
     @torch.no_grad()
     def renormalize_(self) -> None:
         """Put the ``W_dec`` parameter back on the unit sphere (the trainer calls this every step)."""
-        self.W_dec.copy_(F.normalize(self.W_dec, dim=1))
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))  # what F.normalize computes, in place
 
     # ---------------------------------------------------------------- training hooks
     def extra_losses(self, x: Tensor, x_hat: Tensor, z: Tensor, dead_mask: Tensor | None) -> dict[str, Tensor]:
@@ -254,8 +268,10 @@ class TopKSAE(SAE):
         """``(x_hat, z)`` as ``decode(encode(x))`` would give, decoding only the ``k`` kept atoms per row."""
         values, indices = self._select(x, k)
         z = values.new_zeros(*values.shape[:-1], self.n_latents).scatter_(-1, indices, values)
-        flat_values, flat_indices = values.reshape(-1, values.shape[-1]), indices.reshape(-1, values.shape[-1])
-        x_hat = decode_chosen(flat_values, flat_indices, self.atoms()) + self.b_dec
+        k = values.shape[-1]
+        if self.n_latents < SPARSE_DECODE_RATIO * k:
+            return self.decode(z), z
+        x_hat = decode_chosen(values.reshape(-1, k), indices.reshape(-1, k), self.atoms()) + self.b_dec
         return x_hat.reshape(*values.shape[:-1], self.d_in), z
 
     def extra_losses(self, x, x_hat, z, dead_mask):
@@ -281,24 +297,24 @@ def greedy_pursuit(residual: Tensor, atoms: Tensor, k: int, use_gram: bool) -> t
     ``use_gram``, one Gram product plus ``k`` row updates replace ``k`` dense products, and the final
     residual is ``r - Σ_t v_t·atom_t``; without it, ``r`` is updated and correlated again at every step.
     """
-    batch = residual.shape[0]
-    indices = torch.empty(batch, k, dtype=torch.long, device=residual.device)
-    coefficients = torch.empty(batch, k, dtype=residual.dtype, device=residual.device)
     gram = atoms @ atoms.T if use_gram else None
     r = residual.clone()
     c = r @ atoms.T
     rows = torch.empty_like(c) if use_gram else None
+    indices, coefficients = [], []
     for t in range(k):
-        best, j = c.max(dim=-1)
+        best, j = c.max(dim=-1, keepdim=True)
         best.clamp_(min=0)  # no atom correlates positively: the step adds nothing
-        indices[:, t], coefficients[:, t] = j, best
+        indices.append(j)
+        coefficients.append(best)
         if gram is not None:
             if t < k - 1:
-                c.addcmul_(torch.index_select(gram, 0, j, out=rows), best.unsqueeze(-1), value=-1)
+                c.addcmul_(torch.index_select(gram, 0, j.squeeze(1), out=rows), best, value=-1)
         else:
-            r.addcmul_(atoms.index_select(0, j), best.unsqueeze(-1), value=-1)
+            r.addcmul_(atoms.index_select(0, j.squeeze(1)), best, value=-1)
             if t < k - 1:
                 c = r @ atoms.T
+    indices, coefficients = torch.cat(indices, dim=1), torch.cat(coefficients, dim=1)
     if gram is not None:
         r -= decode_chosen(coefficients, indices, atoms)
     return r, coefficients, indices
@@ -329,18 +345,21 @@ class UnrolledPursuit(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_final: Tensor | None, g_coefficients: Tensor | None, _):
         atoms, r, coefficients, indices = ctx.saved_tensors
-        k = coefficients.shape[1]
         e = torch.zeros_like(r) if g_final is None else g_final.clone()
         r = r.clone()
         g_atoms = torch.zeros_like(atoms)
-        for t in reversed(range(k)):
-            atom, v = atoms.index_select(0, indices[:, t]), coefficients[:, t : t + 1]
+        steps = indices.T  # (k, batch): step t's atom for every row
+        v_all = coefficients.T.unsqueeze(-1)  # (k, batch, 1)
+        on_all = (v_all > 0).to(r.dtype)  # ReLU'(v_t)
+        g_v_all = None if g_coefficients is None else g_coefficients.T.unsqueeze(-1)
+        for t in reversed(range(steps.shape[0])):
+            atom, v = atoms.index_select(0, steps[t]), v_all[t]
             r.addcmul_(atom, v)  # r_{t-1}
-            w = -(e * atom).sum(-1, keepdim=True)
-            if g_coefficients is not None:
-                w += g_coefficients[:, t : t + 1]
-            w *= v > 0
-            g_atoms.index_add_(0, indices[:, t], (r * w).addcmul_(e, v, value=-1))  # dL/dD_t
+            w = torch.linalg.vecdot(e, atom).unsqueeze(-1).neg_()
+            if g_v_all is not None:
+                w += g_v_all[t]
+            w *= on_all[t]
+            g_atoms.index_add_(0, steps[t], (r * w).addcmul_(e, v, value=-1))  # dL/dD_t
             e.addcmul_(atom, w)
         return e, g_atoms, None, None
 

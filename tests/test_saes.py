@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sae_lib import MPSAE, ReLUSAE, TopKSAE
+from sae_lib import MPSAE, ReLUSAE, TopKSAE, saes
 
 D, N, K = 16, 48, 4
 FACTORIES = {
@@ -270,26 +270,29 @@ def plain_mp(sae, x, k):
     return (x.reshape(-1, sae.d_in) - r).reshape(x.shape), z.reshape(*x.shape[:-1], sae.n_latents)
 
 
-def outputs_and_gradients(sae, forward, x):
+def outputs_and_gradients(sae, forward, x, x_needs_grad):
     """``forward(x)``'s reconstruction and codes, and the gradients of a loss that reads both (so the
-    codes' own gradient path is checked too), for every parameter and for ``x``."""
-    x = x.detach().clone().requires_grad_(True)
+    codes' own gradient path is checked too), for every parameter and, if asked, for ``x``."""
+    x = x.detach().clone().requires_grad_(x_needs_grad)
     sae.zero_grad(set_to_none=True)
     x_hat, z = forward(x)
     weights = torch.linspace(-1, 1, z.shape[-1], dtype=z.dtype)
     ((x_hat - x.detach()) ** 2).mean().add((z * weights).sum() / z.numel()).backward()
     grads = {name: p.grad.clone() for name, p in sae.named_parameters() if p.grad is not None}
-    return x_hat.detach(), z.detach(), {**grads, "x": x.grad.clone()}
+    return x_hat.detach(), z.detach(), {**grads, **({"x": x.grad.clone()} if x_needs_grad else {})}
 
 
 def assert_same_function(sae, fast, plain, x, tol):
-    x_hat, z, grads = outputs_and_gradients(sae, fast, x)
-    ref_x_hat, ref_z, ref_grads = outputs_and_gradients(sae, plain, x)
-    torch.testing.assert_close(z, ref_z, atol=tol, rtol=tol)
-    torch.testing.assert_close(x_hat, ref_x_hat, atol=tol, rtol=tol)
-    assert grads.keys() == ref_grads.keys()
-    for name in grads:
-        torch.testing.assert_close(grads[name], ref_grads[name], atol=tol, rtol=tol, msg=name)
+    """Same codes, reconstructions and gradients; with data as in training (no gradient for ``x``) and
+    with activations that carry one (as when an SAE sits inside a model being differentiated)."""
+    for x_needs_grad in (False, True):
+        x_hat, z, grads = outputs_and_gradients(sae, fast, x, x_needs_grad)
+        ref_x_hat, ref_z, ref_grads = outputs_and_gradients(sae, plain, x, x_needs_grad)
+        torch.testing.assert_close(z, ref_z, atol=tol, rtol=tol)
+        torch.testing.assert_close(x_hat, ref_x_hat, atol=tol, rtol=tol)
+        assert grads.keys() == ref_grads.keys()
+        for name in grads:
+            torch.testing.assert_close(grads[name], ref_grads[name], atol=tol, rtol=tol, msg=name)
 
 
 def random_sae(family, d=16, n=48, k=5, dtype=torch.float64, seed=0):
@@ -303,6 +306,16 @@ def random_sae(family, d=16, n=48, k=5, dtype=torch.float64, seed=0):
     return sae
 
 
+@pytest.fixture(params=["small-model paths", "large-model paths"])
+def size_route(request, monkeypatch):
+    """Run a test on both sides of the size thresholds in sae_lib.saes: the plain encoder and dense TopK
+    decoder that small models use, and CentredLinear and the sparse TopK decoder that large ones use."""
+    if request.param == "large-model paths":
+        monkeypatch.setattr(saes, "CENTRED_LINEAR_MIN_WORK", 0)
+        monkeypatch.setattr(saes, "SPARSE_DECODE_RATIO", 1)
+    return request.param
+
+
 def plain_forward(sae, k=None):
     if isinstance(sae, ReLUSAE):
         return lambda x: plain_relu(sae, x)
@@ -311,14 +324,14 @@ def plain_forward(sae, k=None):
 
 @pytest.mark.parametrize("family", FACTORIES)
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
-def test_fast_path_matches_plain_codes_reconstructions_gradients(family, dtype, tol):
+def test_fast_path_matches_plain_codes_reconstructions_gradients(family, dtype, tol, size_route):
     sae = random_sae(family, dtype=dtype)
     x = torch.randn(100, D, generator=torch.Generator().manual_seed(5), dtype=dtype)
     assert_same_function(sae, sae, plain_forward(sae), x, tol)
 
 
 @pytest.mark.parametrize("family", FACTORIES)
-def test_fast_path_matches_plain_with_leading_dimensions(family):
+def test_fast_path_matches_plain_with_leading_dimensions(family, size_route):
     sae = random_sae(family)
     x = torch.randn(3, 7, D, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     assert_same_function(sae, sae, plain_forward(sae), x, 1e-10)
@@ -326,21 +339,21 @@ def test_fast_path_matches_plain_with_leading_dimensions(family):
 
 @pytest.mark.parametrize("family", ["topk", "mp"])
 @pytest.mark.parametrize("k", [1, 2, 9])
-def test_fast_path_matches_plain_at_inference_k(family, k):
+def test_fast_path_matches_plain_at_inference_k(family, k, size_route):
     sae = random_sae(family)
     x = torch.randn(64, D, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     assert_same_function(sae, lambda x: sae(x, k=k), plain_forward(sae, k), x, 1e-10)
 
 
 @pytest.mark.parametrize("family", FACTORIES)
-def test_fast_path_with_a_frozen_pre_bias(family):
+def test_fast_path_with_a_frozen_pre_bias(family, size_route):
     sae = random_sae(family)  # the tree chapters freeze b_dec
     sae.b_dec.requires_grad_(False)
     x = torch.randn(50, D, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     assert_same_function(sae, sae, plain_forward(sae), x, 1e-10)
 
 
-def test_float64_input_to_a_float32_sae_is_encoded_in_float32():
+def test_float64_input_to_a_float32_sae_is_encoded_in_float32(size_route):
     for family in FACTORIES:
         sae = FACTORIES[family]()
         x = inputs(20).double()
@@ -349,7 +362,7 @@ def test_float64_input_to_a_float32_sae_is_encoded_in_float32():
         torch.testing.assert_close(z, sae.encode(x.float()))
 
 
-def test_topk_decodes_only_the_kept_atoms_yet_equals_the_dense_decoder():
+def test_topk_forward_equals_decode_of_encode(size_route):
     sae = random_sae("topk")
     x = torch.randn(40, D, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     x_hat, z = sae(x)
