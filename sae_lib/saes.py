@@ -19,14 +19,15 @@ Fast paths that compute the same function. A few shortcuts make a training step 
 same codes, reconstructions and gradients as the plain formulas above up to float rounding, and
 ``tests/test_saes.py`` checks that against plain reference implementations:
 
-* ReLU and TopK encoders get the pre-bias gradient from one vector-matrix product (:class:`CentredLinear`);
-* TopK and MP decode only the ``k`` atoms each input chose (:func:`decode_chosen`), not ``z @ atoms``;
+* large ReLU and TopK encoders get the pre-bias gradient from one vector-matrix product (:class:`CentredLinear`);
+* MP, and TopK with a large dictionary, decode only the ``k`` atoms each input chose (:func:`decode_chosen`);
 * MP picks its atoms with one Gram matrix instead of ``k`` dense correlation products
   (:func:`greedy_pursuit`), and backpropagates through its steps without storing them (:class:`UnrolledPursuit`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -167,8 +168,9 @@ class SAE(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"{name} expects floating-point activations, got dtype {x.dtype}")
-        if not torch.isfinite(x).all():
-            bad = (~torch.isfinite(x)).sum().item()
+        # A NaN or inf anywhere makes the sum non-finite, and one reduction is cheaper than a mask; count the
+        # culprits only then (the sum alone can also overflow on huge but finite values).
+        if not math.isfinite(x.sum().item()) and (bad := (~torch.isfinite(x)).sum().item()):
             raise ValueError(f"{name} got activations with {bad} NaN or infinite values; clean them first")
         return x.to(self.W_dec.dtype)
 

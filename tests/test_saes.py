@@ -208,6 +208,12 @@ def test_non_finite_input_is_a_clear_error(family, bad):
         sae.encode(x)
 
 
+def test_huge_but_finite_input_is_not_mistaken_for_nan():
+    x = torch.full((4, D), 3e38)  # its sum overflows to inf; its values are finite
+    for family in FACTORIES:
+        assert FACTORIES[family]().encode(x).shape == (4, N)
+
+
 def test_integer_input_is_rejected():
     with pytest.raises(TypeError, match="floating-point"):
         ReLUSAE(D, N).encode(torch.ones(2, D, dtype=torch.long))
