@@ -189,6 +189,8 @@ def error_vs_k(sae: SAE, x: Tensor, ks: Sequence[int]) -> list[float]:
             x_hat, _ = sae(x, k=k)
         errors.append(fvu(x, x_hat))
     return errors
+
+
 def max_cosine_within(atoms: Tensor, *, chunk: int = 4096) -> Tensor:
     """Each atom's largest cosine similarity to any *other* atom of the same dictionary. Low values
     everywhere mean a nearly orthogonal dictionary; values near 1 mean near-duplicate atoms. Computed
