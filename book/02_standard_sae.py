@@ -23,7 +23,7 @@
 # * measure **shrinkage**, the systematic underestimate the L1 penalty causes;
 # * meet **dead latents**, and see what makes them.
 
-# %%
+# %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
 import subprocess, sys  # noqa: E401
 
