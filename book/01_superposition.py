@@ -29,7 +29,7 @@
 # * state the dictionary-learning problem, and see why PCA cannot solve it;
 # * learn the two recovery scores used throughout the book.
 
-# %%
+# %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
 import subprocess, sys  # noqa: E401
 

@@ -23,7 +23,7 @@
 # * measure **shrinkage**, the systematic underestimate the L1 penalty causes;
 # * meet **dead latents**, and see what makes them.
 
-# %%
+# %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
 import subprocess, sys  # noqa: E401
 
@@ -245,8 +245,8 @@ fig.show()
 # suppression** {cite}`wright2024addressing`. At the typical magnitude $s = 1$:
 
 # %%
-response_at_1 = {l: feature_response(m, train.dictionary, 1.0).median().item() for l, m in saes.items()}
-print("fraction of a lone unit feature given back, by λ:", ", ".join(f"{l}: {r:.2f}" for l, r in response_at_1.items()))
+response_at_1 = {lam: feature_response(m, train.dictionary, 1.0).median().item() for lam, m in saes.items()}
+print("fraction of a lone unit feature given back, by λ:", ", ".join(f"{lam}: {r:.2f}" for lam, r in response_at_1.items()))
 values = list(response_at_1.values())
 report.check("L1 shrinks: a lone feature of magnitude 1 comes back at < 90% for every λ",
              ours=f"max {max(values):.2f}", paper="qualitative (Wright & Sharkey 2024)", passed=max(values) < 0.9)

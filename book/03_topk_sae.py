@@ -21,7 +21,7 @@
 # * revive dead latents with the AuxK loss;
 # * ask what happens when $k$ at inference differs from $k$ in training.
 
-# %%
+# %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
 import subprocess, sys  # noqa: E401
 

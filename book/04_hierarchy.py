@@ -28,7 +28,7 @@
 #
 # Chapter 5 then builds the SAE that the paper proposes for this world: matching pursuit.
 
-# %%
+# %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
 import subprocess, sys  # noqa: E401
 

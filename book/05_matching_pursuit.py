@@ -28,7 +28,7 @@
 # * measures absorption over a grid of child magnitudes, in the shape of the paper's Table 1;
 # * shows MP's **adaptive sparsity**: more steps at inference keep helping, unlike TopK.
 
-# %%
+# %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
 import subprocess, sys  # noqa: E401
 

@@ -25,7 +25,7 @@
 #
 # Chapter 7 then asks whether reconstruction is the right thing to train for at all.
 
-# %%
+# %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
 import subprocess, sys  # noqa: E401
 

@@ -25,7 +25,7 @@
 # we know (so it runs offline, in CI, for real), tests one hypothesis the paper suggests, tries one
 # thing neither paper did, and ends on GPT-2 with the paper's Table 3 beside ours.
 
-# %%
+# %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
 import subprocess, sys  # noqa: E401
 

@@ -30,7 +30,7 @@
 # * train TopK and MP-SAE on CLIP's embeddings: modality histograms, R² against sparsity, coherence,
 #   and the atoms that bridge the two modalities.
 
-# %%
+# %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
 import subprocess, sys  # noqa: E401
 

@@ -18,7 +18,7 @@
 # marks a result that is reported but deliberately not asserted; the chapter explains why, usually
 # because our run differs from the paper's.
 
-# %%
+# %% tags=["remove-input"]
 from pathlib import Path
 
 import pandas as pd
@@ -33,13 +33,19 @@ assert not missing, f"chapters without saved checks (were they executed before t
 titles = {c: next(line[4:] for line in Path(f"{c}.py").read_text().splitlines() if line.startswith("# # ")) for c in chapters}
 print(f"Run profile of this build: {current_profile()}; {len(chapters)} chapters")
 
-# %%
+# %% tags=["remove-input"]
 rows = [{"chapter": titles[chapter], **vars(check)} for chapter in chapters for check in reports[chapter]]
 scorecard = pd.DataFrame(rows)
-summary = scorecard.pivot_table(index="chapter", columns="status", values="claim", aggfunc="count", fill_value=0)
+scorecard["kind"] = scorecard["status"].where(scorecard["status"] == "pass", "reported, not asserted")
+summary = scorecard.pivot_table(index="chapter", columns="kind", values="claim", aggfunc="count", fill_value=0)
+summary.columns = ["asserted and held" if c == "pass" else c for c in summary.columns]
+summary.loc["whole book"] = summary.sum()
 summary
 
-# %%
-pd.set_option("display.max_colwidth", None)
-scorecard.set_index(["chapter", scorecard.groupby("chapter").cumcount() + 1]).style.set_properties(
-    **{"text-align": "left"})
+# %% [markdown]
+# Every check, chapter by chapter:
+
+# %% tags=["remove-input"]
+detail = scorecard.assign(chapter=scorecard["chapter"].str.split(".").str[0])[["chapter", "claim", "paper", "ours", "status"]]
+detail.style.hide(axis="index").set_properties(**{"text-align": "left", "vertical-align": "top"}).set_properties(
+    subset=["claim"], **{"min-width": "260px"})

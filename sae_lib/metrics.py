@@ -189,6 +189,8 @@ def error_vs_k(sae: SAE, x: Tensor, ks: Sequence[int]) -> list[float]:
             x_hat, _ = sae(x, k=k)
         errors.append(fvu(x, x_hat))
     return errors
+
+
 def max_cosine_within(atoms: Tensor, *, chunk: int = 4096) -> Tensor:
     """Each atom's largest cosine similarity to any *other* atom of the same dictionary. Low values
     everywhere mean a nearly orthogonal dictionary; values near 1 mean near-duplicate atoms. Computed
@@ -226,6 +228,8 @@ def frontier_at(points, l0: float, *, y: str = "ce_increase") -> float | None:
             t = 0.0 if x1 == x0 else (math.log(l0) - math.log(x0)) / (math.log(x1) - math.log(x0))
             return y0 + t * (y1 - y0)
     return curve[0][1]  # a single point, exactly at l0
+
+
 # ----------------------------------------------------------------------------- shared image-text spaces
 def modality_score(z: Tensor, is_image: Tensor) -> Tensor:
     """Per latent, the share of its energy spent on images: ``E_img[z_i] / (E_img[z_i] + E_txt[z_i])``.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,15 +45,18 @@ def fall_back_to_standin(name: str, reason: str) -> None:
             f"could not load pretrained {name} ({reason}), and {NO_STANDINS_ENV} forbids a stand-in. "
             f"Connect to the internet (the Hugging Face hub), or unset {NO_STANDINS_ENV} for a dry run."
         )
-    bar = "!" * 78
-    print(
-        f"{bar}\n"
-        f"!!  STAND-IN MODEL: pretrained {name} could not be loaded, so this chapter uses the\n"
-        f"!!  same architecture with RANDOM WEIGHTS. Every number below about what the model\n"
-        f"!!  represents is meaningless; only the mechanics are checked.\n"
-        f"!!  Reason: {reason[:200]}\n"
-        f"{bar}"
-    )
+    bar = "!" * 64
+    reason_lines = textwrap.wrap(f"Reason: {reason[:300]}", width=58)
+    print("\n".join([
+        bar,
+        f"!!  STAND-IN MODEL: pretrained {name} could not be loaded.",
+        "!!  This chapter uses the same architecture with",
+        "!!  RANDOM WEIGHTS. Every number below about what the",
+        "!!  model represents is meaningless; only the mechanics",
+        "!!  are checked.",
+        *(f"!!  {line}" for line in reason_lines),
+        bar,
+    ]))
 
 
 def hub_unreachable_reason(timeout: float = 3.0) -> str | None:

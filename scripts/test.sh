@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Set up .venv and run the whole test suite: unit tests of sae_lib, and every chapter through nbval.
+# Set up .venv and run the whole test suite: unit tests of sae_lib, every chapter through nbval, and the
+# rendered site checked in headless Chromium (installed here with apt-get if it is missing).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/test_saes.py -x`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    echo "==> installing Chromium for the browser test (Debian/Ubuntu package 'chromium')"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
 export TQDM_DISABLE=${TQDM_DISABLE:-1}
-.venv/bin/python -m pytest "$@"
+# Two workers, one test file each at a time: the chapters under nbval and the site build (which executes
+# every chapter again) run side by side. One torch thread per worker keeps two cores from thrashing.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+.venv/bin/python -m pytest -n "${SAE_BOOK_TEST_WORKERS:-2}" --dist loadfile -p no:cacheprovider "$@"

@@ -77,6 +77,8 @@ def test_feature_response_is_one_for_a_faithful_sae_and_less_when_shrunk():
     torch.testing.assert_close(feature_response(relu, true, 1.0), torch.full((6,), 0.75))
     with pytest.raises(ValueError, match="magnitude must be positive"):
         feature_response(relu, true, 0.0)
+
+
 # ---------------------------------------------------------------- hierarchy metrics
 def _tree_and_dictionary(correlation=0.3):
     from sae_lib import conditionally_orthogonal_dictionary, paper_tree
@@ -143,6 +145,8 @@ def test_error_vs_k_per_family():
     assert all(e == pytest.approx(relu_errors[-1], rel=1e-6) for e in relu_errors[n_active - 1:]), "flat past its L0"
     with pytest.raises(ValueError, match="k must be an integer"):
         error_vs_k(relu, x, [17])
+
+
 def test_modality_score_on_known_cases():
     from sae_lib.metrics import modality_score
 

@@ -1,0 +1,121 @@
+"""The rendered book, as a reader sees it.
+
+Builds the site exactly as ``scripts/book.sh`` does (every chapter executed, warnings are errors), serves
+it on localhost, opens every chapter in headless Chromium and checks what is on the page after its
+scripts ran: outputs rendered, figures drawn, math typeset, a Colab link to the chapter's ``.ipynb``, no
+error output. Screenshots are kept in ``_build/screenshots/`` (or ``$SAE_BOOK_ARTIFACTS``).
+
+Also checks that a chapter that raises fails the build.
+Set ``SAE_BOOK_SITE=/path/to/_build/html`` to check an already built site instead of building one.
+"""
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted(p.stem for p in (ROOT / "book").glob("[0-9][0-9]_*.py"))
+JUPYTER_BOOK = Path(sys.executable).parent / "jupyter-book"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--virtual-time-budget=20000"]
+
+
+def build_book(source: Path, output: Path, env: dict) -> subprocess.CompletedProcess:
+    command = [str(JUPYTER_BOOK), "build", str(source), "--path-output", str(output), "--all", "-W", "-n", "--keep-going"]
+    return subprocess.run(command, capture_output=True, text=True, env=env)
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("Chromium is needed for the browser test: `apt-get install chromium` (scripts/test.sh does this)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    if os.environ.get("SAE_BOOK_SITE"):
+        return Path(os.environ["SAE_BOOK_SITE"])
+    output = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "TQDM_DISABLE": "1", "SAE_BOOK_REPORTS": str(output / "checks")}
+    result = build_book(ROOT, output, env)
+    assert result.returncode == 0, f"the book did not build:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    return output / "_build" / "html"
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    path = Path(os.environ.get("SAE_BOOK_ARTIFACTS", ROOT / "_build" / "screenshots"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def open_page(url: str, tmp_path: Path, screenshot: Path) -> str:
+    """The page's DOM after its scripts ran (plotly, MathJax), and a screenshot of its top."""
+    browser = chromium()
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run([browser, *CHROMIUM_FLAGS, *profile, "--dump-dom", url],
+                         capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0 and dom.stdout, f"Chromium could not open {url}: {dom.stderr[-2000:]}"
+    shot = subprocess.run([browser, *CHROMIUM_FLAGS, *profile, "--window-size=1280,2400",
+                           f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=180)
+    assert shot.returncode == 0 and screenshot.exists(), f"no screenshot of {url}: {shot.stderr[-2000:]}"
+    return dom.stdout
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_page_as_a_reader_sees_it(chapter, server, artifacts, tmp_path):
+    dom = open_page(f"{server}/book/{chapter}.html", tmp_path, artifacts / f"{chapter}.png")
+    assert dom.count('class="cell_output') >= 3, "the chapter's outputs are not on the page"
+    plotly_figures = dom.count('class="main-svg"')
+    images = len(re.findall(r'<img[^>]+src="[^"]*(?:jupyter_execute|_images)/', dom))
+    assert plotly_figures + images >= 1, "no figure was drawn"
+    raw_math = len(re.findall(r'class="math[ "]', dom))
+    typeset = dom.count("<mjx-container")
+    assert raw_math == 0 or typeset >= raw_math, f"math not typeset: {typeset} of {raw_math} formulas"
+    colab = re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', dom)
+    assert colab and all(link.endswith(f"book/{chapter}.ipynb") for link in colab), f"Colab link: {colab}"
+    assert "Traceback (most recent call last)" not in dom and 'class="output traceback' not in dom
+    assert "replication check failed" not in dom
+    assert "Replication check" in dom, "the closing replication table is missing"
+
+
+def test_scorecard_gathers_every_chapter(server, tmp_path, artifacts):
+    dom = open_page(f"{server}/book/scorecard.html", tmp_path, artifacts / "scorecard.png")
+    for chapter in CHAPTERS:
+        title = next(line[4:] for line in (ROOT / "book" / f"{chapter}.py").read_text().splitlines()
+                     if line.startswith("# # "))
+        assert title.replace("&", "&amp;") in dom, f"scorecard lacks {chapter}"
+
+
+def test_a_chapter_that_raises_fails_the_build(tmp_path):
+    book = tmp_path / "book_src"
+    (book / "book").mkdir(parents=True)
+    shutil.copy(ROOT / "_config.yml", book / "_config.yml")
+    shutil.copy(ROOT / "book" / "references.bib", book / "book" / "references.bib")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/broken\n")
+    (book / "book" / "intro.md").write_text("# Intro\n")
+    (book / "book" / "broken.py").write_text(
+        '# %% [markdown]\n# # Broken\n\n# %%\nassert 1 + 1 == 3, "a claim that stopped holding"\n')
+    result = build_book(book, tmp_path / "out", {**os.environ, "TQDM_DISABLE": "1"})
+    assert result.returncode != 0, "a chapter raised, yet the build succeeded"
+    assert "a claim that stopped holding" in result.stdout + result.stderr
