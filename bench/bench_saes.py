@@ -266,7 +266,8 @@ def worker(spec: dict) -> dict:
         with torch.no_grad():
             out["held_out_loss_end"] = float(loss(held_out))
         optimizer.zero_grad(set_to_none=True)
-    out["peak_mb"] = live_tensor_peak_mb(step, device)
+    if spec["memory"]:
+        out["peak_mb"] = live_tensor_peak_mb(step, device)
     return out
 
 
@@ -315,6 +316,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20, help="timed steps, at least (and --min-seconds)")
     parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=3, help="run every job this many times in turn; report the median")
     parser.add_argument("--json", help="write every measurement to this file")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown too")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -348,22 +350,33 @@ def main():
         for shape in args.shapes:
             data_path = os.path.join(tmp, f"{shape}.pt")
             torch.save(make_data(SHAPES[shape]), data_path)
-            for label, name, python, path in jobs:
-                spec = dict(impl=name, shape=shape, data=data_path, device=args.device, threads=args.threads,
-                            warmup=args.warmup, repeats=args.repeats, min_seconds=args.min_seconds,
-                            sae_lib_path=path)
-                env = {**os.environ, "TQDM_DISABLE": "1"}
-                run = subprocess.run([python, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                                     env=env, cwd=REPO)
-                lines = [line for line in run.stdout.splitlines() if line.startswith(RESULT)]
-                family, kind = IMPLEMENTATIONS[name]
-                row = dict(label=label, family=family, kind=kind, shape=shape)
-                if run.returncode or not lines:
-                    row["error"] = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
-                    print(f"  {shape:6s} {label:34s} ERROR {row['error']}", flush=True)
-                else:
-                    row.update(json.loads(lines[-1][len(RESULT):]))
-                    print(f"  {shape:6s} {label:34s} {row['median_ms']:9.2f} ms/step", flush=True)
+            rows = {}
+            # Rounds run every job once in turn, so a slow spell of a shared machine hits all of them alike.
+            for round_ in range(args.rounds):
+                for label, name, python, path in jobs:
+                    family, kind = IMPLEMENTATIONS[name]
+                    row = rows.setdefault(label, dict(label=label, family=family, kind=kind, shape=shape, rounds_ms=[]))
+                    if "error" in row:
+                        continue
+                    spec = dict(impl=name, shape=shape, data=data_path, device=args.device, threads=args.threads,
+                                warmup=args.warmup, repeats=args.repeats, min_seconds=args.min_seconds,
+                                sae_lib_path=path, memory=round_ == 0)
+                    env = {**os.environ, "TQDM_DISABLE": "1"}
+                    run = subprocess.run([python, __file__, "--worker", json.dumps(spec)], capture_output=True,
+                                         text=True, env=env, cwd=REPO)
+                    lines = [line for line in run.stdout.splitlines() if line.startswith(RESULT)]
+                    if run.returncode or not lines:
+                        row["error"] = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
+                        print(f"  {shape:6s} {label:34s} ERROR {row['error']}", flush=True)
+                        continue
+                    measured = json.loads(lines[-1][len(RESULT):])
+                    row["rounds_ms"].append(measured.pop("median_ms"))
+                    row.update(measured)
+                    print(f"  {shape:6s} round {round_ + 1} {label:34s} {row['rounds_ms'][-1]:9.2f} ms/step",
+                          flush=True)
+            for row in rows.values():
+                if row["rounds_ms"] and "error" not in row:
+                    row["median_ms"] = statistics.median(row["rounds_ms"])
                 results.append(row)
 
     for row in results:  # ratios within the same shape and family
@@ -389,7 +402,7 @@ def main():
     for line in (header, tuple("-" * w for w in widths), *table):
         print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)))
     print(f"\nmachine: {machine}; torch {torch.__version__}; {time.strftime('%Y-%m-%d')}")
-    print("ms/step: median over the timed steps; peak MB: live tensors during one step above its start "
+    print(f"ms/step: median over {args.rounds} rounds of the median over the timed steps; peak MB: live tensors during one step above its start "
           "(CPU: torch.profiler memory timeline); x floor: ReLU/TopK vs 5 bare dense GEMMs, MP vs k bare "
           "correlation GEMMs; sae_lib train_sae rows: mean ms/step of the whole training loop.")
     if args.markdown:

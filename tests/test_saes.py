@@ -484,3 +484,18 @@ def test_mp_training_memory_does_not_grow_with_k_steps_of_graph():
     # What grows with k is a coefficient and an index per step and row (under 24 bytes: the index is kept by
     # the pursuit and by the scatter into z), never a residual per step (d_in · 4 = 64 bytes more per step and row).
     assert saved[16] - saved[2] <= (16 - 2) * 128 * 24
+
+
+def test_relu_l1_term_equals_the_plain_absolute_sum_in_value_and_gradient():
+    sae = random_sae("relu")
+    sae.l1_coeff = 0.3
+    x = torch.randn(30, D, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    grads = []
+    for l1 in (lambda z: sae.extra_losses(x, None, z, None)["l1"], lambda z: 0.3 * z.abs().sum(-1).mean()):
+        sae.zero_grad(set_to_none=True)
+        value = l1(sae.encode(x))
+        value.backward()
+        grads.append((value.detach(), {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for name in grads[1][1]:
+        torch.testing.assert_close(grads[0][1][name], grads[1][1][name], msg=name)
