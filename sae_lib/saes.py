@@ -14,16 +14,27 @@ The families differ only in how they choose ``z``:
 Decoding always goes through :meth:`SAE.atoms`, the row-normalised ``W_dec``. So ``|z_i|`` is exactly
 the size of latent ``i``'s contribution, whatever the raw parameter's scale; the trainer also renormalises
 the parameter after each step so ``W_dec`` itself has unit rows when you look at it.
+
+Fast paths that compute the same function. A few shortcuts make a training step cheap; each gives the
+same codes, reconstructions and gradients as the plain formulas above up to float rounding, and
+``tests/test_saes.py`` checks that against plain reference implementations:
+
+* large ReLU and TopK encoders get the pre-bias gradient from one vector-matrix product (:class:`CentredLinear`);
+* MP, and TopK with a large dictionary, decode only the ``k`` atoms each input chose (:func:`decode_chosen`);
+* MP picks its atoms with one Gram matrix instead of ``k`` dense correlation products
+  (:func:`greedy_pursuit`), and backpropagates through its steps without storing them (:class:`UnrolledPursuit`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 
 def _positive_int(name: str, value) -> int:
@@ -34,6 +45,66 @@ def _positive_int(name: str, value) -> int:
 
 def _generator(seed: int | None) -> torch.Generator | None:
     return None if seed is None else torch.Generator().manual_seed(seed)
+
+
+class CentredLinear(torch.autograd.Function):
+    """``(x - b_dec) @ W + b`` for a (batch, d_in) ``x``, with a cheaper gradient for ``b_dec``.
+
+    Autograd would find ``b_dec``'s gradient by forming the gradient of every centred row,
+    ``g @ Wᵀ`` (a full batch × n_latents × d_in product, as costly as the forward pass), and then summing
+    it over the batch. ``b_dec`` is shared by all rows, so the same number is ``-(g summed over rows) @ Wᵀ``:
+    one vector-matrix product. Everything else is the ordinary linear-layer gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, b_dec: Tensor, W: Tensor, b: Tensor) -> Tensor:
+        centred = x - b_dec
+        ctx.save_for_backward(centred, W)
+        return (centred @ W).add_(b)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        centred, W = ctx.saved_tensors
+        need_x, need_b_dec, need_W, need_b = ctx.needs_input_grad
+        g_x = g @ W.T if need_x else None
+        g_summed = g.sum(0) if need_b_dec or need_b else None
+        g_b_dec = None
+        if need_b_dec:
+            g_b_dec = -g_x.sum(0) if g_x is not None else -(g_summed @ W.T)
+        g_W = centred.T @ g if need_W else None
+        return g_x, g_b_dec, g_W, g_summed if need_b else None
+
+
+def decode_chosen(values: Tensor, indices: Tensor, atoms: Tensor) -> Tensor:
+    """``Σ_t values[:, t] · atoms[indices[:, t]]``: what ``z @ atoms`` gives when row ``b`` of ``z`` is
+    ``values[b]`` at columns ``indices[b]`` (summed where an index repeats) and zero elsewhere.
+
+    It touches ``k`` atoms per row instead of all ``n_latents``; ``embedding_bag`` does the gather and
+    the weighted sum in one pass, and its backward scatters the gradient into the chosen rows only.
+    """
+    return F.embedding_bag(indices, atoms, per_sample_weights=values, mode="sum")
+
+
+SPARSE_DECODE_RATIO = 64
+"""Decode through :func:`decode_chosen` once ``n_latents ≥ SPARSE_DECODE_RATIO · k``. A gathered atom costs far
+more per number than a dense matrix product does, so skipping atoms only pays when most are skipped:
+on the book's 2-core CPU the two break even between ``n_latents = 32·k`` and ``64·k``."""
+
+
+CENTRED_LINEAR_MIN_WORK = 2**22
+"""Use :class:`CentredLinear` once ``batch · n_latents · d_in`` (the multiply-adds it saves) reaches this; below
+it, a custom autograd function costs more time in Python than the product it saves."""
+
+
+def _linear_pre_activations(sae: ReLUSAE | TopKSAE, x: Tensor) -> Tensor:
+    """``(x - b_dec) @ W_enc + b_enc`` over any leading dimensions: the encoder ReLU and TopK share."""
+    flat = x.reshape(-1, sae.d_in)
+    if flat.shape[0] * sae.n_latents * sae.d_in < CENTRED_LINEAR_MIN_WORK:
+        pre = (flat - sae.b_dec) @ sae.W_enc + sae.b_enc
+    else:
+        pre = CentredLinear.apply(flat, sae.b_dec, sae.W_enc, sae.b_enc)
+    return pre.reshape(*x.shape[:-1], sae.n_latents)
 
 
 class SAE(nn.Module):
@@ -77,7 +148,7 @@ class SAE(nn.Module):
     @torch.no_grad()
     def renormalize_(self) -> None:
         """Put the ``W_dec`` parameter back on the unit sphere (the trainer calls this every step)."""
-        self.W_dec.copy_(F.normalize(self.W_dec, dim=1))
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))  # what F.normalize computes, in place
 
     # ---------------------------------------------------------------- training hooks
     def extra_losses(self, x: Tensor, x_hat: Tensor, z: Tensor, dead_mask: Tensor | None) -> dict[str, Tensor]:
@@ -97,8 +168,9 @@ class SAE(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"{name} expects floating-point activations, got dtype {x.dtype}")
-        if not torch.isfinite(x).all():
-            bad = (~torch.isfinite(x)).sum().item()
+        # A NaN or inf anywhere makes the sum non-finite, and one reduction is cheaper than a mask; count the
+        # culprits only then (the sum alone can also overflow on huge but finite values).
+        if not math.isfinite(x.sum().item()) and (bad := (~torch.isfinite(x)).sum().item()):
             raise ValueError(f"{name} got activations with {bad} NaN or infinite values; clean them first")
         return x.to(self.W_dec.dtype)
 
@@ -138,7 +210,7 @@ class ReLUSAE(SAE):
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
 
     def pre_activations(self, x: Tensor) -> Tensor:
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        return _linear_pre_activations(self, x)
 
     def encode(self, x: Tensor) -> Tensor:
         return F.relu(self.pre_activations(self.check_input(x)))
@@ -146,7 +218,10 @@ class ReLUSAE(SAE):
     def extra_losses(self, x, x_hat, z, dead_mask):
         if self.l1_coeff == 0:
             return {}
-        return {"l1": self.l1_coeff * z.abs().sum(-1).mean()}
+        # ReLU codes are never negative, so |z| = z: summing z directly gives the same value and gradient
+        # (where z = 0 the ReLU passes no gradient back either way) and skips two passes over the codes.
+        rows = z.numel() // self.n_latents
+        return {"l1": self.l1_coeff / rows * z.sum()}
 
 
 class TopKSAE(SAE):
@@ -182,17 +257,27 @@ class TopKSAE(SAE):
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
 
     def pre_activations(self, x: Tensor) -> Tensor:
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        return _linear_pre_activations(self, x)
+
+    def _select(self, x: Tensor, k: int | None) -> tuple[Tensor, Tensor]:
+        """The kept codes and their latents, ``(values, indices)``, each of shape ``(..., k)``."""
+        pre = self.pre_activations(self.check_input(x))
+        values, indices = pre.topk(self.check_k(k, self.k), dim=-1)
+        return F.relu(values), indices
 
     def encode(self, x: Tensor, k: int | None = None) -> Tensor:
-        k = self.check_k(k, self.k)
-        pre = self.pre_activations(self.check_input(x))
-        values, indices = pre.topk(k, dim=-1)
-        return torch.zeros_like(pre).scatter(-1, indices, F.relu(values))
+        values, indices = self._select(x, k)
+        return values.new_zeros(*values.shape[:-1], self.n_latents).scatter_(-1, indices, values)
 
     def forward(self, x: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
-        z = self.encode(x, k)
-        return self.decode(z), z
+        """``(x_hat, z)`` as ``decode(encode(x))`` would give, decoding only the ``k`` kept atoms per row."""
+        values, indices = self._select(x, k)
+        z = values.new_zeros(*values.shape[:-1], self.n_latents).scatter_(-1, indices, values)
+        k = values.shape[-1]
+        if self.n_latents < SPARSE_DECODE_RATIO * k:
+            return self.decode(z), z
+        x_hat = decode_chosen(values.reshape(-1, k), indices.reshape(-1, k), self.atoms()) + self.b_dec
+        return x_hat.reshape(*values.shape[:-1], self.d_in), z
 
     def extra_losses(self, x, x_hat, z, dead_mask):
         if dead_mask is None or self.auxk_coeff == 0 or not bool(dead_mask.any()):
@@ -206,6 +291,82 @@ class TopKSAE(SAE):
         # Normalised so the term means "fraction of the error the dead latents leave unexplained".
         aux = (residual_hat - residual).pow(2).sum(-1).mean() / residual.pow(2).sum(-1).mean().clamp_min(1e-12)
         return {"auxk": self.auxk_coeff * aux}
+
+
+@torch.no_grad()
+def greedy_pursuit(residual: Tensor, atoms: Tensor, k: int, use_gram: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``k`` matching-pursuit steps on (batch, d_in) residuals: ``(final residual, coefficients, indices)``.
+
+    Only the correlations ``c = r @ atomsᵀ`` decide each step. Removing ``v·atom_j`` from ``r`` changes
+    them by ``-v·(atom_j @ atomsᵀ)``, which is row ``j`` of the Gram matrix ``atoms @ atomsᵀ``. So with
+    ``use_gram``, one Gram product plus ``k`` row updates replace ``k`` dense products, and the final
+    residual is ``r - Σ_t v_t·atom_t``; without it, ``r`` is updated and correlated again at every step.
+    """
+    gram = atoms @ atoms.T if use_gram else None
+    r = residual.clone()
+    c = r @ atoms.T
+    rows = torch.empty_like(c) if use_gram else None
+    indices, coefficients = [], []
+    for t in range(k):
+        best, j = c.max(dim=-1, keepdim=True)
+        best.clamp_(min=0)  # no atom correlates positively: the step adds nothing
+        indices.append(j)
+        coefficients.append(best)
+        if gram is not None:
+            if t < k - 1:
+                c.addcmul_(torch.index_select(gram, 0, j.squeeze(1), out=rows), best, value=-1)
+        else:
+            r.addcmul_(atoms.index_select(0, j.squeeze(1)), best, value=-1)
+            if t < k - 1:
+                c = r @ atoms.T
+    indices, coefficients = torch.cat(indices, dim=1), torch.cat(coefficients, dim=1)
+    if gram is not None:
+        r -= decode_chosen(coefficients, indices, atoms)
+    return r, coefficients, indices
+
+
+class UnrolledPursuit(torch.autograd.Function):
+    """:func:`greedy_pursuit`, differentiable in the residual and the atoms, with the chosen indices held
+    constant: the gradient autograd would give through the plain loop of :meth:`MPSAE.trace`.
+
+    The plain loop is ``v_t = ReLU(<r_{t-1}, D_t>)``, ``r_t = r_{t-1} - v_t·D_t`` with ``D_t`` the atom
+    chosen at step ``t``. Backward runs it in reverse, with ``e_t`` the gradient reaching ``r_t``::
+
+        w_t = [v_t > 0]·(dL/dv_t - <e_t, D_t>)        the whole gradient reaching step t's coefficient
+        dL/dD_t = w_t·r_{t-1} - v_t·e_t                 e_{t-1} = e_t + w_t·D_t
+
+    Autograd would store every step's residual; this keeps only the last one and rebuilds
+    ``r_{t-1} = r_t + v_t·D_t`` on the way back, so memory stays O(batch·(k + d_in)) beyond the inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, residual: Tensor, atoms: Tensor, k: int, use_gram: bool):
+        final, coefficients, indices = greedy_pursuit(residual, atoms, k, use_gram)
+        ctx.save_for_backward(atoms, final, coefficients, indices)
+        ctx.mark_non_differentiable(indices)
+        return final, coefficients, indices
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_final: Tensor | None, g_coefficients: Tensor | None, _):
+        atoms, r, coefficients, indices = ctx.saved_tensors
+        e = torch.zeros_like(r) if g_final is None else g_final.clone()
+        r = r.clone()
+        g_atoms = torch.zeros_like(atoms)
+        steps = indices.T  # (k, batch): step t's atom for every row
+        v_all = coefficients.T.unsqueeze(-1)  # (k, batch, 1)
+        on_all = (v_all > 0).to(r.dtype)  # ReLU'(v_t)
+        g_v_all = None if g_coefficients is None else g_coefficients.T.unsqueeze(-1)
+        for t in reversed(range(steps.shape[0])):
+            atom, v = atoms.index_select(0, steps[t]), v_all[t]
+            r.addcmul_(atom, v)  # r_{t-1}
+            w = torch.linalg.vecdot(e, atom).unsqueeze(-1).neg_()
+            if g_v_all is not None:
+                w += g_v_all[t]
+            w *= on_all[t]
+            g_atoms.index_add_(0, steps[t], (r * w).addcmul_(e, v, value=-1))  # dL/dD_t
+            e.addcmul_(atom, w)
+        return e, g_atoms, None, None
 
 
 @dataclass
@@ -226,45 +387,32 @@ class MPSAE(SAE):
     anything once no atom correlates positively. The dictionary is tied (no separate encoder), the loss
     is MSE alone, and sparsity comes from ``k``.
 
-    Training memory stays O(k·batch·d_in): the indices are chosen without a graph, then the coefficients
-    are recomputed differentiably on the gathered chosen atoms only. Gradients flow through all unrolled
-    steps, with the chosen indices treated as constants, exactly as in the plain loop of :meth:`trace`.
+    Gradients flow through all unrolled steps, with the chosen indices treated as constants, exactly as
+    in the plain loop of :meth:`trace`. The fast path (:class:`UnrolledPursuit`) gets there without
+    ``k`` dense correlation products or a per-step graph, so training memory stays O(batch·(k + d_in)).
     """
 
     family = "mp"
+    gram_limit_bytes: ClassVar[int] = 256 * 2**20
+    """The pursuit uses the Gram matrix only while it takes at most this much memory (n_latents ≤ 8192 in float32)."""
 
     def __init__(self, d_in: int, n_latents: int, k: int, *, seed: int | None = None):
         super().__init__(d_in, n_latents, seed=seed)
         self.k = self.check_k(k, k)
         self._config_extras = {"k": self.k}
 
-    @torch.no_grad()
-    def _select(self, residual: Tensor, atoms: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """Run the greedy choice without autograd: which atom each step picks, and whether it is active."""
-        r = residual.clone()
-        indices = torch.empty(r.shape[0], k, dtype=torch.long, device=r.device)
-        active = torch.empty(r.shape[0], k, dtype=torch.bool, device=r.device)
-        for t in range(k):
-            best, j = (r @ atoms.T).max(dim=-1)
-            on = best > 0
-            r -= torch.where(on, best, 0.0).unsqueeze(-1) * atoms[j]
-            indices[:, t], active[:, t] = j, on
-        return indices, active
+    def _use_gram(self, batch: int, k: int, itemsize: int) -> bool:
+        """The Gram route costs one n×n×d product instead of k-1 batch×n×d ones; take it when that is
+        cheaper and the n×n matrix fits in :attr:`gram_limit_bytes` (it does not for, say, 46k latents)."""
+        n = self.n_latents
+        return n < (k - 1) * batch and n * n * itemsize <= self.gram_limit_bytes
 
     def _pursue(self, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
         x = self.check_input(x)
         lead, flat = x.shape[:-1], x.reshape(-1, self.d_in)
-        atoms = self.atoms()
-        residual = flat - self.b_dec
-        indices, active = self._select(residual.detach(), atoms.detach(), k)
-        chosen = atoms[indices]  # (batch, k, d_in): only the atoms the pursuit used
-        coefficients = []
-        for t in range(k):
-            coef = (residual * chosen[:, t]).sum(-1) * active[:, t]
-            residual = residual - coef.unsqueeze(-1) * chosen[:, t]
-            coefficients.append(coef)
-        coefficients = torch.stack(coefficients, dim=1)
-        z = flat.new_zeros(flat.shape[0], self.n_latents).scatter_add(1, indices, coefficients)
+        use_gram = self._use_gram(flat.shape[0], k, flat.element_size())
+        residual, coefficients, indices = UnrolledPursuit.apply(flat - self.b_dec, self.atoms(), k, use_gram)
+        z = flat.new_zeros(flat.shape[0], self.n_latents).scatter_add_(1, indices, coefficients)
         x_hat = flat - residual
         return x_hat.reshape(*lead, self.d_in), z.reshape(*lead, self.n_latents)
 

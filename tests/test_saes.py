@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sae_lib import MPSAE, ReLUSAE, TopKSAE
+from sae_lib import MPSAE, ReLUSAE, TopKSAE, saes
 
 D, N, K = 16, 48, 4
 FACTORIES = {
@@ -208,6 +208,12 @@ def test_non_finite_input_is_a_clear_error(family, bad):
         sae.encode(x)
 
 
+def test_huge_but_finite_input_is_not_mistaken_for_nan():
+    x = torch.full((4, D), 3e38)  # its sum overflows to inf; its values are finite
+    for family in FACTORIES:
+        assert FACTORIES[family]().encode(x).shape == (4, N)
+
+
 def test_integer_input_is_rejected():
     with pytest.raises(TypeError, match="floating-point"):
         ReLUSAE(D, N).encode(torch.ones(2, D, dtype=torch.long))
@@ -237,3 +243,259 @@ def test_bad_codes_shape_for_decode():
 def test_negative_l1_is_rejected():
     with pytest.raises(ValueError, match="l1_coeff"):
         ReLUSAE(D, N, l1_coeff=-1.0)
+
+
+# ---------------------------------------------------------------- fast paths against plain references
+# Each family's forward takes shortcuts (sae_lib.saes docstring). These plain versions are the formulas
+# written the obvious way; autograd differentiates them, so they also define the reference gradients.
+
+
+def plain_relu(sae, x):
+    z = torch.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc)
+    return z @ torch.nn.functional.normalize(sae.W_dec, dim=1) + sae.b_dec, z
+
+
+def plain_topk(sae, x, k):
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    values, indices = pre.topk(k, dim=-1)
+    z = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+    return z @ torch.nn.functional.normalize(sae.W_dec, dim=1) + sae.b_dec, z
+
+
+def plain_mp(sae, x, k):
+    """Dense correlations at every step, autograd through every step, argmax indices held constant."""
+    atoms = torch.nn.functional.normalize(sae.W_dec, dim=1)
+    r = x.reshape(-1, sae.d_in) - sae.b_dec
+    z = torch.zeros(r.shape[0], sae.n_latents, dtype=r.dtype)
+    for _ in range(k):
+        c = torch.relu(r @ atoms.T)
+        j = c.detach().argmax(-1, keepdim=True)
+        coef = c.gather(1, j)
+        r = r - coef * atoms[j[:, 0]]
+        z = z.scatter_add(1, j, coef)
+    return (x.reshape(-1, sae.d_in) - r).reshape(x.shape), z.reshape(*x.shape[:-1], sae.n_latents)
+
+
+def outputs_and_gradients(sae, forward, x, x_needs_grad):
+    """``forward(x)``'s reconstruction and codes, and the gradients of a loss that reads both (so the
+    codes' own gradient path is checked too), for every parameter and, if asked, for ``x``."""
+    x = x.detach().clone().requires_grad_(x_needs_grad)
+    sae.zero_grad(set_to_none=True)
+    x_hat, z = forward(x)
+    weights = torch.linspace(-1, 1, z.shape[-1], dtype=z.dtype)
+    ((x_hat - x.detach()) ** 2).mean().add((z * weights).sum() / z.numel()).backward()
+    grads = {name: p.grad.clone() for name, p in sae.named_parameters() if p.grad is not None}
+    return x_hat.detach(), z.detach(), {**grads, **({"x": x.grad.clone()} if x_needs_grad else {})}
+
+
+def assert_same_function(sae, fast, plain, x, tol):
+    """Same codes, reconstructions and gradients; with data as in training (no gradient for ``x``) and
+    with activations that carry one (as when an SAE sits inside a model being differentiated)."""
+    for x_needs_grad in (False, True):
+        x_hat, z, grads = outputs_and_gradients(sae, fast, x, x_needs_grad)
+        ref_x_hat, ref_z, ref_grads = outputs_and_gradients(sae, plain, x, x_needs_grad)
+        torch.testing.assert_close(z, ref_z, atol=tol, rtol=tol)
+        torch.testing.assert_close(x_hat, ref_x_hat, atol=tol, rtol=tol)
+        assert grads.keys() == ref_grads.keys()
+        for name in grads:
+            torch.testing.assert_close(grads[name], ref_grads[name], atol=tol, rtol=tol, msg=name)
+
+
+def random_sae(family, d=16, n=48, k=5, dtype=torch.float64, seed=0):
+    """An SAE with every parameter moved off its initial value, so no gradient term hides behind a zero."""
+    sae = {"relu": lambda: ReLUSAE(d, n, seed=seed), "topk": lambda: TopKSAE(d, n, k, seed=seed),
+           "mp": lambda: MPSAE(d, n, k, seed=seed)}[family]().to(dtype)
+    gen = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=dtype))
+    return sae
+
+
+@pytest.fixture(params=["small-model paths", "large-model paths"])
+def size_route(request, monkeypatch):
+    """Run a test on both sides of the size thresholds in sae_lib.saes: the plain encoder and dense TopK
+    decoder that small models use, and CentredLinear and the sparse TopK decoder that large ones use."""
+    if request.param == "large-model paths":
+        monkeypatch.setattr(saes, "CENTRED_LINEAR_MIN_WORK", 0)
+        monkeypatch.setattr(saes, "SPARSE_DECODE_RATIO", 1)
+    return request.param
+
+
+def plain_forward(sae, k=None):
+    if isinstance(sae, ReLUSAE):
+        return lambda x: plain_relu(sae, x)
+    return lambda x: (plain_topk if isinstance(sae, TopKSAE) else plain_mp)(sae, x, k or sae.k)
+
+
+@pytest.mark.parametrize("family", FACTORIES)
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+def test_fast_path_matches_plain_codes_reconstructions_gradients(family, dtype, tol, size_route):
+    sae = random_sae(family, dtype=dtype)
+    x = torch.randn(100, D, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    assert_same_function(sae, sae, plain_forward(sae), x, tol)
+
+
+@pytest.mark.parametrize("family", FACTORIES)
+def test_fast_path_matches_plain_with_leading_dimensions(family, size_route):
+    sae = random_sae(family)
+    x = torch.randn(3, 7, D, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    assert_same_function(sae, sae, plain_forward(sae), x, 1e-10)
+
+
+@pytest.mark.parametrize("family", ["topk", "mp"])
+@pytest.mark.parametrize("k", [1, 2, 9])
+def test_fast_path_matches_plain_at_inference_k(family, k, size_route):
+    sae = random_sae(family)
+    x = torch.randn(64, D, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert_same_function(sae, lambda x: sae(x, k=k), plain_forward(sae, k), x, 1e-10)
+
+
+@pytest.mark.parametrize("family", FACTORIES)
+def test_fast_path_with_a_frozen_pre_bias(family, size_route):
+    sae = random_sae(family)  # the tree chapters freeze b_dec
+    sae.b_dec.requires_grad_(False)
+    x = torch.randn(50, D, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    assert_same_function(sae, sae, plain_forward(sae), x, 1e-10)
+
+
+def test_float64_input_to_a_float32_sae_is_encoded_in_float32(size_route):
+    for family in FACTORIES:
+        sae = FACTORIES[family]()
+        x = inputs(20).double()
+        x_hat, z = sae(x)
+        assert x_hat.dtype == z.dtype == torch.float32
+        torch.testing.assert_close(z, sae.encode(x.float()))
+
+
+def test_topk_forward_equals_decode_of_encode(size_route):
+    sae = random_sae("topk")
+    x = torch.randn(40, D, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    x_hat, z = sae(x)
+    torch.testing.assert_close(x_hat, sae.decode(z), atol=1e-12, rtol=1e-12)
+
+
+def test_decode_chosen_sums_repeated_indices_like_dense_codes():
+    from sae_lib.saes import decode_chosen
+
+    atoms = torch.randn(6, 4, dtype=torch.float64)
+    indices = torch.tensor([[0, 0, 5], [2, 3, 2]])
+    values = torch.tensor([[1.0, 2.0, -1.0], [0.5, 0.0, 4.0]], dtype=torch.float64)
+    z = torch.zeros(2, 6, dtype=torch.float64).scatter_add(1, indices, values)
+    torch.testing.assert_close(decode_chosen(values, indices, atoms), z @ atoms)
+
+
+@pytest.mark.parametrize("x_needs_grad", [False, True])
+def test_centred_linear_gradients(x_needs_grad):
+    from sae_lib.saes import CentredLinear
+
+    gen = torch.Generator().manual_seed(0)
+    x, b_dec, W, b = (torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in ((7, 4), (4,), (4, 5), (5,)))
+    args = (x.requires_grad_(x_needs_grad), b_dec.requires_grad_(), W.requires_grad_(), b.requires_grad_())
+    assert torch.autograd.gradcheck(CentredLinear.apply, args)
+
+
+# ---------------------------------------------------------------- MP's two selection routes
+@pytest.fixture(params=["gram", "per-step"])
+def mp_route(request, monkeypatch):
+    """Run an MP test twice: with the Gram matrix, and with the fallback used for huge dictionaries."""
+    if request.param == "per-step":
+        monkeypatch.setattr(MPSAE, "gram_limit_bytes", 0)
+    return request.param
+
+
+def test_mp_uses_the_gram_matrix_only_when_it_is_cheaper_and_small():
+    sae = MPSAE(D, N, K)
+    assert sae._use_gram(batch=64, k=4, itemsize=4)
+    assert not sae._use_gram(batch=64, k=1, itemsize=4)  # one step: nothing to update
+    assert not sae._use_gram(batch=8, k=4, itemsize=4)  # n_latents ≥ (k-1)·batch: the Gram costs more
+    huge = MPSAE(8, 46_080, 32)  # GPT-2-sized dictionary: an 8.5 GB Gram matrix
+    assert not huge._use_gram(batch=4096, k=32, itemsize=4)
+
+
+def test_mp_routes_match_plain_pursuit(mp_route):
+    sae = random_sae("mp", k=8)
+    x = torch.randn(120, D, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    assert sae._use_gram(120, 8, 8) == (mp_route == "gram")
+    assert_same_function(sae, sae, plain_forward(sae), x, 1e-10)
+    trace = sae.trace(x)
+    x_hat, z = sae(x)
+    torch.testing.assert_close(x_hat, x - trace.residuals[-1], atol=1e-10, rtol=1e-10)
+
+
+def correlated_mp_sae():
+    """Six strongly correlated atoms in R⁴: pursuit zig-zags and picks atoms more than once."""
+    gen = torch.Generator().manual_seed(0)
+    sae = MPSAE(4, 6, 6).double()
+    with torch.no_grad():
+        atoms = torch.ones(6, 4, dtype=torch.float64) + 0.3 * torch.randn(6, 4, generator=gen, dtype=torch.float64)
+        sae.W_dec.copy_(torch.nn.functional.normalize(atoms, dim=1))
+    return sae, torch.rand(200, 4, generator=gen, dtype=torch.float64) + 0.5
+
+
+def test_mp_routes_match_plain_pursuit_when_atoms_repeat(mp_route):
+    sae, x = correlated_mp_sae()
+    trace = sae.trace(x)
+    assert any(len(set(row.tolist())) < 6 for row in trace.indices[trace.coefficients.gt(0).all(1)])
+    assert_same_function(sae, sae, plain_forward(sae), x, 1e-10)
+
+
+def test_mp_routes_match_plain_pursuit_when_it_stops_early(mp_route):
+    sae = MPSAE(3, 3, 3).double()
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.eye(3, dtype=torch.float64))
+        sae.b_dec.copy_(torch.tensor([0.1, 0.0, -0.1], dtype=torch.float64))
+    # Row 0 has one positive coordinate, row 1 two, row 2 none: pursuit stops after 1, 2 and 0 steps.
+    x = torch.tensor([[2.0, -1.0, -3.0], [1.0, 0.5, -2.0], [-1.0, -1.0, -1.0]], dtype=torch.float64)
+    x_hat, z = sae(x)
+    assert (z != 0).sum(1).tolist() == [1, 2, 0]
+    assert_same_function(sae, sae, plain_forward(sae), x, 1e-12)
+
+
+def test_unrolled_pursuit_gradcheck(mp_route):
+    from sae_lib.saes import UnrolledPursuit
+
+    gen = torch.Generator().manual_seed(1)
+    atoms = torch.nn.functional.normalize(torch.randn(10, 5, generator=gen, dtype=torch.float64), dim=1)
+    residual = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    use_gram = mp_route == "gram"
+
+    def pursuit(residual, atoms):  # indices are constants: return only the differentiable outputs
+        final, coefficients, _ = UnrolledPursuit.apply(residual, atoms, 4, use_gram)
+        return final, coefficients
+
+    assert torch.autograd.gradcheck(pursuit, (residual.requires_grad_(), atoms.requires_grad_()))
+
+
+def test_mp_training_memory_does_not_grow_with_k_steps_of_graph():
+    """The fast path keeps no per-step graph: what autograd saves does not depend on k."""
+    saved = {}
+    for k in (2, 16):
+        sae = MPSAE(D, N, k, seed=0)
+        sizes = []
+
+        def pack(t):
+            sizes.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            sae(inputs(128))
+        saved[k] = sum(sizes)
+    # What grows with k is a coefficient and an index per step and row (under 24 bytes: the index is kept by
+    # the pursuit and by the scatter into z), never a residual per step (d_in · 4 = 64 bytes more per step and row).
+    assert saved[16] - saved[2] <= (16 - 2) * 128 * 24
+
+
+def test_relu_l1_term_equals_the_plain_absolute_sum_in_value_and_gradient():
+    sae = random_sae("relu")
+    sae.l1_coeff = 0.3
+    x = torch.randn(30, D, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    grads = []
+    for l1 in (lambda z: sae.extra_losses(x, None, z, None)["l1"], lambda z: 0.3 * z.abs().sum(-1).mean()):
+        sae.zero_grad(set_to_none=True)
+        value = l1(sae.encode(x))
+        value.backward()
+        grads.append((value.detach(), {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for name in grads[1][1]:
+        torch.testing.assert_close(grads[0][1][name], grads[1][1][name], msg=name)

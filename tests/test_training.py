@@ -124,3 +124,96 @@ def test_a_custom_objective_plugs_into_the_same_loop(toy_data):
     history = train_sae(make("mp"), toy_data.x, seed=0, objective=HalfMSE(), **SETTINGS)
     assert set(history.terms) == {"half_mse"}
     assert history.final("half_mse") < history.terms["half_mse"][0]
+
+
+# ---------------------------------------------------------------- the lean optimizer step gives torch's numbers
+def test_adam_gives_exactly_torch_adams_numbers():
+    from sae_lib.training import Adam
+
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.randn(5, 3, generator=gen), torch.randn(7, generator=gen), torch.randn(2, 2, generator=gen)]
+    theirs = [p.clone().requires_grad_() for p in ours]
+    ours = [p.requires_grad_() for p in ours]
+    adam, reference = Adam(ours, (0.5, 0.9375)), torch.optim.Adam(theirs, lr=1.0, betas=(0.5, 0.9375))
+    for step in range(30):
+        lr = 3e-2 * (1 + step) / 30
+        for group in reference.param_groups:
+            group["lr"] = lr
+        for i, (p, q) in enumerate(zip(ours, theirs)):
+            grad = torch.randn(p.shape, generator=gen)
+            # the last parameter only gets a gradient from step 10 on: both must skip it and count its own steps
+            p.grad, q.grad = (None, None) if i == 2 and step < 10 else (grad, grad.clone())
+        adam.step(lr)
+        reference.step()
+        for p, q in zip(ours, theirs):
+            assert torch.equal(p, q), f"step {step}: the parameters differ from torch.optim.Adam's"
+
+
+def test_clip_grad_norm_gives_exactly_torchs_numbers():
+    from sae_lib.training import clip_grad_norm_
+
+    gen = torch.Generator().manual_seed(1)
+    for max_norm in (0.1, 100.0):
+        ours = [torch.zeros(4, 3, requires_grad=True), torch.zeros(6, requires_grad=True), torch.zeros(2, requires_grad=True)]
+        theirs = [p.detach().clone().requires_grad_() for p in ours]
+        for i, (p, q) in enumerate(zip(ours, theirs)):
+            if i < 2:  # a parameter without a gradient is left out of the norm
+                p.grad = torch.randn(p.shape, generator=gen)
+                q.grad = p.grad.clone()
+        clip_grad_norm_(ours, max_norm)
+        torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+        for p, q in zip(ours, theirs):
+            assert (p.grad is None and q.grad is None) or torch.equal(p.grad, q.grad)
+
+
+def reference_train(sae, data, *, steps, batch_size, lr, seed, dead_window, grad_clip=1.0, betas=(0.9, 0.999)):
+    """train_sae's loop written the plain way: torch.optim.Adam, LambdaLR, torch's clipping, F.normalize."""
+    from sae_lib.training import lr_factor
+
+    torch.manual_seed(seed)
+    order_gen = torch.Generator().manual_seed(seed)
+    Reconstruction().initialize(sae, data)
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.nn.functional.normalize(sae.W_dec, dim=1))
+    params = [p for p in sae.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, betas=betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, "wsd", 0.05, 0.2, 0.0))
+    since_fired = torch.zeros(sae.n_latents, dtype=torch.long)
+    order, cursor = torch.randperm(len(data), generator=order_gen), 0
+    losses, dead = [], []
+    for _ in range(steps):
+        if cursor + batch_size > len(order):
+            order, cursor = torch.randperm(len(data), generator=order_gen), 0
+        batch = data[order[cursor : cursor + batch_size]]
+        cursor += batch_size
+        dead_mask = since_fired >= dead_window
+        terms, z = Reconstruction()(sae, batch, dead_mask)
+        loss = sum(terms.values())
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            sae.W_dec.copy_(torch.nn.functional.normalize(sae.W_dec, dim=1))
+        fired = (z.detach() != 0).any(0)
+        since_fired += len(batch)
+        since_fired[fired] = 0
+        dead.append(int(dead_mask.sum()))
+    return losses, dead
+
+
+@pytest.mark.parametrize("family", ["relu", "topk", "mp"])
+@pytest.mark.parametrize("grad_clip", [1.0, None])
+def test_train_sae_gives_exactly_the_plain_loops_result(family, grad_clip, toy_data):
+    settings = dict(steps=120, batch_size=64, lr=1e-2, seed=3, dead_window=1500, grad_clip=grad_clip)
+    fast, plain = make(family), make(family)
+    history = train_sae(fast, toy_data.x, progress=False, **settings)
+    losses, dead = reference_train(plain, toy_data.x, **settings)
+    assert history.loss == losses and history.dead == dead
+    if family == "topk":
+        assert max(dead) > 0 and "auxk" in history.terms  # the dead-latent path ran too
+    for (name, p), q in zip(fast.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(p, q), name
