@@ -97,7 +97,9 @@ plt.show()
 # In two dimensions, five directions interfere a lot. In high dimensions, random directions are
 # *almost* orthogonal: the cosine between two random unit vectors in $\mathbb{R}^d$ has mean 0 and
 # standard deviation $1/\sqrt{d}$, and its absolute value averages
+#
 # $$\mathbb{E}\,|\cos\theta| = \frac{\Gamma(d/2)}{\sqrt{\pi}\,\Gamma\!\big((d+1)/2\big)} \approx \sqrt{\frac{2}{\pi d}}.$$
+#
 # So a 768-dimensional stream has room for many thousands of directions that barely interfere.
 # Let us check the formula by sampling.
 
@@ -133,7 +135,9 @@ report.check("Random directions are nearly orthogonal: mean |cos| matches the fo
 # features as dimensions), each active with probability 0.05, so about 3 are on per input.
 # Write the true directions as the rows of a dictionary $D \in \mathbb{R}^{n \times d}$ and the codes
 # as $s \in \mathbb{R}^n_{\ge 0}$, mostly zero. Each activation is
+#
 # $$x = s\,D = \sum_{i=1}^{n} s_i\, D_i .$$
+#
 # **Dictionary learning** asks: given many samples of $x$ and nothing else, find $D$ (up to the order
 # of its rows) and the sparse $s$ of each sample. That is the job of every SAE in this book.
 

@@ -64,11 +64,15 @@ print(f"train {tuple(train.x.shape)}, test {tuple(test.x.shape)}; true features 
 # ## The model
 #
 # An SAE with $n$ latents reads an activation $x \in \mathbb{R}^d$ and writes a code $z \in \mathbb{R}^n$:
+#
 # $$z = \mathrm{ReLU}\big(W_{\text{enc}}(x - b_{\text{dec}}) + b_{\text{enc}}\big), \qquad
 #   \hat x = z\,D + b_{\text{dec}}, \qquad \|D_i\| = 1 .$$
+#
 # The rows $D_i$ of the decoder are the dictionary: if all goes well, each one is a true feature
 # direction and $z_i$ says how much of it is present. Training minimises
+#
 # $$\mathcal{L} = \frac{1}{d}\,\|x - \hat x\|^2 + \lambda \sum_i z_i ,$$
+#
 # reconstruction error plus an L1 penalty on the (non-negative) codes. Three details matter:
 #
 # * **Unit-norm atoms.** Without them the penalty could be dodged: halve every $z_i$, double every

@@ -54,8 +54,10 @@ test = superposition_data(5_000, n_features=N_FEATURES, d=D_MODEL, p_active=0.05
 #
 # The encoder computes the same pre-activations as the ReLU SAE, then keeps only the $k$ largest of
 # each row:
+#
 # $$z = \mathrm{ReLU}\Big(\mathrm{TopK}_k\big(W_{\text{enc}}(x - b_{\text{dec}}) + b_{\text{enc}}\big)\Big),
 #   \qquad \hat x = z\,D + b_{\text{dec}}, \qquad \mathcal{L} = \tfrac{1}{d}\|x - \hat x\|^2 .$$
+#
 # The ReLU after the selection keeps codes non-negative; a row has exactly $k$ non-zero codes whenever
 # at least $k$ pre-activations are positive, which in a trained SAE is essentially always. There is no
 # sparsity penalty in the loss: sparsity is a hard constraint, so nothing pulls the surviving codes
@@ -199,7 +201,9 @@ report.check("At matched L0, TopK reconstructs better than ReLU (every TopK poin
 # never fires. Gao et al. add an auxiliary loss, **AuxK**: take the latents that have been dead for a
 # while, let the top $k_{\text{aux}}$ of *them* try to reconstruct the main reconstruction's error
 # $e = x - \hat x$, and add that error (scaled by $1/32$) to the loss:
+#
 # $$\mathcal{L} = \tfrac{1}{d}\|x - \hat x\|^2 + \alpha\,\frac{\|e - \hat e_{\text{dead}}\|^2}{\|e\|^2} .$$
+#
 # Dead latents now get a gradient that points towards whatever the live ones miss. `TopKSAE` computes
 # this term in `extra_losses`, and `train_sae` supplies the dead mask it needs.
 #

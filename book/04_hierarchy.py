@@ -122,8 +122,10 @@ report.check("A child only fires with its parent; siblings never fire together",
 #
 # The construction: start from 20 orthonormal directions $q_1, \dots, q_{20}$ (the QR decomposition of a
 # Gaussian matrix), then replace each sibling group's directions by mixtures *within that group only*,
+#
 # $$v_i = a\, q_i + b \sum_{j \in \text{group}} q_j, \qquad a = \sqrt{1-\rho},\quad
 #   b = \frac{\sqrt{1 - \rho + m\rho} - \sqrt{1-\rho}}{m},$$
+#
 # where $m$ is the group's size. These $a, b$ make every $v_i$ unit length and every sibling pair's cosine
 # exactly $\rho$ (they give the symmetric square root of the target Gram matrix
 # $(1-\rho)I + \rho\,\mathbf{1}\mathbf{1}^\top$).
@@ -231,8 +233,10 @@ report.check("Absorbing every child into its parent lowers the code's L1 by > 10
 # Following the paper, the **absorption score** of a learned dictionary is the mean, over the 9 children,
 # of the cosine between the learned atom matched to the child (one-to-one matching, chapter 1) and the
 # child's *true parent*:
+#
 # $$\text{absorption} = \frac{1}{|\text{children}|}\sum_{c}
 #   \cos\big(\hat d_{\,\mathrm{match}(c)},\, d_{\mathrm{parent}(c)}\big).$$
+#
 # A faithful dictionary scores 0 (children are orthogonal to their parents); the fully absorbed one
 # above scores $1/\sqrt 2 \approx 0.71$. Lower is better.
 #

@@ -69,8 +69,10 @@ training_seconds = 0.0
 #
 # Given unit-norm atoms $d_1, \dots, d_n$ (the rows of $D$) and an input $x$, start with the residual
 # $r_0 = x$ and the code $z = 0$. At each step $t$:
+#
 # $$c = D\, r_t, \qquad j = \arg\max_i \operatorname{ReLU}(c_i), \qquad z_j \mathrel{+}= c_j, \qquad
 #   r_{t+1} = r_t - c_j\, d_j .$$
+#
 # After $k$ steps the reconstruction is $\hat x = D^\top z = x - r_k$. The ReLU keeps codes non-negative, as
 # in every SAE of this book: an atom is only used if it correlates *positively* with what is left; if
 # none does, the step adds nothing. That is the whole encoder, in a few lines:

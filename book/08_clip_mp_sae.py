@@ -276,8 +276,10 @@ else:
 # An SAE maps each embedding $x$ to a sparse, non-negative code $z$. Following
 # {cite}`papadimitriou2025interpreting`, the **energy** of atom $i$ in a modality is its mean code
 # there, and its **modality score** is the image share of its energy:
+#
 # $$\mathrm{MS}_i = \frac{\mathbb{E}_{x \in \text{images}}[z_i]}{\mathbb{E}_{x \in \text{images}}[z_i]
 #   + \mathbb{E}_{x \in \text{captions}}[z_i]} .$$
+#
 # An atom used only by images scores 1, only by captions 0, equally by both 0.5. Because each energy
 # is a mean *within* its modality, the score does not change if each image has five captions instead
 # of one. We check all of this on codes we construct.
@@ -306,8 +308,10 @@ report.check("Modality score is balanced: five captions per image give the same 
 # construction, not the paper's). Each pair shows a few of 48 **shared** concepts in $\mathbb{R}^{64}$;
 # the "image" adds a constant offset $g_{\text{img}}$, the "caption" a different offset
 # $g_{\text{txt}}$, and each gets a little noise of its own:
+#
 # $$x_{\text{img}} = \frac{\sum_i s_i c_i + \gamma\, g_{\text{img}} + \epsilon}{\lVert\cdot\rVert},\qquad
 #   x_{\text{txt}} = \frac{\sum_i s_i c_i + \gamma\, g_{\text{txt}} + \epsilon'}{\lVert\cdot\rVert}.$$
+#
 # With $\gamma = 2$ the geometry looks like CLIP's: two cones whose means are about 1 apart, and an image
 # only moderately similar to its own caption (cosine about 0.35). The truth is fully shared: every concept appears in both
 # modalities. We train TopK and MP (4 atoms per sample, 192 atoms) with and without the gap.

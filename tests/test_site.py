@@ -92,6 +92,11 @@ def test_chapter_page_as_a_reader_sees_it(chapter, server, artifacts, tmp_path):
     raw_math = len(re.findall(r'class="math[ "]', dom))
     typeset = dom.count("<mjx-container")
     assert raw_math == 0 or typeset >= raw_math, f"math not typeset: {typeset} of {raw_math} formulas"
+    # A display formula the Markdown parser did not recognise leaves its dollar signs in the prose.
+    prose = [re.sub(r"<code.*?</code>|<mjx-container.*?</mjx-container>|<[^>]+>", "", paragraph, flags=re.S)
+             for paragraph in re.findall(r"<p(?:\s[^>]*)?>(.*?)</p>", dom, flags=re.S)]
+    stray = [text.strip()[:120] for text in prose if "$" in text]
+    assert not stray, f"dollar signs left in the text (math not parsed): {stray}"
     colab = re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', dom)
     assert colab and all(link.endswith(f"book/{chapter}.ipynb") for link in colab), f"Colab link: {colab}"
     assert "Traceback (most recent call last)" not in dom and 'class="output traceback' not in dom
