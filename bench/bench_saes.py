@@ -68,13 +68,19 @@ PEER_MODULE = {"SAELens": "sae_lens", "overcomplete": "overcomplete"}
 # Each returns (parameters, loss(x) -> scalar tensor) for an SAE of the shape, or a bare step function.
 
 
-def build_ours(family, s, device):
+def make_ours(family, s, device):
+    """sae_lib's SAE of ``family`` at shape ``s``."""
     from sae_lib import MPSAE, ReLUSAE, TopKSAE
+
+    return {"relu": lambda: ReLUSAE(s["d"], s["n"], l1_coeff=L1_COEFF, seed=0),
+            "topk": lambda: TopKSAE(s["d"], s["n"], s["k"], seed=0),
+            "mp": lambda: MPSAE(s["d"], s["n"], s["k"], seed=0)}[family]().to(device)
+
+
+def build_ours(family, s, device):
     from sae_lib.training import Reconstruction
 
-    sae = {"relu": lambda: ReLUSAE(s["d"], s["n"], l1_coeff=L1_COEFF, seed=0),
-           "topk": lambda: TopKSAE(s["d"], s["n"], s["k"], seed=0),
-           "mp": lambda: MPSAE(s["d"], s["n"], s["k"], seed=0)}[family]().to(device)
+    sae = make_ours(family, s, device)
     objective = Reconstruction()  # MSE plus the family's own terms (L1 for ReLU; AuxK once latents die)
     import torch
 
@@ -228,11 +234,9 @@ def worker(spec: dict) -> dict:
     out = {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
     if kind == "trainer":
-        from sae_lib import MPSAE, ReLUSAE, TopKSAE, train_sae
+        from sae_lib import train_sae
 
-        sae = {"relu": lambda: ReLUSAE(s["d"], s["n"], l1_coeff=L1_COEFF, seed=0),
-               "topk": lambda: TopKSAE(s["d"], s["n"], s["k"], seed=0),
-               "mp": lambda: MPSAE(s["d"], s["n"], s["k"], seed=0)}[family]().to(device)
+        sae = make_ours(family, s, device)
         train_sae(sae, data, steps=spec["warmup"], batch_size=s["batch"], lr=LR, progress=False)
         steps = max(spec["repeats"], 20)
         while True:  # enough steps for min_seconds

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from tqdm import tqdm
 
 from .models import LoadedModel, fall_back_to_standin, hub_unreachable_reason
+from .util import progress_bar
 
 ARCHITECTURE = "ViT-B-32"
 # OpenAI's original ViT-B/32 (Radford et al. 2021): the CLIP most readers mean, and the one the
@@ -140,8 +140,7 @@ def embed_images(clip: LoadedModel, images: Sequence, *, batch_size: int = 32, p
     images = [check_image(image, i) for i, image in enumerate(images)]
     device, preprocess = _device(clip.model), clip.extras["preprocess"]
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="embedding images", mininterval=0.5,
-                      **({} if progress else {"disable": True})):
+    for start in progress_bar(range(0, len(images), batch_size), desc="embedding images", show=progress):
         pixels = torch.stack([preprocess(image) for image in images[start : start + batch_size]]).to(device)
         out.append(F.normalize(clip.model.encode_image(pixels).float(), dim=-1).cpu())
     return torch.cat(out)
@@ -154,8 +153,7 @@ def embed_captions(clip: LoadedModel, captions: Sequence[str], *, batch_size: in
     captions = check_captions(captions)
     device, tokenizer = _device(clip.model), clip.extras["tokenizer"]
     out = []
-    for start in tqdm(range(0, len(captions), batch_size), desc="embedding captions", mininterval=0.5,
-                      **({} if progress else {"disable": True})):
+    for start in progress_bar(range(0, len(captions), batch_size), desc="embedding captions", show=progress):
         tokens = tokenizer(captions[start : start + batch_size]).to(device)
         out.append(F.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu())
     return torch.cat(out)

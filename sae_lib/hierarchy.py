@@ -27,12 +27,12 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from .metrics import absorption_score, evaluate, gram_errors, match_atoms
 from .saes import FAMILIES, SAE
 from .synthetic import SyntheticData
 from .training import History, train_sae
+from .util import positive_int, progress_bar
 
 _TOLERANCE = 1e-9
 
@@ -242,8 +242,7 @@ def conditionally_orthogonal_dictionary(tree: ConceptTree, d: int, correlation: 
     Start from orthonormal directions (QR of a Gaussian matrix), then mix each sibling group within its
     own span only. Groups use disjoint basis vectors, so mixing never couples a parent with a child.
     """
-    if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
-        raise ValueError(f"d must be a positive integer, got {d!r}")
+    positive_int("d", d)
     if not isinstance(correlation, (int, float)) or not 0 <= correlation < 1:
         raise ValueError(f"correlation must lie in [0, 1) (1 would make siblings identical), got {correlation!r}")
     n = tree.n_features
@@ -289,8 +288,7 @@ def hierarchical_data(
     20 features in R^20). The dictionary depends on ``dictionary_seed`` (default ``seed``) only, so
     several draws can share one dictionary.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= 0:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    positive_int("n_samples", n_samples)
     tree = paper_tree() if tree is None else tree
     if not isinstance(tree, ConceptTree):
         raise TypeError(f"tree must be a ConceptTree, got {type(tree).__name__}")
@@ -399,8 +397,7 @@ def run_on_tree(
     """
     runs = []
     n_train = steps * PAPER_TRAINING["batch_size"]
-    bar = tqdm(total=len(seeds) * len(variants), desc="training on the tree",
-               **({} if progress else {"disable": True}))
+    bar = progress_bar(total=len(seeds) * len(variants), desc="training on the tree", show=progress)
     for seed in seeds:
         data = hierarchical_data(n_train, seed=seed, **data_settings)
         test = hierarchical_data(n_test, seed=1_000_000 + seed, dictionary_seed=seed, **data_settings)

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .models import hub_unreachable_reason
+from .util import positive_int
 
 COCO_DATASET = "lmms-lab/COCO-Caption2017"  # COCO 2017 val: 5,000 images, 5 captions each, parquet
 
@@ -223,8 +224,7 @@ def shape_captions(colour: str, shape: str, position: str) -> list[str]:
 def generated_shapes(n: int, *, seed: int = 0, size: int = 224) -> ImageCaptionSet:
     """``n`` shape pictures cycling through every (colour, shape, position) in a shuffled order, so each
     concept value appears about equally often; each with its captions and its true concepts."""
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    positive_int("n", n)
     rng = np.random.default_rng(seed)
     combos = list(itertools.product(COLOURS, SHAPES, POSITIONS))
     order = rng.permutation(len(combos))
@@ -248,8 +248,7 @@ def coco_captions(n_images: int, *, split: str = "val") -> ImageCaptionSet:
     streamed from the Hugging Face hub (needs internet; raises if the hub cannot be reached)."""
     from datasets import load_dataset
 
-    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images <= 0:
-        raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
+    positive_int("n_images", n_images)
     reason = hub_unreachable_reason()
     if reason is not None:
         raise ConnectionError(f"cannot stream {COCO_DATASET}: {reason}")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from .saes import SAE, ReLUSAE
+from .saes import SAE, ReLUSAE, dense_codes
 
 
 def l0(z: Tensor) -> float:
@@ -183,8 +183,7 @@ def error_vs_k(sae: SAE, x: Tensor, ks: Sequence[int]) -> list[float]:
         if isinstance(sae, ReLUSAE):
             z = sae.encode(x)
             k = sae.check_k(k, k)
-            values, indices = z.topk(k, dim=-1)
-            x_hat = sae.decode(torch.zeros_like(z).scatter(-1, indices, values))
+            x_hat = sae.decode(dense_codes(*z.topk(k, dim=-1), sae.n_latents))
         else:
             x_hat, _ = sae(x, k=k)
         errors.append(fvu(x, x_hat))

@@ -61,11 +61,16 @@ def plot_frontier(
     return fig
 
 
+def _cosine_heatmap(a: Tensor, b: Tensor, **options) -> go.Heatmap:
+    """The cosines between the rows of ``a`` and of ``b``, on the diverging scale every cosine plot shares."""
+    return go.Heatmap(z=cosine_matrix(a, b).cpu().numpy(), zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
+                      **options)
+
+
 def plot_cosines(a: Tensor, b: Tensor, *, title: str, a_label: str = "rows", b_label: str = "columns") -> go.Figure:
     """Heatmap of the cosine similarity between every row of ``a`` and every row of ``b``
     (pass the same matrix twice for a Gram matrix)."""
-    cos = cosine_matrix(a, b).cpu().numpy()
-    fig = go.Figure(go.Heatmap(z=cos, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True))
+    fig = go.Figure(_cosine_heatmap(a, b))
     fig.update_layout(
         title=title, xaxis_title=b_label, yaxis_title=a_label, yaxis_autorange="reversed", height=420, width=480
     )
@@ -84,9 +89,8 @@ def plot_cosine_panels(
     for col, (_, a, b) in enumerate(panels, start=1):
         if labels is not None and (len(a) != len(labels) or len(b) != len(labels)):
             raise ValueError(f"{len(labels)} labels for a panel of shape {len(a)} × {len(b)}")
-        fig.add_trace(go.Heatmap(z=cosine_matrix(a, b).cpu().numpy(), x=labels, y=labels, zmin=-1, zmax=1,
-                                 colorscale="RdBu", reversescale=True, showscale=col == len(panels),
-                                 colorbar=dict(title="cos"), hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"),
+        fig.add_trace(_cosine_heatmap(a, b, x=labels, y=labels, showscale=col == len(panels), colorbar=dict(title="cos"),
+                                      hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"),
                       row=1, col=col)
         fig.update_yaxes(autorange="reversed", showticklabels=col == 1, row=1, col=col)
     fig.update_layout(title=title, height=panel_size + 110, width=panel_size * len(panels) + 140)

@@ -36,11 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+from .util import positive_int
 
 
 def _generator(seed: int | None) -> torch.Generator | None:
@@ -74,6 +70,12 @@ class CentredLinear(torch.autograd.Function):
             g_b_dec = -g_x.sum(0) if g_x is not None else -(g_summed @ W.T)
         g_W = centred.T @ g if need_W else None
         return g_x, g_b_dec, g_W, g_summed if need_b else None
+
+
+def dense_codes(values: Tensor, indices: Tensor, n_latents: int) -> Tensor:
+    """The ``(..., n_latents)`` code that holds ``values[..., t]`` at column ``indices[..., t]`` (summed where an
+    index repeats, as when matching pursuit picks an atom twice) and zero elsewhere."""
+    return values.new_zeros(*values.shape[:-1], n_latents).scatter_add_(-1, indices, values)
 
 
 def decode_chosen(values: Tensor, indices: Tensor, atoms: Tensor) -> Tensor:
@@ -114,8 +116,8 @@ class SAE(nn.Module):
 
     def __init__(self, d_in: int, n_latents: int, *, seed: int | None = None):
         super().__init__()
-        self.d_in = _positive_int("d_in", d_in)
-        self.n_latents = _positive_int("n_latents", n_latents)
+        self.d_in = positive_int("d_in", d_in)
+        self.n_latents = positive_int("n_latents", n_latents)
         init = torch.randn(n_latents, d_in, generator=_generator(seed))
         self.W_dec = nn.Parameter(F.normalize(init, dim=1))
         # Pre-bias: subtracted before encoding and added back after decoding, so the codes
@@ -251,7 +253,7 @@ class TopKSAE(SAE):
         if not (isinstance(auxk_coeff, (int, float)) and auxk_coeff >= 0):
             raise ValueError(f"auxk_coeff must be a non-negative number, got {auxk_coeff!r}")
         self.auxk_coeff = float(auxk_coeff)
-        self.k_aux = _positive_int("k_aux", k_aux) if k_aux is not None else max(1, d_in // 2)
+        self.k_aux = positive_int("k_aux", k_aux) if k_aux is not None else max(1, d_in // 2)
         self._config_extras = {"k": self.k, "auxk_coeff": self.auxk_coeff, "k_aux": self.k_aux}
         self.W_enc = nn.Parameter(self.W_dec.detach().T.clone())
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
@@ -266,13 +268,12 @@ class TopKSAE(SAE):
         return F.relu(values), indices
 
     def encode(self, x: Tensor, k: int | None = None) -> Tensor:
-        values, indices = self._select(x, k)
-        return values.new_zeros(*values.shape[:-1], self.n_latents).scatter_(-1, indices, values)
+        return dense_codes(*self._select(x, k), self.n_latents)
 
     def forward(self, x: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
         """``(x_hat, z)`` as ``decode(encode(x))`` would give, decoding only the ``k`` kept atoms per row."""
         values, indices = self._select(x, k)
-        z = values.new_zeros(*values.shape[:-1], self.n_latents).scatter_(-1, indices, values)
+        z = dense_codes(values, indices, self.n_latents)
         k = values.shape[-1]
         if self.n_latents < SPARSE_DECODE_RATIO * k:
             return self.decode(z), z
@@ -286,7 +287,7 @@ class TopKSAE(SAE):
         residual = (x - x_hat).detach().reshape(-1, self.d_in)
         pre = (x.reshape(-1, self.d_in) - self.b_dec) @ self.W_enc[:, dead] + self.b_enc[dead]
         values, indices = pre.topk(min(self.k_aux, dead.numel()), dim=-1)
-        z_aux = torch.zeros_like(pre).scatter(-1, indices, F.relu(values))
+        z_aux = dense_codes(F.relu(values), indices, dead.numel())
         residual_hat = z_aux @ self.atoms()[dead]
         # Normalised so the term means "fraction of the error the dead latents leave unexplained".
         aux = (residual_hat - residual).pow(2).sum(-1).mean() / residual.pow(2).sum(-1).mean().clamp_min(1e-12)
@@ -412,7 +413,7 @@ class MPSAE(SAE):
         lead, flat = x.shape[:-1], x.reshape(-1, self.d_in)
         use_gram = self._use_gram(flat.shape[0], k, flat.element_size())
         residual, coefficients, indices = UnrolledPursuit.apply(flat - self.b_dec, self.atoms(), k, use_gram)
-        z = flat.new_zeros(flat.shape[0], self.n_latents).scatter_add_(1, indices, coefficients)
+        z = dense_codes(coefficients, indices, self.n_latents)
         x_hat = flat - residual
         return x_hat.reshape(*lead, self.d_in), z.reshape(*lead, self.n_latents)
 

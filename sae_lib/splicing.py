@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from .saes import SAE, ReLUSAE
+from .util import progress_bar
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 
@@ -104,7 +104,7 @@ def check_sae_fits(model: HookedTransformer, sae: SAE, hook: str) -> None:
 
 def _batches(tokens: Tensor, batch_size: int, desc: str | None, progress: bool):
     starts = range(0, len(tokens), batch_size)
-    bar = tqdm(starts, desc=desc, mininterval=0.5, **({} if progress and desc else {"disable": True}))
+    bar = progress_bar(starts, desc=desc, show=progress and bool(desc))
     for start in bar:
         yield tokens[start : start + batch_size]
 

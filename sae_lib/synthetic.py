@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .util import positive_int
+
 
 @dataclass
 class SyntheticData:
@@ -26,15 +28,10 @@ class SyntheticData:
         return len(self.x)
 
 
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def random_dictionary(n_features: int, d: int, *, seed: int = 0) -> Tensor:
     """``n_features`` random unit vectors in ``R^d`` (nearly orthogonal when ``d`` is large)."""
-    _check_positive_int("n_features", n_features)
-    _check_positive_int("d", d)
+    positive_int("n_features", n_features)
+    positive_int("d", d)
     gen = torch.Generator().manual_seed(seed)
     return F.normalize(torch.randn(n_features, d, generator=gen), dim=1)
 
@@ -57,9 +54,9 @@ def superposition_data(
     active means clearly non-zero. Isotropic Gaussian noise of standard deviation ``noise`` is added.
     The dictionary is :func:`random_dictionary` unless one is given.
     """
-    _check_positive_int("n_samples", n_samples)
-    _check_positive_int("n_features", n_features)
-    _check_positive_int("d", d)
+    positive_int("n_samples", n_samples)
+    positive_int("n_features", n_features)
+    positive_int("d", d)
     p = torch.as_tensor(p_active, dtype=torch.float32).expand(n_features).clone()
     if not bool(((p > 0) & (p <= 1)).all()):
         raise ValueError(f"p_active must lie in (0, 1] for every feature, got {p_active!r}")

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm import tqdm
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from .models import LoadedModel
 from .splicing import hooked_transformer
 from .training import lr_factor
+from .util import progress_bar
 
 PACKAGED_CHECKPOINT = "tiny_lm"  # sae_lib/assets/tiny_lm/{weights.safetensors,config.json}
 
@@ -145,7 +145,7 @@ def train_tiny_lm(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, "cosine", 0.05, 0.0, 0.05))
     losses = []
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc="training the tiny LM", mininterval=0.5, **({} if progress else {"disable": True}))
+    bar = progress_bar(range(steps), desc="training the tiny LM", show=progress)
     for step in bar:
         tokens, _ = language.sample(batch_size, cfg.n_ctx, seed=seed * 1_000_003 + step)
         loss = model(tokens.to(cfg.device), return_type="loss")

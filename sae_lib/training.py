@@ -16,9 +16,9 @@ from typing import Protocol
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from .saes import SAE
+from .util import positive_int, progress_bar
 
 
 class Objective(Protocol):
@@ -171,9 +171,8 @@ def train_sae(
     Training stops with an error as soon as the loss is not finite. ``progress=False`` hides the bar
     (so does the environment variable ``TQDM_DISABLE=1``, which the book's build sets).
     """
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    positive_int("steps", steps)
+    positive_int("batch_size", batch_size)
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
     lr_factor(0, steps, schedule, warmup, decay, final_lr_frac)  # validates the schedule name early
@@ -194,9 +193,7 @@ def train_sae(
     history = History()
     since_fired = torch.zeros(sae.n_latents, dtype=torch.long, device=device)
     order, cursor = torch.randperm(len(data), generator=order_gen), 0
-    # Left to tqdm unless switched off, so TQDM_DISABLE=1 silences bars in headless runs (book, CI).
-    bar = tqdm(range(steps), desc=desc or f"training {type(sae).__name__}", mininterval=0.5,
-               **({} if progress else {"disable": True}))
+    bar = progress_bar(range(steps), desc=desc or f"training {type(sae).__name__}", show=progress)
     start = time.perf_counter()
     sae.train()
     for step in bar:
