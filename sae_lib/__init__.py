@@ -18,7 +18,8 @@ from .hierarchy import (PAPER_TRAINING, Concept, ConceptTree, HierarchicalData, 
 from .metrics import (AtomMatch, absorption_score, aligned_atoms, babel, coactivation, cosine_matrix, effective_rank,
                       error_vs_k, evaluate, feature_response, frontier_at, fvu, gram_errors, l0, linear_probe_accuracy,
                       match_atoms, mean_max_cosine, modality_score, r_squared, support_babel)
-from .models import LoadedModel, StandInForbiddenError, fall_back_to_standin, hub_unreachable_reason, standins_allowed
+from .models import (LoadedModel, StandInForbiddenError, fall_back_to_standin, hub_unreachable_reason, mechanics_only,
+                     standins_allowed)
 from .profile import by_profile, current_profile, default_device, describe
 from .saes import FAMILIES, SAE, MPSAE, PursuitTrace, ReLUSAE, TopKSAE
 from .synthetic import PairedModalities, SyntheticData, paired_modalities, random_dictionary, superposition_data
@@ -38,5 +39,6 @@ __all__ = [
     "Concept", "ConceptTree", "HierarchicalData", "paper_tree", "conditionally_orthogonal_dictionary",
     "hierarchical_data", "PAPER_TRAINING", "tree_sae", "train_on_tree", "tree_scores", "run_on_tree", "TreeRun",
     "LoadedModel", "StandInForbiddenError", "fall_back_to_standin", "standins_allowed", "hub_unreachable_reason",
+    "mechanics_only",
     "current_profile", "by_profile", "default_device", "describe",
 ]

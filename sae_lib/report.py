@@ -4,6 +4,14 @@
 build, CI) fails exactly where the claim stopped being true. ``report.record(...)`` notes a result
 that is reported but not asserted, for example where our run honestly differs from a paper.
 Each chapter ends with ``report.show()``; ``report.save()`` writes the checks for the scorecard page.
+
+Every check has a *kind*, so the scorecard can say how much of the papers is replicated:
+
+* ``"replication"``: a paper's claim, with the paper's number beside ours (the default when ``paper``
+  is given);
+* ``"finding"``: a result of the book's own that the papers do not state (the default otherwise);
+* ``"mechanics"``: a property that holds on any weights (shapes, an identity splice, a library class
+  agreeing with the scratch version). Pass ``kind="mechanics"``.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 REPORTS_ENV = "SAE_BOOK_REPORTS"
+KINDS = ("replication", "finding", "mechanics")
 
 
 @dataclass
@@ -24,6 +33,17 @@ class Check:
     paper: str
     ours: str
     status: str  # "pass", or a short word for an unasserted result such as "differs"
+    kind: str = "finding"  # one of KINDS
+
+
+def _kind(kind: str | None, paper: str) -> str:
+    if kind is None:
+        return "finding" if paper == "—" else "replication"
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == "replication" and paper == "—":
+        raise ValueError("a replication check needs the paper's number beside ours: pass paper=...")
+    return kind
 
 
 class ReplicationReport:
@@ -33,18 +53,19 @@ class ReplicationReport:
         self.chapter = chapter
         self.checks: list[Check] = []
 
-    def check(self, claim: str, *, ours: str, passed: bool, paper: str = "—") -> None:
+    def check(self, claim: str, *, ours: str, passed: bool, paper: str = "—", kind: str | None = None) -> None:
         """Assert ``claim``: record it, and raise ``AssertionError`` naming it if ``passed`` is false."""
+        kind = _kind(kind, paper)
         if not passed:
             raise AssertionError(f"[{self.chapter}] replication check failed: {claim} (ours: {ours}; paper: {paper})")
-        self.checks.append(Check(claim, paper, ours, "pass"))
+        self.checks.append(Check(claim, paper, ours, "pass", kind))
 
-    def record(self, claim: str, *, ours: str, status: str, paper: str = "—") -> None:
+    def record(self, claim: str, *, ours: str, status: str, paper: str = "—", kind: str | None = None) -> None:
         """Report a result without asserting it (say in the text why it is not asserted)."""
-        self.checks.append(Check(claim, paper, ours, status))
+        self.checks.append(Check(claim, paper, ours, status, _kind(kind, paper)))
 
     def table(self) -> pd.DataFrame:
-        frame = pd.DataFrame([asdict(c) for c in self.checks], columns=["claim", "paper", "ours", "status"])
+        frame = pd.DataFrame([asdict(c) for c in self.checks], columns=["claim", "paper", "ours", "status", "kind"])
         frame.index = range(1, len(frame) + 1)
         return frame
 
