@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up .venv and run the whole test suite: unit tests of sae_lib, every chapter through nbval, and the
-# rendered site checked in headless Chromium (installed here with apt-get if it is missing).
+# Set up .venv and run the whole test suite: unit tests of sae_lib, every chapter executed once (and the
+# site rendered from those runs), the site checked in headless Chromium (installed here with apt-get if
+# it is missing).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/test_saes.py -x`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -10,7 +11,8 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null;
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 export TQDM_DISABLE=${TQDM_DISABLE:-1}
-# Two workers, one test file each at a time: the chapters under nbval and the site build (which executes
-# every chapter again) run side by side. One torch thread per worker keeps two cores from thrashing.
+# Two workers, one test file each at a time: test_site.py executes the chapters (two kernels side by
+# side) while the other worker runs the unit tests. One torch thread per process keeps two cores from
+# thrashing.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 .venv/bin/python -m pytest -n "${SAE_BOOK_TEST_WORKERS:-2}" --dist loadfile -p no:cacheprovider "$@"

@@ -36,3 +36,20 @@ def test_report_asserts_records_and_saves(tmp_path):
     assert list(table["status"]) == ["pass", "differs"]
     saved = json.loads(report.save(tmp_path).read_text())
     assert [c["claim"] for c in saved] == ["holds", "differs"]
+
+
+def test_report_kinds_separate_replications_findings_and_mechanics(tmp_path):
+    from sae_lib.report import load_reports
+
+    report = ReplicationReport("ch")
+    report.check("paper claim", ours="1.0", passed=True, paper="1.0")
+    report.check("our own result", ours="2", passed=True)
+    report.check("shapes", ours="ok", passed=True, kind="mechanics")
+    report.record("not comparable", ours="3", status="differs", paper="4", kind="finding")
+    assert list(report.table()["kind"]) == ["replication", "finding", "mechanics", "finding"]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        report.check("typo", ours="1", passed=True, kind="mechanic")
+    with pytest.raises(ValueError, match="needs the paper's number"):
+        report.check("no paper number", ours="1", passed=True, kind="replication")
+    report.save(tmp_path)
+    assert [c.kind for c in load_reports(tmp_path)["ch"]] == ["replication", "finding", "mechanics", "finding"]

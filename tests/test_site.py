@@ -1,11 +1,13 @@
-"""The rendered book, as a reader sees it.
+"""Every chapter executes, and the rendered book is right as a reader sees it.
 
-Builds the site exactly as ``scripts/book.sh`` does (every chapter executed, warnings are errors), serves
-it on localhost, opens every chapter in headless Chromium and checks what is on the page after its
-scripts ran: outputs rendered, figures drawn, math typeset, a Colab link to the chapter's ``.ipynb``, no
-error output. Screenshots are kept in ``_build/screenshots/`` (or ``$SAE_BOOK_ARTIFACTS``).
+Builds the site exactly as ``scripts/book.sh`` does (``scripts/build_book.py``): every chapter executed
+once, in a fresh kernel, two side by side; any cell that raises, including a replication check that
+stopped holding, fails that chapter's test with its traceback; the site is rendered from the executed
+notebooks with warnings as errors. Then serves it on localhost, opens every chapter in headless Chromium
+and checks what is on the page after its scripts ran: outputs rendered, figures drawn, math typeset, a
+Colab link to the chapter's ``.ipynb``, no error output. Screenshots are kept in
+``_build/screenshots/`` (or ``$SAE_BOOK_ARTIFACTS``).
 
-Also checks that a chapter that raises fails the build.
 Set ``SAE_BOOK_SITE=/path/to/_build/html`` to check an already built site instead of building one.
 """
 
@@ -23,15 +25,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted(p.stem for p in (ROOT / "book").glob("[0-9][0-9]_*.py"))
-JUPYTER_BOOK = Path(sys.executable).parent / "jupyter-book"
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_book  # noqa: E402
+from run_chapter import ChapterFailed, execute_chapter  # noqa: E402
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--virtual-time-budget=20000"]
-
-
-def build_book(source: Path, output: Path, env: dict) -> subprocess.CompletedProcess:
-    command = [str(JUPYTER_BOOK), "build", str(source), "--path-output", str(output), "--all", "-W", "-n", "--keep-going"]
-    return subprocess.run(command, capture_output=True, text=True, env=env)
 
 
 def chromium() -> str:
@@ -42,13 +42,31 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
+def built(tmp_path_factory):
+    """(seconds or failure text per chapter, the render's result or None), from one build."""
+    if os.environ.get("SAE_BOOK_SITE"):
+        pytest.skip("checking an already built site")
+    output = tmp_path_factory.mktemp("site")
+    workers = int(os.environ.get("SAE_BOOK_CHAPTER_WORKERS", "2"))
+    return build_book.build(output, workers=workers) + (output,)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_executes(chapter, built):
+    results, _, _ = built
+    result = results[chapter]
+    assert isinstance(result, float), result[-8000:]
+    print(f"{chapter}: executed in {result:.1f} s")
+
+
+@pytest.fixture(scope="module")
+def site(request) -> Path:
     if os.environ.get("SAE_BOOK_SITE"):
         return Path(os.environ["SAE_BOOK_SITE"])
-    output = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "TQDM_DISABLE": "1", "SAE_BOOK_REPORTS": str(output / "checks")}
-    result = build_book(ROOT, output, env)
-    assert result.returncode == 0, f"the book did not build:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    results, rendered, output = request.getfixturevalue("built")
+    failed = [name for name, result in results.items() if not isinstance(result, float)]
+    assert not failed, f"not rendered: chapters failed to execute: {failed}"
+    assert rendered.returncode == 0, f"the book did not build:\n{rendered.stdout[-6000:]}\n{rendered.stderr[-3000:]}"
     return output / "_build" / "html"
 
 
@@ -112,15 +130,32 @@ def test_scorecard_gathers_every_chapter(server, tmp_path, artifacts):
         assert title.replace("&", "&amp;") in dom, f"scorecard lacks {chapter}"
 
 
-def test_a_chapter_that_raises_fails_the_build(tmp_path):
-    book = tmp_path / "book_src"
-    (book / "book").mkdir(parents=True)
-    shutil.copy(ROOT / "_config.yml", book / "_config.yml")
-    shutil.copy(ROOT / "book" / "references.bib", book / "book" / "references.bib")
-    (book / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/broken\n")
-    (book / "book" / "intro.md").write_text("# Intro\n")
-    (book / "book" / "broken.py").write_text(
-        '# %% [markdown]\n# # Broken\n\n# %%\nassert 1 + 1 == 3, "a claim that stopped holding"\n')
-    result = build_book(book, tmp_path / "out", {**os.environ, "TQDM_DISABLE": "1"})
-    assert result.returncode != 0, "a chapter raised, yet the build succeeded"
-    assert "a claim that stopped holding" in result.stdout + result.stderr
+def test_a_chapter_that_raises_fails_with_its_traceback(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text('# %% [markdown]\n# # Broken\n\n# %%\nx = 1\n\n# %%\n'
+                      'assert x + 1 == 3, "a claim that stopped holding"\n')
+    with pytest.raises(ChapterFailed, match="a claim that stopped holding") as failure:
+        execute_chapter(broken, out=tmp_path / "broken.ipynb")
+    assert "AssertionError" in str(failure.value) and "broken.py" in str(failure.value)
+    assert (tmp_path / "broken.ipynb").exists(), "the executed notebook is kept for inspection"
+
+
+def test_a_staged_site_renders_stored_outputs_without_running_them(tmp_path):
+    """The render step never executes a chapter: it shows the outputs the executor stored."""
+    executed = tmp_path / "executed"
+    (executed / "book").mkdir(parents=True)
+    import jupytext
+    import nbformat
+
+    notebook = jupytext.reads('# %% [markdown]\n# # Stored\n\n# %%\nraise SystemExit("ran again")\n',
+                              fmt="py:percent")
+    notebook.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="stored output 42\n")]
+    notebook.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}  # as a kernel sets
+    nbformat.write(notebook, executed / "book" / "01_stored.ipynb")
+    source = build_book.stage(executed)
+    (source / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/01_stored\n")
+    (source / "book" / "intro.md").write_text("# Intro\n")
+    rendered = build_book.render(source, tmp_path)
+    assert rendered.returncode == 0, rendered.stdout[-4000:] + rendered.stderr[-2000:]
+    page = (tmp_path / "_build" / "html" / "book" / "01_stored.html").read_text()
+    assert "stored output 42" in page
