@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .util import integer, is_integer, positive_int, real_number
+from .util import is_integer, positive_int, real_number, seeded_generator
 
 
 def _generator(seed: int | None) -> torch.Generator | None:
-    return None if seed is None else torch.Generator().manual_seed(integer("seed", seed))
+    return None if seed is None else seeded_generator(seed)
 
 
 class CentredLinear(torch.autograd.Function):

@@ -20,7 +20,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from .saes import SAE, ReLUSAE
-from .util import progress_bar
+from .util import is_integer, progress_bar
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 
@@ -42,11 +42,11 @@ def hook_layer(hook: str) -> int | None:
 def resid_hook(model: HookedTransformer, layer: int, kind: str = "resid_pre") -> str:
     """The name of the residual-stream hook at ``layer``, checked against the model's depth."""
     n_layers = model.cfg.n_layers
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+    if not is_integer(layer) or not 0 <= layer < n_layers:
         raise ValueError(
             f"layer {layer!r} is out of range: {model.cfg.model_name} has {n_layers} blocks (layers 0 to {n_layers - 1})"
         )
-    return check_hook(model, f"blocks.{layer}.hook_{kind}")
+    return check_hook(model, f"blocks.{int(layer)}.hook_{kind}")
 
 
 def check_hook(model: HookedTransformer, hook: str) -> str:
@@ -148,10 +148,8 @@ def _capture_hooks(capture: Sequence[str], store: dict) -> list:
 def run_original(model: HookedTransformer, tokens: Tensor, hook: str, *, capture: Sequence[str] = ()) -> Run:
     """The unmodified model: its logits, its activation at ``hook`` and at the ``capture`` hooks."""
     store: dict[str, Tensor] = {}
-    hooks = _capture_hooks([hook, *capture], store)
-    logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-    x = store.pop(hook)
-    return Run(logits=logits, x=x, acts=store)
+    logits = model.run_with_hooks(tokens, fwd_hooks=_capture_hooks([hook, *capture], store))
+    return Run(logits=logits, x=store[hook], acts={name: store[name] for name in capture})
 
 
 def run_spliced(

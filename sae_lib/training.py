@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .saes import SAE
-from .util import integer, positive_int, progress_bar, real_number
+from .util import integer, positive_int, progress_bar, real_number, seeded_generator
 
 
 class Objective(Protocol):
@@ -42,9 +42,12 @@ class Reconstruction:
             raise ValueError(f"training data must be a (N, d_in={sae.d_in}) tensor of activations; got {shape}")
         if not data.is_floating_point():
             raise TypeError(f"training data must be floating point, got dtype {data.dtype}")
-        if not torch.isfinite(data).all():
-            bad = (~torch.isfinite(data)).sum().item()
-            raise ValueError(f"training data contains {bad} NaN or infinite values; clean them first")
+        # Checked in the SAE's dtype, as the batches will be (1e300 is finite in float64 only), in chunks
+        # so that a cast never copies all the data at once.
+        dtype = sae.W_dec.dtype
+        if bad := sum((~torch.isfinite(part.to(dtype))).sum().item() for part in data.split(1 << 16)):
+            cast = f" once cast from {data.dtype} to the SAE's {dtype}" if data.dtype != dtype else ""
+            raise ValueError(f"training data contains {bad} NaN or infinite values{cast}; clean them first")
 
     @torch.no_grad()
     def initialize(self, sae: SAE, data: Tensor) -> None:
@@ -214,7 +217,7 @@ def train_sae(
         raise ValueError(f"batch_size={batch_size} is larger than the data ({len(data)} rows)")
 
     torch.manual_seed(seed)
-    order_gen = torch.Generator().manual_seed(seed)
+    order_gen = seeded_generator(seed)
     device = sae.W_dec.device
     if init_b_dec:
         objective.initialize(sae, data)

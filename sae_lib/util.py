@@ -1,5 +1,5 @@
-"""Small helpers every module uses: checks of integer and real-valued settings, and a progress bar a
-build can silence.
+"""Small helpers every module uses: checks of integer and real-valued settings, a seeded generator,
+and a progress bar a build can silence.
 
 The checks accept numpy's numbers as well as Python's (``np.int64(2)`` wherever ``2`` is allowed, as
 ``numbers.Integral`` does) and turn them into plain ``int`` and ``float``, so a setting that reaches a
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import torch
 from tqdm import tqdm
 
 
@@ -24,6 +25,11 @@ def integer(name: str, value) -> int:
     if not is_integer(value):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     return int(value)
+
+
+def seeded_generator(seed) -> torch.Generator:
+    """A CPU random generator seeded with ``seed``, any integer (torch's own ``manual_seed`` refuses numpy's)."""
+    return torch.Generator().manual_seed(integer("seed", seed))
 
 
 def positive_int(name: str, value) -> int:

@@ -82,6 +82,13 @@ def test_non_finite_data_is_a_clear_error(toy_data):
         train_sae(make("relu"), x, seed=0, **SETTINGS)
 
 
+def test_data_beyond_the_sae_dtype_is_checked_after_the_cast(toy_data):
+    x = toy_data.x.double()
+    x[3000, 3] = 1e300  # finite in float64, inf in the SAE's float32
+    with pytest.raises(ValueError, match="1 NaN or infinite values once cast from torch.float64"):
+        train_sae(make("relu"), x, seed=0, **SETTINGS)
+
+
 def test_non_finite_loss_stops_training_with_a_message(toy_data):
     sae = make("relu")
     with pytest.raises(FloatingPointError, match=r"step 0: the loss is (nan|inf)"):
