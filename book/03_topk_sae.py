@@ -202,10 +202,13 @@ report.check("At matched L0, TopK reconstructs better than ReLU (every TopK poin
 # while, let the top $k_{\text{aux}}$ of *them* try to reconstruct the main reconstruction's error
 # $e = x - \hat x$, and add that error (scaled by $1/32$) to the loss:
 #
-# $$\mathcal{L} = \tfrac{1}{d}\|x - \hat x\|^2 + \alpha\,\frac{\|e - \hat e_{\text{dead}}\|^2}{\|e\|^2} .$$
+# $$\mathcal{L} = \tfrac{1}{d}\|x - \hat x\|^2 + \alpha\,\tfrac{1}{d}\|e - \hat e_{\text{dead}}\|^2 .$$
 #
 # Dead latents now get a gradient that points towards whatever the live ones miss. `TopKSAE` computes
-# this term in `extra_losses`, and `train_sae` supplies the dead mask it needs.
+# this term in `extra_losses`, and `train_sae` supplies the dead mask it needs. Both terms are plain
+# mean squared errors, as in SAELens; Gao et al. instead divide each by a baseline error. Either way
+# their ratio does not depend on the data's scale. Dividing only the AuxK term would let it swamp the
+# main loss on small-norm data. We divide neither, so the main loss stays the MSE every chapter reports.
 #
 # To see it work, we provoke dead latents with a learning rate about three times larger than above,
 # and train twice from the same initialisation, with and without AuxK.

@@ -12,7 +12,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from .saes import SAE, ReLUSAE, dense_codes
-from .util import is_integer
+from .util import is_integer, positive_int, real_number
 
 
 def l0(z: Tensor) -> float:
@@ -53,6 +53,7 @@ def evaluate(sae: SAE, x: Tensor, *, batch_size: int = 4096, **forward_kwargs) -
     """
     device = sae.W_dec.device
     sq_err, nonzeros, fired = 0.0, 0.0, torch.zeros(sae.n_latents, dtype=torch.bool, device=device)
+    batch_size = positive_int("batch_size", batch_size)
     x = x.reshape(-1, sae.d_in)
     total_var = total_variance(x).item()  # first: fails clearly on fewer than 2 rows or constant data
     for start in range(0, len(x), batch_size):
@@ -124,8 +125,7 @@ def feature_response(sae: SAE, dictionary: Tensor, magnitude: float) -> Tensor:
     Measured on the reconstruction, not on one latent's code, so it does not care how the SAE splits a
     feature across latents; this isolates the shrinkage an L1 penalty causes.
     """
-    if magnitude <= 0:
-        raise ValueError(f"magnitude must be positive, got {magnitude!r}")
+    magnitude = real_number("magnitude", magnitude, low=0, low_open=True)
     atoms = dictionary.to(sae.W_dec.device, sae.W_dec.dtype)
     x_hat, _ = sae(magnitude * atoms)
     return ((x_hat * atoms).sum(-1) / magnitude).cpu()

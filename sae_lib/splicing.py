@@ -20,7 +20,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from .saes import SAE, ReLUSAE
-from .util import is_integer, progress_bar
+from .util import is_integer, positive_int, progress_bar
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 
@@ -103,7 +103,7 @@ def check_sae_fits(model: HookedTransformer, sae: SAE, hook: str) -> None:
 
 
 def _batches(tokens: Tensor, batch_size: int, desc: str | None, progress: bool):
-    starts = range(0, len(tokens), batch_size)
+    starts = range(0, len(tokens), positive_int("batch_size", batch_size))
     bar = progress_bar(starts, desc=desc, show=progress and bool(desc))
     for start in bar:
         yield tokens[start : start + batch_size]
@@ -217,6 +217,9 @@ def evaluate_spliced(
     check_hook(model, hook)
     check_sae_fits(model, sae, hook)
     tokens = check_tokens(model, tokens)
+    if len(tokens) == 0 or tokens.shape[1] < 2:
+        raise ValueError(f"evaluate_spliced needs at least one sequence of 2 or more tokens (one to predict); "
+                         f"got tokens of shape {tuple(tokens.shape)}")
     device = model.cfg.device
     sums = dict(ce_original=0.0, ce_spliced=0.0, kl=0.0, sq_err=0.0, nonzero=0.0, norm_ratio=0.0)
     fired = torch.zeros(sae.n_latents, dtype=torch.bool, device=sae.W_dec.device)

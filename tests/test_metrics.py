@@ -75,7 +75,7 @@ def test_feature_response_is_one_for_a_faithful_sae_and_less_when_shrunk():
         relu.W_enc.copy_(true)
         relu.b_enc.fill_(-0.25)  # a threshold: codes are magnitude - 0.25
     torch.testing.assert_close(feature_response(relu, true, 1.0), torch.full((6,), 0.75))
-    with pytest.raises(ValueError, match="magnitude must be positive"):
+    with pytest.raises(ValueError, match="magnitude must be a finite number > 0"):
         feature_response(relu, true, 0.0)
 
 
@@ -230,3 +230,8 @@ def test_fvu_of_constant_data_is_a_clear_error():
         fvu(x, x + 0.1)
     with pytest.raises(ValueError, match="no variance"):
         evaluate(ReLUSAE(8, 16, seed=0), x)
+
+
+def test_evaluate_batch_size_is_checked():
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        evaluate(ReLUSAE(8, 16, seed=0), torch.randn(10, 8), batch_size=0)
