@@ -233,9 +233,10 @@ class TopKSAE(SAE):
     least ``k`` pre-activations are positive, which is the normal case, and never more than ``k``.
     AuxK (Gao et al. 2024): latents that have not fired for a while ("dead") are asked to reconstruct
     the main reconstruction's error with their own top ``k_aux`` pre-activations, which gives them a
-    gradient and brings many back to life. The AuxK term is ``auxk_coeff`` times the mean squared error
-    of that reconstruction, in the same units as the main MSE, so their ratio is the same whatever the
-    scale of the data.
+    gradient and brings many back to life. Both terms are normalised as in the paper: AuxK is the fraction
+    of the error the dead latents leave unexplained, the MSE is read as the batch's FVU, and both are
+    then multiplied by the batch's variance, so the main term stays the plain MSE and the ratio of the
+    two does not depend on the data's scale.
     """
 
     family = "topk"
@@ -284,14 +285,18 @@ class TopKSAE(SAE):
         if dead_mask is None or self.auxk_coeff == 0 or not bool(dead_mask.any()):
             return {}
         dead = dead_mask.nonzero().squeeze(1)
-        residual = (x - x_hat).detach().reshape(-1, self.d_in)
-        pre = (x.reshape(-1, self.d_in) - self.b_dec) @ self.W_enc[:, dead] + self.b_enc[dead]
+        x = x.reshape(-1, self.d_in)
+        residual = (x - x_hat.reshape(-1, self.d_in)).detach()
+        pre = (x - self.b_dec) @ self.W_enc[:, dead] + self.b_enc[dead]
         values, indices = pre.topk(min(self.k_aux, dead.numel()), dim=-1)
         z_aux = dense_codes(F.relu(values), indices, dead.numel())
         residual_hat = z_aux @ self.atoms()[dead]
-        # A mean squared error like the main term, not normalised by the residual's energy: then
-        # auxk / mse does not depend on the data's scale (SAELens's convention; OpenAI normalises both).
-        return {"auxk": self.auxk_coeff * (residual_hat - residual).pow(2).mean()}
+        # Both terms normalised, as Gao et al. do: AuxK by the error's energy, the MSE by the batch's
+        # variance (MSE / variance is the batch's FVU). Multiplying both by that variance (no gradient)
+        # keeps the main term the plain MSE, and auxk / mse = α·unexplained / FVU at any data scale.
+        unexplained = (residual_hat - residual).pow(2).mean() / residual.pow(2).mean().clamp_min(1e-12)
+        variance = (x - x.mean(0)).pow(2).mean().detach()
+        return {"auxk": self.auxk_coeff * unexplained * variance}
 
 
 @torch.no_grad()
