@@ -202,10 +202,16 @@ report.check("At matched L0, TopK reconstructs better than ReLU (every TopK poin
 # while, let the top $k_{\text{aux}}$ of *them* try to reconstruct the main reconstruction's error
 # $e = x - \hat x$, and add that error (scaled by $1/32$) to the loss:
 #
-# $$\mathcal{L} = \tfrac{1}{d}\|x - \hat x\|^2 + \alpha\,\frac{\|e - \hat e_{\text{dead}}\|^2}{\|e\|^2} .$$
+# $$\mathcal{L} = \sigma^2\left(\frac{\|x - \hat x\|^2}{d\,\sigma^2}
+#   + \alpha\,\frac{\|e - \hat e_{\text{dead}}\|^2}{\|e\|^2}\right)
+#   = \tfrac{1}{d}\|x - \hat x\|^2 + \alpha\,\sigma^2\,\frac{\|e - \hat e_{\text{dead}}\|^2}{\|e\|^2},$$
 #
-# Dead latents now get a gradient that points towards whatever the live ones miss. `TopKSAE` computes
-# this term in `extra_losses`, and `train_sae` supplies the dead mask it needs.
+# with $\sigma^2$ the batch's variance per dimension (averages over the batch are implied). Dead
+# latents now get a gradient that points towards whatever the live ones miss. `TopKSAE` computes this
+# term in `extra_losses`, and `train_sae` supplies the dead mask it needs. Like Gao et al., we
+# normalise both terms (the first is the batch's FVU), so their ratio does not depend on the data's
+# scale (SAELens normalises neither, which is scale-free too). Normalising AuxK alone would let it
+# swamp the loss on small-norm data. The factor $\sigma^2$ keeps the main term the plain MSE.
 #
 # To see it work, we provoke dead latents with a learning rate about three times larger than above,
 # and train twice from the same initialisation, with and without AuxK.
@@ -231,7 +237,7 @@ report.check("AuxK revives dead latents (dead count at least halved)", ours=f"{w
              paper="AuxK prevents dead latents (Gao et al. 2024)", passed=with_aux <= without / 2)
 
 # %% [markdown]
-# AuxK keeps almost every latent alive. Notice what it does *not* change here: recovery and FVU. Our toy
+# AuxK brings most of the dead latents back. Notice what it does *not* change here: recovery and FVU. Our toy
 # world has 64 features and the SAE 128 latents, so about half the latents have nothing left to learn,
 # and reviving them buys little. On a real model there are always more features than latents, and a
 # revived latent is capacity put back to work; that is where AuxK earns its keep.

@@ -230,15 +230,17 @@ report.check("Absorbing every child into its parent lowers the code's L1 by > 10
 #
 # ### Measuring absorption
 #
-# Following the paper, the **absorption score** of a learned dictionary is the mean, over the 9 children,
-# of the cosine between the learned atom matched to the child (one-to-one matching, chapter 1) and the
-# child's *true parent*:
+# The paper's **absorption score** of a learned dictionary is the mean, over the 9 children, of the
+# cosine between the learned atom matched to the child (one-to-one matching, chapter 1) and the
+# child's *true parent*. We average the cosine's absolute value instead:
 #
 # $$\text{absorption} = \frac{1}{|\text{children}|}\sum_{c}
-#   \cos\big(\hat d_{\,\mathrm{match}(c)},\, d_{\mathrm{parent}(c)}\big).$$
+#   \big|\cos\big(\hat d_{\,\mathrm{match}(c)},\, d_{\mathrm{parent}(c)}\big)\big|.$$
 #
-# A faithful dictionary scores 0 (children are orthogonal to their parents); the fully absorbed one
-# above scores $1/\sqrt 2 \approx 0.71$. Lower is better.
+# With signed cosines, a child leaning towards its parent and a sibling leaning just as far away
+# would average to a "perfect" 0. Where every child leans towards its parent, as absorption does,
+# the two definitions agree. A faithful dictionary scores 0 (children are orthogonal to their
+# parents); the fully absorbed one above scores $1/\sqrt 2 \approx 0.71$. Lower is better.
 #
 # Two more numbers summarise how a learned dictionary's Gram matrix $\hat G$ (atoms matched to the true
 # concepts, in the true order) differs from the true one, $G$. The paper names a flat and a hierarchical

@@ -75,7 +75,10 @@ DEVICE = default_device()
 # gradient of the KL flows back through every later layer into the SAE. The third objective, e2e
 # with downstream reconstruction, also asks the residual streams *after* the splice to stay close to
 # the original ones ($\beta = 2.5$ in the paper at layers 2 and 6), so that the SAE's output takes the
-# same computational path through the model, not just any path to the same prediction.
+# same computational path through the model, not just any path to the same prediction. As in the
+# authors' code, these are the $n$ streams entering the blocks after the splice's own (for a splice
+# at layer 6 of GPT-2's 12, those entering blocks 7 to 11), not the last block's output, which feeds
+# only the unembedding that the KL already covers (`sae_lib.e2e.downstream_hooks`).
 #
 # In `sae_lib` these are objectives for the one trainer, `train_sae`: `Reconstruction` (trained on
 # harvested activations) and `EndToEnd` (whose data rows are token sequences); `make_objective` gives
@@ -116,10 +119,13 @@ report.check("The tiny LM has learned the language: it closes over half the gap 
 # We splice at the residual stream between the two blocks, `blocks.1.hook_resid_pre`: everything
 # the first block and the embeddings computed, and all that the second block and the unembedding
 # read. The local SAEs train on activations harvested there; the e2e SAEs train on the token
-# sequences themselves.
+# sequences themselves. With only one block after the splice, the authors' rule leaves e2e+ds no
+# stream to reconstruct, so here its downstream term reads the one later stream there is, the last
+# block's output (`DS_STREAMS` below).
 
 # %%
 HOOK = resid_hook(lm, 1)
+DS_STREAMS = [resid_hook(lm, 1, "resid_post")]  # e2e+ds on the 2-layer model: the final residual stream
 D = lm.cfg.d_model
 RATIO = by_profile(ci=8, full=32)  # the e2e paper used 60 on GPT-2; alive counts differ only for large ratios
 acts = harvest(lm, train_rows, HOOK).reshape(-1, D)
@@ -143,7 +149,7 @@ describe(hook=HOOK, train_tokens=train_rows.numel(), eval_tokens=eval_rows.numel
 # %%
 def fit(kind: str, sae, model, rows, activations, *, train=None):
     """Train ``sae`` with the named objective (local on activations, e2e on token rows) and score it."""
-    objective = make_objective(kind, model, HOOK)
+    objective = make_objective(kind, model, HOOK, downstream=DS_STREAMS)
     settings = train or (LOCAL_TRAIN if kind == "local" else E2E_TRAIN)
     history = train_sae(sae.to(DEVICE), activations if kind == "local" else rows, objective=objective,
                         desc=f"{kind} {type(sae).__name__}", **settings)

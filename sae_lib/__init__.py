@@ -11,7 +11,7 @@ at a hook), ``e2e`` (the end-to-end objectives), ``tiny_lm`` (a synthetic langua
 """
 
 from . import plots  # noqa: F401  (sets up plotly so figures show in Jupyter and in the book)
-from .checkpoint import load_sae, save_sae
+from .checkpoint import CheckpointError, load_sae, save_sae
 from .hierarchy import (PAPER_TRAINING, Concept, ConceptTree, HierarchicalData, TreeRun,
                         conditionally_orthogonal_dictionary, hierarchical_data, paper_tree, run_on_tree, train_on_tree,
                         tree_sae, tree_scores)
@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SAE", "ReLUSAE", "TopKSAE", "MPSAE", "PursuitTrace", "FAMILIES",
     "train_sae", "History", "Objective", "Reconstruction",
-    "save_sae", "load_sae",
+    "save_sae", "load_sae", "CheckpointError",
     "l0", "fvu", "r_squared", "evaluate", "frontier_at", "feature_response", "cosine_matrix", "match_atoms",
     "AtomMatch", "mean_max_cosine",
     "aligned_atoms", "absorption_score", "gram_errors", "error_vs_k",

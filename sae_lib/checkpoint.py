@@ -1,17 +1,28 @@
-"""Saving and loading a trained SAE: safetensors weights plus a JSON config, any family."""
+"""Saving and loading a trained SAE: safetensors weights plus a JSON config, any family.
+
+The config holds the constructor's arguments, the weights' dtype and which parameters were frozen,
+so :func:`load_sae` rebuilds the SAE exactly as it was saved. Anything wrong with a checkpoint is a
+:class:`CheckpointError` that names the file and the problem.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .saes import FAMILIES, SAE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the config also records "dtype" and "frozen"
 WEIGHTS, CONFIG = "weights.safetensors", "config.json"
+
+
+class CheckpointError(ValueError):
+    """A saved SAE that cannot be loaded as it is: unreadable, incomplete, inconsistent, or not the one asked for."""
 
 
 def save_sae(sae: SAE, path: str | Path) -> Path:
@@ -22,8 +33,29 @@ def save_sae(sae: SAE, path: str | Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in sae.state_dict().items()}
     save_file(tensors, path / WEIGHTS)
-    (path / CONFIG).write_text(json.dumps({"format_version": FORMAT_VERSION, **sae.config()}, indent=2))
+    frozen = [name for name, p in sae.named_parameters() if not p.requires_grad]
+    dtype = str(sae.W_dec.dtype).removeprefix("torch.")
+    config = {"format_version": FORMAT_VERSION, "dtype": dtype, "frozen": frozen, **sae.config()}
+    (path / CONFIG).write_text(json.dumps(config, indent=2))
     return path
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path / CONFIG} is not valid JSON ({error})") from error
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path / CONFIG} should hold a JSON object, found {type(config).__name__}")
+    if config.pop("format_version", None) != FORMAT_VERSION:
+        raise CheckpointError(f"{path / CONFIG} was written by an incompatible version of sae_lib "
+                              f"(this one reads format {FORMAT_VERSION}); save the SAE again")
+    return config
+
+
+def _constructor_arguments(cls: type[SAE]) -> set[str]:
+    """The settings a family's config must hold: its constructor's arguments, except the seed."""
+    return {name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "seed")}
 
 
 def load_sae(
@@ -34,36 +66,58 @@ def load_sae(
     n_latents: int | None = None,
     device: str | torch.device = "cpu",
 ) -> SAE:
-    """Rebuild the SAE saved at ``path`` exactly. ``family``, ``d_in`` and ``n_latents``, when given,
-    are checked against the checkpoint, so loading the wrong one is an error, not a surprise."""
+    """Rebuild the SAE saved at ``path`` exactly: family, settings, weights, dtype and frozen parameters.
+
+    ``family``, ``d_in`` and ``n_latents``, when given, are checked against the checkpoint, so loading
+    the wrong one is an error, not a surprise. A damaged checkpoint raises :class:`CheckpointError`.
+    """
     path = Path(path)
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
         raise FileNotFoundError(f"{path} is not a saved SAE: expected {CONFIG} and {WEIGHTS} inside it")
-    config = json.loads((path / CONFIG).read_text())
-    if config.pop("format_version", None) != FORMAT_VERSION:
-        raise ValueError(f"{path / CONFIG} was written by an incompatible version of sae_lib")
-    saved_family = config.pop("family", None)
+    config = _read_config(path)
+    saved_family, dtype_name, frozen = config.pop("family", None), config.pop("dtype", None), config.pop("frozen", None)
     if saved_family not in FAMILIES:
-        raise ValueError(f"{path} holds an SAE of unknown family {saved_family!r}; known: {sorted(FAMILIES)}")
+        raise CheckpointError(f"{path} holds an SAE of unknown family {saved_family!r}; known: {sorted(FAMILIES)}")
+    dtype = getattr(torch, str(dtype_name), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise CheckpointError(f"{path / CONFIG}: 'dtype' should name a floating-point torch dtype, got {dtype_name!r}")
+    cls = FAMILIES[saved_family]
+    expected = _constructor_arguments(cls)
+    if missing := sorted(expected - set(config)):
+        raise CheckpointError(f"{path / CONFIG} is missing the setting(s) {missing} of a {saved_family!r} SAE")
+    if extra := sorted(set(config) - expected):
+        raise CheckpointError(f"{path / CONFIG} has unexpected setting(s) {extra} for a {saved_family!r} SAE")
     wanted = family.family if isinstance(family, type) else family
     if wanted is not None and wanted != saved_family:
-        raise ValueError(f"{path} holds a {saved_family!r} SAE ({FAMILIES[saved_family].__name__}), not {wanted!r}")
-    for name, expected in (("d_in", d_in), ("n_latents", n_latents)):
-        if expected is not None and config[name] != expected:
-            raise ValueError(f"{path} holds an SAE with {name}={config[name]}, expected {name}={expected}")
+        raise CheckpointError(f"{path} holds a {saved_family!r} SAE ({cls.__name__}), not {wanted!r}")
+    for name, value in (("d_in", d_in), ("n_latents", n_latents)):
+        if value is not None and config[name] != value:
+            raise CheckpointError(f"{path} holds an SAE with {name}={config[name]}, expected {name}={value}")
+    try:
+        sae = cls(**config).to(dtype)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path / CONFIG} does not describe a valid {saved_family!r} SAE: {error}") from error
 
-    sae = FAMILIES[saved_family](**config)
-    tensors = load_file(path / WEIGHTS)
+    try:
+        tensors = load_file(path / WEIGHTS)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path / WEIGHTS} cannot be read as safetensors ({error})") from error
     own = sae.state_dict()
     if set(tensors) != set(own):
-        raise ValueError(
+        raise CheckpointError(
             f"{path / WEIGHTS} does not fit a {saved_family!r} SAE: tensors {sorted(tensors)} vs expected {sorted(own)}"
         )
     for name, tensor in tensors.items():
         if tensor.shape != own[name].shape:
-            raise ValueError(
-                f"{path / WEIGHTS}: tensor {name!r} has shape {tuple(tensor.shape)}, "
-                f"but the config implies {tuple(own[name].shape)}"
-            )
+            raise CheckpointError(f"{path / WEIGHTS}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                                  f"but the config implies {tuple(own[name].shape)}")
+        if tensor.dtype != dtype:
+            raise CheckpointError(f"{path / WEIGHTS}: tensor {name!r} is {tensor.dtype}, but the config says {dtype}")
+        if not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path / WEIGHTS}: tensor {name!r} holds NaN or infinite values")
+    if not isinstance(frozen, list) or not all(isinstance(n, str) and n in own for n in frozen):
+        raise CheckpointError(f"{path / CONFIG}: 'frozen' should list parameter names, got {frozen!r}")
     sae.load_state_dict(tensors)
+    for name, parameter in sae.named_parameters():
+        parameter.requires_grad_(name not in frozen)
     return sae.to(device)

@@ -5,7 +5,10 @@ of the network ever reads it. An end-to-end SAE is spliced into the model and tr
 model's output distribution stays what it was::
 
     e2e:     KL(p_original ‖ p_spliced)                     + sparsity
-    e2e+ds:  ½·KL + (β/n)·Σ_later layers MSE(original, spliced residual stream) + sparsity
+    e2e+ds:  ½·KL + (β/n)·Σ_{n later streams} MSE(original, spliced residual stream) + sparsity
+
+where the later streams are the residual streams entering the blocks after the splice's own
+(:func:`downstream_hooks`).
 
 The sparsity term is the SAE's own (L1 for :class:`~sae_lib.ReLUSAE`, with coefficient λ/d as in the
 paper; TopK and MP SAEs are sparse by construction). :class:`EndToEnd` plugs into the one trainer,
@@ -24,15 +27,26 @@ from transformer_lens import HookedTransformer
 from .saes import SAE
 from .training import Reconstruction
 from .splicing import check_hook, check_sae_fits, check_tokens, harvest, hook_layer, kl_divergence, run_original, run_spliced
+from .util import real_number
 
 
 def downstream_hooks(model: HookedTransformer, hook: str) -> list[str]:
-    """The residual streams a splice at ``hook`` changes: the output of every block from the hook's
-    own block to the last (``blocks.L.hook_resid_post`` ... ``blocks.{n-1}.hook_resid_post``)."""
+    """The residual streams whose reconstruction e2e+ds asks for, after a splice at ``hook`` in block L.
+
+    The authors' choice (their GPT-2 e2e+ds configurations): for a splice at ``blocks.L.hook_resid_pre``,
+    the streams entering every later block, ``blocks.{L+1}.hook_resid_pre`` ... ``blocks.{n-1}.hook_resid_pre``.
+    The stream after the last block is left out: it only feeds the unembedding, whose output the KL term
+    already covers. A splice anywhere else inside block L (``hook_resid_mid``, ``hook_mlp_out``, ...)
+    changes the same streams and gets the same list. ``blocks.L.hook_resid_post`` is the very tensor that
+    enters block L+1, so a splice there starts one block later: a term on the spliced activation itself
+    would be the local MSE, not a downstream one. Near the output the list can be empty (any hook of the
+    last block, or ``hook_resid_post`` of the one before it).
+    """
     layer = hook_layer(check_hook(model, hook))
     if layer is None:
         raise ValueError(f"downstream layers are defined for hooks inside a block, not {hook!r}")
-    return [f"blocks.{i}.hook_resid_post" for i in range(layer, model.cfg.n_layers)]
+    first = layer + 2 if hook == f"blocks.{layer}.hook_resid_post" else layer + 1
+    return [f"blocks.{i}.hook_resid_pre" for i in range(first, model.cfg.n_layers)]
 
 
 class EndToEnd:
@@ -41,7 +55,8 @@ class EndToEnd:
     * ``EndToEnd(model, hook)``: KL + sparsity (the paper's SAE_e2e).
     * ``EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=2.5)``: SAE_e2e+ds; the downstream term is
       ``downstream_coeff / n`` times the summed MSE over the ``n`` :func:`downstream_hooks` (or the
-      ``downstream`` hooks given).
+      ``downstream`` hooks given). Where no stream is left between the splice and the output (a splice in
+      the last block) that list is empty, and e2e+ds is an error unless ``downstream`` names the hooks.
 
     The model must be frozen (``requires_grad=False``); gradients still flow through its later blocks
     into the SAE. Data rows are token sequences, shape (n_sequences, seq_len).
@@ -52,17 +67,23 @@ class EndToEnd:
         downstream: Sequence[str] | None = None,
     ):
         self.model, self.hook = model, check_hook(model, hook)
-        for name, value in (("kl_coeff", kl_coeff), ("downstream_coeff", downstream_coeff)):
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        if kl_coeff == 0 and downstream_coeff == 0:
+        self.kl_coeff = real_number("kl_coeff", kl_coeff, low=0)
+        self.downstream_coeff = real_number("downstream_coeff", downstream_coeff, low=0)
+        if self.kl_coeff == 0 and self.downstream_coeff == 0:
             raise ValueError("kl_coeff and downstream_coeff are both 0: nothing would be trained")
         if any(p.requires_grad for p in model.parameters()):
             raise ValueError("freeze the model first (requires_grad_(False) on its parameters): only the SAE trains")
-        self.kl_coeff, self.downstream_coeff = float(kl_coeff), float(downstream_coeff)
-        self.downstream = [] if downstream_coeff == 0 else [
+        if isinstance(downstream, str):
+            raise TypeError(f"downstream must be a list of hook names, got the string {downstream!r}")
+        self.downstream = [] if self.downstream_coeff == 0 else [
             check_hook(model, h) for h in (downstream if downstream is not None else downstream_hooks(model, hook))
         ]
+        if self.downstream_coeff and not self.downstream:
+            raise ValueError(
+                f"no residual stream between the splice at {hook!r} and the output of {model.cfg.model_name} "
+                f"({model.cfg.n_layers} blocks), so e2e+ds has no downstream term there: splice earlier, name "
+                "the streams with downstream=[...], or use plain e2e (downstream_coeff=0)"
+            )
 
     def check_data(self, sae: SAE, data: Tensor) -> None:
         check_tokens(self.model, data)
@@ -91,14 +112,18 @@ class EndToEnd:
 OBJECTIVES = ("local", "e2e", "e2e+ds")
 
 
-def make_objective(kind: str, model: HookedTransformer, hook: str, *, downstream_coeff: float = 2.5):
+def make_objective(
+    kind: str, model: HookedTransformer, hook: str, *, downstream_coeff: float = 2.5,
+    downstream: Sequence[str] | None = None,
+):
     """The paper's three objectives by name: ``"local"`` (:class:`~sae_lib.training.Reconstruction`,
     trained on harvested activations), ``"e2e"`` (KL) and ``"e2e+ds"`` (½·KL + downstream MSE, β = 2.5
-    as the paper used at layers 2 and 6; pass 0.05 for a splice near the output, as at its layer 10)."""
+    as the paper used at layers 2 and 6; pass 0.05 for a splice near the output, as at its layer 10).
+    ``downstream`` (e2e+ds only) replaces the default streams, :func:`downstream_hooks`."""
     if kind == "local":
         return Reconstruction()
     if kind == "e2e":
         return EndToEnd(model, hook)
     if kind == "e2e+ds":
-        return EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=downstream_coeff)
+        return EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=downstream_coeff, downstream=downstream)
     raise ValueError(f"unknown objective {kind!r}; use one of {OBJECTIVES}")

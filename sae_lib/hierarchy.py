@@ -32,7 +32,7 @@ from .metrics import absorption_score, evaluate, gram_errors, match_atoms
 from .saes import FAMILIES, SAE
 from .synthetic import SyntheticData
 from .training import History, train_sae
-from .util import positive_int, progress_bar
+from .util import is_integer, positive_int, progress_bar, seeded_generator
 
 _TOLERANCE = 1e-9
 
@@ -207,7 +207,7 @@ def paper_tree(
     (``p_child`` each) or none. The defaults give 20 features and an expected L0 of 1.36.
     """
     for name, value in (("n_parents", n_parents), ("n_children", n_children), ("n_leaves", n_leaves)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not is_integer(value) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     if n_parents + n_leaves == 0:
         raise ValueError("the tree needs at least one top-level concept (n_parents + n_leaves > 0)")
@@ -251,7 +251,7 @@ def conditionally_orthogonal_dictionary(tree: ConceptTree, d: int, correlation: 
             f"{n} features cannot be made orthogonal across levels in d={d} dimensions: conditional "
             f"orthogonality needs d >= n_features"
         )
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     basis = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64)).Q.T[:n]
     dictionary = basis.clone()
     for group in tree.sibling_groups:
@@ -301,7 +301,7 @@ def hierarchical_data(
         tree, d, correlation, seed=seed if dictionary_seed is None else dictionary_seed
     )
 
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     active = tree.sample_active(n_samples, gen)
     is_child = torch.tensor([p >= 0 for p in tree.parent])
     mean = torch.where(is_child, child_magnitude[0], magnitude[0])

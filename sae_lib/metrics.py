@@ -12,6 +12,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from .saes import SAE, ReLUSAE, dense_codes
+from .util import is_integer, positive_int, real_number
 
 
 def l0(z: Tensor) -> float:
@@ -19,11 +20,23 @@ def l0(z: Tensor) -> float:
     return (z != 0).sum(-1).float().mean().item()
 
 
+def total_variance(x: Tensor) -> Tensor:
+    """``Σ ‖x_i − mean‖²`` over the rows of ``x``: the denominator of FVU. An error when it is zero
+    (fewer than two rows, or every row the same): FVU would be 0/0 or x/0, and mean nothing."""
+    x = x.reshape(-1, x.shape[-1])
+    if len(x) < 2:
+        raise ValueError(f"FVU needs at least 2 rows of data to have a variance; got {len(x)}")
+    total = (x - x.mean(0)).pow(2).sum()
+    if not total.item() > 0:
+        raise ValueError(f"the data has no variance (all {len(x)} rows are equal), so FVU is undefined; use the MSE")
+    return total
+
+
 def fvu(x: Tensor, x_hat: Tensor) -> float:
     """Fraction of variance unexplained: squared error over the data's total variance (0 is perfect,
     1 is no better than always predicting the mean)."""
     x, x_hat = x.reshape(-1, x.shape[-1]), x_hat.reshape(-1, x.shape[-1])
-    return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+    return ((x - x_hat).pow(2).sum() / total_variance(x)).item()
 
 
 def r_squared(x: Tensor, x_hat: Tensor) -> float:
@@ -40,14 +53,15 @@ def evaluate(sae: SAE, x: Tensor, *, batch_size: int = 4096, **forward_kwargs) -
     """
     device = sae.W_dec.device
     sq_err, nonzeros, fired = 0.0, 0.0, torch.zeros(sae.n_latents, dtype=torch.bool, device=device)
+    batch_size = positive_int("batch_size", batch_size)
     x = x.reshape(-1, sae.d_in)
+    total_var = total_variance(x).item()  # first: fails clearly on fewer than 2 rows or constant data
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size].to(device)
         x_hat, z = sae(batch, **forward_kwargs)
         sq_err += (batch - x_hat).pow(2).sum().item()
         nonzeros += (z != 0).sum().item()
         fired |= (z != 0).any(0)
-    total_var = (x - x.mean(0)).pow(2).sum().item()
     alive = int(fired.sum())
     return {
         "mse": sq_err / x.numel(),
@@ -111,8 +125,7 @@ def feature_response(sae: SAE, dictionary: Tensor, magnitude: float) -> Tensor:
     Measured on the reconstruction, not on one latent's code, so it does not care how the SAE splits a
     feature across latents; this isolates the shrinkage an L1 penalty causes.
     """
-    if magnitude <= 0:
-        raise ValueError(f"magnitude must be positive, got {magnitude!r}")
+    magnitude = real_number("magnitude", magnitude, low=0, low_open=True)
     atoms = dictionary.to(sae.W_dec.device, sae.W_dec.dtype)
     x_hat, _ = sae(magnitude * atoms)
     return ((x_hat * atoms).sum(-1) / magnitude).cpu()
@@ -129,12 +142,15 @@ def aligned_atoms(learned: Tensor, true: Tensor) -> Tensor:
 
 
 def absorption_score(learned: Tensor, true: Tensor, parent: Sequence[int]) -> float:
-    """Mean cosine between each child's matched learned atom and its true parent's direction.
+    """Mean |cosine| between each child's matched learned atom and its true parent's direction.
 
     ``parent[i]`` is feature ``i``'s parent (``-1`` for none), e.g. ``ConceptTree.parent``. The true
     child is orthogonal to its parent, so a faithful dictionary scores 0; a learned child atom that has
     absorbed its parent (it also reconstructs the parent whenever the child fires) scores up to 1.
-    Lower is better.
+    Lower is better. The paper averages the signed cosine; we average its absolute value, so that a
+    child leaning away from its parent counts as the departure from orthogonality it is, instead of
+    cancelling a sibling that leans towards it (+0.5 and −0.5 would average to a "perfect" 0). When
+    every child leans towards its parent, as absorption does, the two definitions agree.
     """
     if len(parent) != len(true):
         raise ValueError(f"parent has {len(parent)} entries but there are {len(true)} true atoms")
@@ -143,7 +159,7 @@ def absorption_score(learned: Tensor, true: Tensor, parent: Sequence[int]) -> fl
         raise ValueError("absorption needs at least one feature with a parent")
     atoms = aligned_atoms(learned, true)
     true = F.normalize(true.detach().float(), dim=1).cpu()
-    return torch.stack([atoms[c] @ true[p] for p, c in pairs]).mean().item()
+    return torch.stack([atoms[c] @ true[p] for p, c in pairs]).abs().mean().item()
 
 
 def gram_errors(learned: Tensor, true: Tensor, sibling_groups: Sequence[Sequence[int]],
@@ -285,8 +301,9 @@ def babel(atoms: Tensor, p: int) -> float:
     """
     if atoms.ndim != 2:
         raise ValueError(f"atoms must be (n_atoms, d); got shape {tuple(atoms.shape)}")
-    if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p < len(atoms):
+    if not is_integer(p) or not 1 <= p < len(atoms):
         raise ValueError(f"p must be an integer in [1, n_atoms - 1 = {len(atoms) - 1}], got {p!r}")
+    p = int(p)
     unit = F.normalize(atoms.detach().float(), dim=1)
     worst = 0.0
     for start in range(0, len(unit), 2048):  # in blocks, so 10^4+ atoms fit in memory

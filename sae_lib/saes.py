@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .util import positive_int
+from .util import is_integer, positive_int, real_number, seeded_generator
 
 
 def _generator(seed: int | None) -> torch.Generator | None:
-    return None if seed is None else torch.Generator().manual_seed(seed)
+    return None if seed is None else seeded_generator(seed)
 
 
 class CentredLinear(torch.autograd.Function):
@@ -118,7 +118,7 @@ class SAE(nn.Module):
         super().__init__()
         self.d_in = positive_int("d_in", d_in)
         self.n_latents = positive_int("n_latents", n_latents)
-        init = torch.randn(n_latents, d_in, generator=_generator(seed))
+        init = torch.randn(self.n_latents, self.d_in, generator=_generator(seed))
         self.W_dec = nn.Parameter(F.normalize(init, dim=1))
         # Pre-bias: subtracted before encoding and added back after decoding, so the codes
         # describe deviations from a learned centre of the data.
@@ -170,18 +170,20 @@ class SAE(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"{name} expects floating-point activations, got dtype {x.dtype}")
+        given, x = x.dtype, x.to(self.W_dec.dtype)  # checked after the cast: 1e300 is finite in float64 only
         # A NaN or inf anywhere makes the sum non-finite, and one reduction is cheaper than a mask; count the
         # culprits only then (the sum alone can also overflow on huge but finite values).
         if not math.isfinite(x.sum().item()) and (bad := (~torch.isfinite(x)).sum().item()):
-            raise ValueError(f"{name} got activations with {bad} NaN or infinite values; clean them first")
-        return x.to(self.W_dec.dtype)
+            cast = f" once cast from {given} to the SAE's {x.dtype}" if given != x.dtype else ""
+            raise ValueError(f"{name} got activations with {bad} NaN or infinite values{cast}; clean them first")
+        return x
 
     def check_k(self, k: int | None, default: int) -> int:
         """Resolve an inference-time ``k`` (``None`` means the training value) and validate it."""
         k = default if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.n_latents:
+        if not is_integer(k) or not 1 <= k <= self.n_latents:
             raise ValueError(f"k must be an integer in [1, n_latents={self.n_latents}], got {k!r}")
-        return k
+        return int(k)
 
     def config(self) -> dict:
         """Everything needed to rebuild this SAE (weights aside): used by save_sae/load_sae."""
@@ -203,9 +205,7 @@ class ReLUSAE(SAE):
 
     def __init__(self, d_in: int, n_latents: int, *, l1_coeff: float = 1e-3, seed: int | None = None):
         super().__init__(d_in, n_latents, seed=seed)
-        if not (isinstance(l1_coeff, (int, float)) and l1_coeff >= 0):
-            raise ValueError(f"l1_coeff must be a non-negative number, got {l1_coeff!r}")
-        self.l1_coeff = float(l1_coeff)
+        self.l1_coeff = real_number("l1_coeff", l1_coeff, low=0)
         self._config_extras = {"l1_coeff": self.l1_coeff}
         # Encoder starts as the decoder's transpose: each latent first listens to its own atom.
         self.W_enc = nn.Parameter(self.W_dec.detach().T.clone())
@@ -233,7 +233,10 @@ class TopKSAE(SAE):
     least ``k`` pre-activations are positive, which is the normal case, and never more than ``k``.
     AuxK (Gao et al. 2024): latents that have not fired for a while ("dead") are asked to reconstruct
     the main reconstruction's error with their own top ``k_aux`` pre-activations, which gives them a
-    gradient and brings many back to life.
+    gradient and brings many back to life. Both terms are normalised as in the paper: AuxK is the fraction
+    of the error the dead latents leave unexplained, the MSE is read as the batch's FVU, and both are
+    then multiplied by the batch's variance, so the main term stays the plain MSE and the ratio of the
+    two does not depend on the data's scale.
     """
 
     family = "topk"
@@ -250,10 +253,8 @@ class TopKSAE(SAE):
     ):
         super().__init__(d_in, n_latents, seed=seed)
         self.k = self.check_k(k, k)
-        if not (isinstance(auxk_coeff, (int, float)) and auxk_coeff >= 0):
-            raise ValueError(f"auxk_coeff must be a non-negative number, got {auxk_coeff!r}")
-        self.auxk_coeff = float(auxk_coeff)
-        self.k_aux = positive_int("k_aux", k_aux) if k_aux is not None else max(1, d_in // 2)
+        self.auxk_coeff = real_number("auxk_coeff", auxk_coeff, low=0)
+        self.k_aux = positive_int("k_aux", k_aux) if k_aux is not None else max(1, self.d_in // 2)
         self._config_extras = {"k": self.k, "auxk_coeff": self.auxk_coeff, "k_aux": self.k_aux}
         self.W_enc = nn.Parameter(self.W_dec.detach().T.clone())
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
@@ -284,14 +285,18 @@ class TopKSAE(SAE):
         if dead_mask is None or self.auxk_coeff == 0 or not bool(dead_mask.any()):
             return {}
         dead = dead_mask.nonzero().squeeze(1)
-        residual = (x - x_hat).detach().reshape(-1, self.d_in)
-        pre = (x.reshape(-1, self.d_in) - self.b_dec) @ self.W_enc[:, dead] + self.b_enc[dead]
+        x = x.reshape(-1, self.d_in)
+        residual = (x - x_hat.reshape(-1, self.d_in)).detach()
+        pre = (x - self.b_dec) @ self.W_enc[:, dead] + self.b_enc[dead]
         values, indices = pre.topk(min(self.k_aux, dead.numel()), dim=-1)
         z_aux = dense_codes(F.relu(values), indices, dead.numel())
         residual_hat = z_aux @ self.atoms()[dead]
-        # Normalised so the term means "fraction of the error the dead latents leave unexplained".
-        aux = (residual_hat - residual).pow(2).sum(-1).mean() / residual.pow(2).sum(-1).mean().clamp_min(1e-12)
-        return {"auxk": self.auxk_coeff * aux}
+        # Both terms normalised, as Gao et al. do: AuxK by the error's energy, the MSE by the batch's
+        # variance (MSE / variance is the batch's FVU). Multiplying both by that variance (no gradient)
+        # keeps the main term the plain MSE, and auxk / mse = α·unexplained / FVU at any data scale.
+        unexplained = (residual_hat - residual).pow(2).mean() / residual.pow(2).mean().clamp_min(1e-12)
+        variance = (x - x.mean(0)).pow(2).mean().detach()
+        return {"auxk": self.auxk_coeff * unexplained * variance}
 
 
 @torch.no_grad()

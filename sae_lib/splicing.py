@@ -20,7 +20,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from .saes import SAE, ReLUSAE
-from .util import progress_bar
+from .util import is_integer, positive_int, progress_bar
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 
@@ -42,11 +42,11 @@ def hook_layer(hook: str) -> int | None:
 def resid_hook(model: HookedTransformer, layer: int, kind: str = "resid_pre") -> str:
     """The name of the residual-stream hook at ``layer``, checked against the model's depth."""
     n_layers = model.cfg.n_layers
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+    if not is_integer(layer) or not 0 <= layer < n_layers:
         raise ValueError(
             f"layer {layer!r} is out of range: {model.cfg.model_name} has {n_layers} blocks (layers 0 to {n_layers - 1})"
         )
-    return check_hook(model, f"blocks.{layer}.hook_{kind}")
+    return check_hook(model, f"blocks.{int(layer)}.hook_{kind}")
 
 
 def check_hook(model: HookedTransformer, hook: str) -> str:
@@ -103,7 +103,7 @@ def check_sae_fits(model: HookedTransformer, sae: SAE, hook: str) -> None:
 
 
 def _batches(tokens: Tensor, batch_size: int, desc: str | None, progress: bool):
-    starts = range(0, len(tokens), batch_size)
+    starts = range(0, len(tokens), positive_int("batch_size", batch_size))
     bar = progress_bar(starts, desc=desc, show=progress and bool(desc))
     for start in bar:
         yield tokens[start : start + batch_size]
@@ -148,10 +148,8 @@ def _capture_hooks(capture: Sequence[str], store: dict) -> list:
 def run_original(model: HookedTransformer, tokens: Tensor, hook: str, *, capture: Sequence[str] = ()) -> Run:
     """The unmodified model: its logits, its activation at ``hook`` and at the ``capture`` hooks."""
     store: dict[str, Tensor] = {}
-    hooks = _capture_hooks([hook, *capture], store)
-    logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-    x = store.pop(hook)
-    return Run(logits=logits, x=x, acts=store)
+    logits = model.run_with_hooks(tokens, fwd_hooks=_capture_hooks([hook, *capture], store))
+    return Run(logits=logits, x=store[hook], acts={name: store[name] for name in capture})
 
 
 def run_spliced(
@@ -219,6 +217,9 @@ def evaluate_spliced(
     check_hook(model, hook)
     check_sae_fits(model, sae, hook)
     tokens = check_tokens(model, tokens)
+    if len(tokens) == 0 or tokens.shape[1] < 2:
+        raise ValueError(f"evaluate_spliced needs at least one sequence of 2 or more tokens (one to predict); "
+                         f"got tokens of shape {tuple(tokens.shape)}")
     device = model.cfg.device
     sums = dict(ce_original=0.0, ce_spliced=0.0, kl=0.0, sq_err=0.0, nonzero=0.0, norm_ratio=0.0)
     fired = torch.zeros(sae.n_latents, dtype=torch.bool, device=sae.W_dec.device)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .util import positive_int
+from .util import positive_int, seeded_generator
 
 
 @dataclass
@@ -32,7 +32,7 @@ def random_dictionary(n_features: int, d: int, *, seed: int = 0) -> Tensor:
     """``n_features`` random unit vectors in ``R^d`` (nearly orthogonal when ``d`` is large)."""
     positive_int("n_features", n_features)
     positive_int("d", d)
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     return F.normalize(torch.randn(n_features, d, generator=gen), dim=1)
 
 
@@ -70,7 +70,7 @@ def superposition_data(
     elif dictionary.shape != (n_features, d):
         raise ValueError(f"dictionary must have shape ({n_features}, {d}), got {tuple(dictionary.shape)}")
 
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     active = torch.rand(n_samples, n_features, generator=gen) < p
     sizes = (mean + std * torch.randn(n_samples, n_features, generator=gen)).clamp_min(0.05 * mean)
     codes = active * sizes
@@ -106,7 +106,7 @@ def paired_modalities(
         raise ValueError(f"gap and noise must be non-negative, got gap={gap!r}, noise={noise!r}")
     shared = superposition_data(n_pairs, n_features=n_concepts, d=d, p_active=p_active, seed=seed)
     offsets = random_dictionary(2, d, seed=seed + 100)
-    gen = torch.Generator().manual_seed(seed + 200)
+    gen = seeded_generator(seed + 200)
     images = F.normalize(shared.x + gap * offsets[0] + noise * torch.randn(n_pairs, d, generator=gen), dim=1)
     texts = F.normalize(shared.x + gap * offsets[1] + noise * torch.randn(n_pairs, d, generator=gen), dim=1)
     is_image = torch.cat([torch.ones(n_pairs, dtype=torch.bool), torch.zeros(n_pairs, dtype=torch.bool)])

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .saes import SAE
-from .util import positive_int, progress_bar
+from .util import integer, positive_int, progress_bar, real_number, seeded_generator
 
 
 class Objective(Protocol):
@@ -42,9 +42,12 @@ class Reconstruction:
             raise ValueError(f"training data must be a (N, d_in={sae.d_in}) tensor of activations; got {shape}")
         if not data.is_floating_point():
             raise TypeError(f"training data must be floating point, got dtype {data.dtype}")
-        if not torch.isfinite(data).all():
-            bad = (~torch.isfinite(data)).sum().item()
-            raise ValueError(f"training data contains {bad} NaN or infinite values; clean them first")
+        # Checked in the SAE's dtype, as the batches will be (1e300 is finite in float64 only), in chunks
+        # so that a cast never copies all the data at once.
+        dtype = sae.W_dec.dtype
+        if bad := sum((~torch.isfinite(part.to(dtype))).sum().item() for part in data.split(1 << 16)):
+            cast = f" once cast from {data.dtype} to the SAE's {dtype}" if data.dtype != dtype else ""
+            raise ValueError(f"training data contains {bad} NaN or infinite values{cast}; clean them first")
 
     @torch.no_grad()
     def initialize(self, sae: SAE, data: Tensor) -> None:
@@ -98,6 +101,33 @@ def lr_factor(step: int, steps: int, schedule: str, warmup: float, decay: float,
         progress = min(1.0, (step - n_warm) / max(1, steps - n_warm))
         return final_lr_frac + (1 - final_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
     raise ValueError(f"unknown schedule {schedule!r}; use 'wsd', 'cosine' or 'constant'")
+
+
+SCHEDULES = ("wsd", "cosine", "constant")
+LOSS_GROWTH_LIMIT = 1e4
+""":func:`train_sae` stops once the loss exceeds this multiple of its first step's value. Training should
+lower the loss; four orders of magnitude above where it started means it diverges (usually a learning
+rate too large for the data's scale) long before the loss overflows to inf."""
+
+
+def check_schedule(schedule: str, warmup, decay, final_lr_frac) -> tuple[float, float, float]:
+    """Validate :func:`lr_factor`'s settings once, before training (it runs every step, unchecked)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; use 'wsd', 'cosine' or 'constant'")
+    warmup = real_number("warmup (the fraction of steps spent warming up)", warmup, low=0, high=1, high_open=True)
+    decay = real_number("decay (the fraction of steps spent decaying)", decay, low=0, high=1)
+    final_lr_frac = real_number("final_lr_frac", final_lr_frac, low=0, high=1)
+    if schedule == "wsd" and warmup + decay > 1:
+        raise ValueError(f"warmup + decay must be at most 1 for the wsd schedule (they are fractions of the "
+                         f"same steps); got {warmup} + {decay}")
+    return warmup, decay, final_lr_frac
+
+
+def check_betas(betas) -> tuple[float, float]:
+    """Adam's two decay rates, each in [0, 1): at 1 its bias correction divides by zero."""
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), each in [0, 1); got {betas!r}")
+    return tuple(real_number(f"betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(betas))
 
 
 class Adam:
@@ -168,21 +198,26 @@ def train_sae(
     for the default :class:`Reconstruction`. Batches are drawn without replacement, reshuffled each
     epoch, in an order fixed by ``seed``; ``seed`` also seeds torch's global generator, so a run is
     reproducible on CPU. A latent counts as dead once it has not fired for ``dead_window`` samples.
-    Training stops with an error as soon as the loss is not finite. ``progress=False`` hides the bar
-    (so does the environment variable ``TQDM_DISABLE=1``, which the book's build sets).
+    Training stops with an error as soon as the loss is not finite, or grows past
+    :data:`LOSS_GROWTH_LIMIT` times its first value. ``progress=False`` hides the bar (so does the
+    environment variable ``TQDM_DISABLE=1``, which the book's build sets).
+
+    Every setting is checked first; a nonsense one is a ValueError or TypeError naming it and its range.
     """
-    positive_int("steps", steps)
-    positive_int("batch_size", batch_size)
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    lr_factor(0, steps, schedule, warmup, decay, final_lr_frac)  # validates the schedule name early
+    steps, batch_size = positive_int("steps", steps), positive_int("batch_size", batch_size)
+    lr, seed = real_number("lr", lr, low=0, low_open=True), integer("seed", seed)
+    warmup, decay, final_lr_frac = check_schedule(schedule, warmup, decay, final_lr_frac)
+    betas = check_betas(betas)
+    if grad_clip is not None:
+        grad_clip = real_number("grad_clip (None for no clipping)", grad_clip, low=0, low_open=True)
+    dead_window = positive_int("dead_window", dead_window)
     objective = objective if objective is not None else Reconstruction()
     objective.check_data(sae, data)
     if batch_size > len(data):
         raise ValueError(f"batch_size={batch_size} is larger than the data ({len(data)} rows)")
 
     torch.manual_seed(seed)
-    order_gen = torch.Generator().manual_seed(seed)
+    order_gen = seeded_generator(seed)
     device = sae.W_dec.device
     if init_b_dec:
         objective.initialize(sae, data)
@@ -207,10 +242,14 @@ def train_sae(
         terms, z = objective(sae, batch, dead_mask)
         loss = sum(terms.values())
         values = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).tolist()
-        if not math.isfinite(values[0]):
+        if step == 0:
+            first_loss = values[0]
+        if not math.isfinite(values[0]) or 0 < LOSS_GROWTH_LIMIT * first_loss < values[0]:
             detail = ", ".join(f"{k}={v:.4g}" for k, v in zip(terms, values[1:]))
+            what = f"the loss is {values[0]}" if not math.isfinite(values[0]) else (
+                f"the loss grew from {first_loss:.4g} to {values[0]:.4g}, over {LOSS_GROWTH_LIMIT:g} times its first value")
             raise FloatingPointError(
-                f"training stopped at step {step}: the loss is {values[0]} ({detail}). "
+                f"training stopped at step {step}: {what} ({detail}). "
                 "Lower the learning rate, or check the data and the SAE's initialisation."
             )
 

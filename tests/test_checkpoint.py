@@ -50,3 +50,57 @@ def test_missing_or_foreign_checkpoints_are_errors(tmp_path):
     (tmp_path / "x" / "config.json").write_text(json.dumps({**config, "family": "gated"}))
     with pytest.raises(ValueError, match="unknown family 'gated'"):
         load_sae(tmp_path / "x")
+
+
+# ---------------------------------------------------------------- audit (issue 14): one clear error, dtype and frozen flags kept
+def _corrupt_weights(path):
+    (path / "weights.safetensors").write_bytes(b"not a safetensors file")
+
+
+def _corrupt_json(path):
+    (path / "config.json").write_text("{not json")
+
+
+def _edit_config(change):
+    def edit(path):
+        config = json.loads((path / "config.json").read_text())
+        change(config)
+        (path / "config.json").write_text(json.dumps(config))
+    return edit
+
+
+def _nan_weights(path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path / "weights.safetensors")
+    tensors["W_dec"][0, 0] = float("nan")
+    save_file(tensors, path / "weights.safetensors")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_corrupt_weights, r"weights.safetensors.*cannot be read"),
+    (_corrupt_json, r"config.json.*not valid JSON"),
+    (_edit_config(lambda c: c.pop("k")), r"config.json.*missing.*'k'"),
+    (_edit_config(lambda c: c.update(colour="red")), r"config.json.*unexpected.*'colour'"),
+    (_edit_config(lambda c: c.update(k=0)), r"config.json.*k must be an integer"),
+    (_nan_weights, r"weights.safetensors.*'W_dec'.*NaN or infinite"),
+], ids=["weights", "json", "missing", "extra", "bad-value", "nan"])
+def test_a_damaged_checkpoint_is_one_clear_error_naming_the_path(tmp_path, damage, message):
+    from sae_lib.checkpoint import CheckpointError
+
+    save_sae(TopKSAE(6, 20, 3), tmp_path / "ckpt")
+    damage(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_sae(tmp_path / "ckpt")
+    assert str(tmp_path / "ckpt") in str(error.value)
+
+
+def test_dtype_and_frozen_parameters_survive_a_round_trip(tmp_path):
+    sae = ReLUSAE(6, 20, seed=0).double()
+    sae.b_dec.requires_grad_(False)
+    save_sae(sae, tmp_path / "ckpt")
+    loaded = load_sae(tmp_path / "ckpt")
+    assert loaded.W_dec.dtype == torch.float64 and loaded.W_enc.dtype == torch.float64
+    assert not loaded.b_dec.requires_grad and loaded.W_dec.requires_grad and loaded.W_enc.requires_grad
+    for (name, p), q in zip(sae.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(p, q), name

@@ -22,10 +22,70 @@ def lm():
 
 def test_downstream_hooks_are_the_later_residual_streams(lm):
     model, _ = lm
-    assert downstream_hooks(model, HOOK) == ["blocks.1.hook_resid_post"]
-    assert downstream_hooks(model, "blocks.0.hook_resid_pre") == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert downstream_hooks(model, "blocks.0.hook_resid_pre") == ["blocks.1.hook_resid_pre"]
+    assert downstream_hooks(model, HOOK) == []  # the last block: only the output is left, and the KL covers it
     with pytest.raises(ValueError, match="inside a block"):
         downstream_hooks(model, "hook_embed")
+
+
+@pytest.fixture(scope="module")
+def deep():
+    """An untrained, frozen 4-layer model: enough blocks for streams after a splice anywhere in block 1."""
+    language = SyntheticLanguage.generate(vocab_size=48, n_topics=4, topic_vocab_size=12, n_successors=2, seed=0)
+    model = hooked_transformer(tiny_lm_config(language, n_layers=4, d_model=32, n_heads=2, n_ctx=16, seed=0))
+    model.requires_grad_(False)
+    return model, language.sample(64, 16, seed=7)[0]
+
+
+def test_downstream_streams_are_the_authors_resid_pre_of_later_blocks(deep):
+    model, _ = deep
+    later = ["blocks.2.hook_resid_pre", "blocks.3.hook_resid_pre"]
+    assert downstream_hooks(model, "blocks.1.hook_resid_pre") == later  # as in the e2e_sae GPT-2 configs
+    for inside in ("hook_resid_mid", "hook_attn_out", "hook_mlp_out", "ln2.hook_normalized"):
+        assert downstream_hooks(model, f"blocks.1.{inside}") == later, inside
+    # blocks.1.hook_resid_post *is* blocks.2.hook_resid_pre: the first stream it changes enters block 3
+    assert downstream_hooks(model, "blocks.1.hook_resid_post") == ["blocks.3.hook_resid_pre"]
+    assert downstream_hooks(model, "blocks.3.hook_mlp_out") == []
+
+
+@pytest.mark.parametrize("hook", ["blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid", "blocks.1.hook_resid_post",
+                                  "blocks.1.hook_mlp_out"])
+def test_e2e_plus_downstream_trains_at_any_hook_inside_a_block(deep, hook):
+    from sae_lib.splicing import run_original, run_spliced
+    from sae_lib.splicing import kl_divergence
+
+    model, tokens = deep
+    objective = EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=2.5)
+    sae = ReLUSAE(32, 64, seed=0)
+    terms, _ = objective(sae, tokens[:8], None)
+    later = downstream_hooks(model, hook)
+    original = run_original(model, tokens[:8], hook, capture=later)
+    spliced = run_spliced(model, tokens[:8], hook, sae, capture=later)
+    mse = sum(torch.nn.functional.mse_loss(spliced.acts[h], original.acts[h]) for h in later)
+    torch.testing.assert_close(terms["downstream"], 2.5 / len(later) * mse)  # β/n per stream
+    torch.testing.assert_close(terms["kl"], 0.5 * kl_divergence(original.logits, spliced.logits))
+    history = train_sae(sae, tokens, objective=objective, steps=3, batch_size=8, lr=1e-3, progress=False)
+    assert set(history.terms) == {"kl", "downstream", "l1"}
+
+
+def test_e2e_plus_downstream_with_no_stream_left_is_a_clear_error(lm):
+    model, _ = lm
+    with pytest.raises(ValueError, match="no residual stream between .*blocks.1.hook_resid_pre.* and the output"):
+        EndToEnd(model, HOOK, kl_coeff=0.5, downstream_coeff=2.5)
+    explicit = EndToEnd(model, HOOK, kl_coeff=0.5, downstream_coeff=2.5, downstream=["blocks.1.hook_resid_post"])
+    assert explicit.downstream == ["blocks.1.hook_resid_post"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(kl_coeff=float("nan")), r"kl_coeff must be a finite number >= 0"),
+    (dict(kl_coeff=float("inf")), r"kl_coeff must be a finite number >= 0"),
+    (dict(downstream_coeff="2.5"), r"downstream_coeff must be a number"),
+    (dict(downstream_coeff=-1.0), r"downstream_coeff must be a finite number >= 0"),
+])
+def test_nonsense_e2e_coefficients_are_clear_errors(lm, kwargs, message):
+    model, _ = lm
+    with pytest.raises((ValueError, TypeError), match=message):
+        EndToEnd(model, "blocks.0.hook_resid_pre", **kwargs)
 
 
 def test_e2e_training_lowers_the_kl_and_leaves_the_model_alone(lm):
@@ -46,7 +106,7 @@ def test_e2e_training_lowers_the_kl_and_leaves_the_model_alone(lm):
 def test_e2e_plus_downstream_adds_its_term(lm):
     model, tokens = lm
     objective = EndToEnd(model, "blocks.0.hook_resid_pre", kl_coeff=0.5, downstream_coeff=2.5)
-    assert objective.downstream == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert objective.downstream == ["blocks.1.hook_resid_pre"]
     history = train_sae(ReLUSAE(32, 64, seed=0), tokens[:300], objective=objective, steps=30, batch_size=16, lr=3e-3,
                         progress=False)
     assert set(history.terms) == {"kl", "downstream", "l1"}
@@ -114,7 +174,9 @@ def test_objectives_by_name(lm):
     from sae_lib.training import Reconstruction
 
     assert isinstance(make_objective("local", model, HOOK), Reconstruction)
-    e2e, ds = make_objective("e2e", model, HOOK), make_objective("e2e+ds", model, HOOK)
+    e2e, ds = make_objective("e2e", model, HOOK), make_objective("e2e+ds", model, "blocks.0.hook_resid_pre")
     assert (e2e.kl_coeff, e2e.downstream_coeff) == (1.0, 0.0) and (ds.kl_coeff, ds.downstream_coeff) == (0.5, 2.5)
+    final = make_objective("e2e+ds", model, HOOK, downstream=["blocks.1.hook_resid_post"])
+    assert final.downstream == ["blocks.1.hook_resid_post"]
     with pytest.raises(ValueError, match="unknown objective 'global'"):
         make_objective("global", model, HOOK)

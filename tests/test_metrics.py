@@ -75,7 +75,7 @@ def test_feature_response_is_one_for_a_faithful_sae_and_less_when_shrunk():
         relu.W_enc.copy_(true)
         relu.b_enc.fill_(-0.25)  # a threshold: codes are magnitude - 0.25
     torch.testing.assert_close(feature_response(relu, true, 1.0), torch.full((6,), 0.75))
-    with pytest.raises(ValueError, match="magnitude must be positive"):
+    with pytest.raises(ValueError, match="magnitude must be a finite number > 0"):
         feature_response(relu, true, 0.0)
 
 
@@ -205,3 +205,33 @@ def test_linear_probe_reads_linear_labels_and_not_noise():
         linear_probe_accuracy(x, [0] * 150)
     with pytest.raises(ValueError, match="n labels"):
         linear_probe_accuracy(x, labels[:10])
+
+
+# ---------------------------------------------------------------- audit (issue 14)
+def test_absorption_does_not_let_opposite_signs_cancel():
+    from sae_lib import absorption_score
+
+    true = torch.eye(6)[:3]  # a parent (0) and its two children (1, 2)
+    lean = 0.51
+    other = (1 - lean**2) ** 0.5
+    learned = torch.stack([true[0], other * true[1] + lean * true[0], other * true[2] - lean * true[0]])
+    assert absorption_score(learned, true, (-1, 0, 0)) == pytest.approx(0.51, abs=1e-6)
+
+
+@pytest.mark.parametrize("rows", [0, 1])
+def test_evaluate_on_fewer_than_two_rows_is_a_clear_error(rows):
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        evaluate(ReLUSAE(8, 16, seed=0), torch.randn(rows, 8))
+
+
+def test_fvu_of_constant_data_is_a_clear_error():
+    x = torch.ones(10, 8)
+    with pytest.raises(ValueError, match="no variance"):
+        fvu(x, x + 0.1)
+    with pytest.raises(ValueError, match="no variance"):
+        evaluate(ReLUSAE(8, 16, seed=0), x)
+
+
+def test_evaluate_batch_size_is_checked():
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        evaluate(ReLUSAE(8, 16, seed=0), torch.randn(10, 8), batch_size=0)

@@ -499,3 +499,52 @@ def test_relu_l1_term_equals_the_plain_absolute_sum_in_value_and_gradient():
     torch.testing.assert_close(grads[0][0], grads[1][0])
     for name in grads[1][1]:
         torch.testing.assert_close(grads[0][1][name], grads[1][1][name], msg=name)
+
+
+# ---------------------------------------------------------------- audit (issue 14): settings, numpy integers, casts, AuxK scale
+def test_numpy_integers_are_accepted_wherever_an_int_is():
+    import numpy as np
+
+    i = np.int64
+    for sae in (ReLUSAE(i(D), i(N), seed=i(0)), TopKSAE(i(D), i(N), i(K), k_aux=i(3), seed=i(0)),
+                MPSAE(i(D), i(N), i(K), seed=i(0))):
+        assert all(type(v) in (int, float, str) for v in sae.config().values())  # JSON-ready
+        assert sae.encode(inputs(4)).shape == (4, N)
+        if not isinstance(sae, ReLUSAE):
+            assert ((sae.encode(inputs(4), k=i(2)) != 0).sum(1) <= 2).all()
+    assert torch.equal(ReLUSAE(i(D), i(N), seed=i(3)).W_dec, ReLUSAE(D, N, seed=3).W_dec)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: ReLUSAE(D, N, l1_coeff=float("inf")), r"l1_coeff must be a finite number >= 0, got inf"),
+    (lambda: ReLUSAE(D, N, l1_coeff=float("nan")), r"l1_coeff must be a finite number >= 0, got nan"),
+    (lambda: ReLUSAE(D, N, l1_coeff="0.1"), r"l1_coeff must be a number"),
+    (lambda: TopKSAE(D, N, K, auxk_coeff=float("inf")), r"auxk_coeff must be a finite number >= 0"),
+    (lambda: TopKSAE(D, N, K, auxk_coeff=-1.0), r"auxk_coeff must be a finite number >= 0"),
+    (lambda: TopKSAE(D, N, K, k_aux=0), r"k_aux must be a positive integer"),
+    (lambda: ReLUSAE(D, N, seed=1.5), r"seed must be an integer"),
+])
+def test_nonsense_sae_settings_are_clear_errors(build, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        build()
+
+
+@pytest.mark.parametrize("family", FACTORIES)
+def test_input_beyond_the_sae_dtype_is_checked_after_the_cast(family):
+    x = inputs(4).double()
+    x[1, 2] = 1e300  # finite in float64, inf once cast to the SAE's float32
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        FACTORIES[family]().encode(x)
+
+
+def test_auxk_to_mse_ratio_does_not_depend_on_the_datas_scale():
+    sae = TopKSAE(D, N, K, seed=0)
+    dead = torch.zeros(N, dtype=torch.bool)
+    dead[:20] = True
+    ratios = []
+    for scale in (0.1, 1.0, 10.0):
+        x = scale * inputs()
+        x_hat, z = sae(x)
+        mse = (x_hat - x).pow(2).mean()
+        ratios.append((sae.extra_losses(x, x_hat, z, dead)["auxk"] / mse).item())
+    assert ratios[0] == pytest.approx(ratios[1], rel=1e-4) and ratios[2] == pytest.approx(ratios[1], rel=1e-4)

@@ -82,3 +82,19 @@ def test_an_sae_of_the_wrong_size_is_refused(model, tokens):
         check_sae_fits(model, ReLUSAE(48, 96), HOOK)
     with pytest.raises(ValueError, match="d_in=48"):
         evaluate_spliced(model, ReLUSAE(48, 96), tokens, HOOK, progress=False)
+
+
+def test_too_few_tokens_batch_sizes_and_numpy_layers(model, tokens):
+    import numpy as np
+
+    assert resid_hook(model, np.int64(1)) == HOOK
+    for few in (tokens[:0], tokens[:, :1]):
+        with pytest.raises(ValueError, match="at least one sequence of 2 or more tokens"):
+            evaluate_spliced(model, identity_sae(32), few, HOOK, progress=False)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        harvest(model, tokens, HOOK, batch_size=0, progress=False)
+
+
+def test_capturing_the_splice_point_itself_is_not_a_crash(model, tokens):
+    original = run_original(model, tokens, HOOK, capture=[HOOK])
+    torch.testing.assert_close(original.acts[HOOK], original.x)

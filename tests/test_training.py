@@ -82,6 +82,13 @@ def test_non_finite_data_is_a_clear_error(toy_data):
         train_sae(make("relu"), x, seed=0, **SETTINGS)
 
 
+def test_data_beyond_the_sae_dtype_is_checked_after_the_cast(toy_data):
+    x = toy_data.x.double()
+    x[3000, 3] = 1e300  # finite in float64, inf in the SAE's float32
+    with pytest.raises(ValueError, match="1 NaN or infinite values once cast from torch.float64"):
+        train_sae(make("relu"), x, seed=0, **SETTINGS)
+
+
 def test_non_finite_loss_stops_training_with_a_message(toy_data):
     sae = make("relu")
     with pytest.raises(FloatingPointError, match=r"step 0: the loss is (nan|inf)"):
@@ -91,7 +98,7 @@ def test_non_finite_loss_stops_training_with_a_message(toy_data):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(steps=0), "steps must be a positive integer"),
     (dict(batch_size=10**9), "larger than the data"),
-    (dict(lr=0.0), "lr must be positive"),
+    (dict(lr=0.0), r"lr must be a finite number > 0"),
     (dict(schedule="warp"), "unknown schedule"),
 ])
 def test_bad_settings_are_clear_errors(toy_data, kwargs, message):
@@ -217,3 +224,54 @@ def test_train_sae_gives_exactly_the_plain_loops_result(family, grad_clip, toy_d
         assert max(dead) > 0 and "auxk" in history.terms  # the dead-latent path ran too
     for (name, p), q in zip(fast.state_dict().items(), plain.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+# ---------------------------------------------------------------- audit (issue 14): every nonsense setting is a clear error
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(grad_clip=0.0), ValueError, r"grad_clip \(None for no clipping\) must be a finite number > 0, got 0.0"),
+    (dict(grad_clip=-1.0), ValueError, r"grad_clip \(None for no clipping\) must be a finite number > 0"),
+    (dict(grad_clip=float("inf")), ValueError, r"grad_clip \(None for no clipping\) must be a finite number > 0"),
+    (dict(final_lr_frac=-1.0), ValueError, r"final_lr_frac must be a finite number in \[0, 1\]"),
+    (dict(final_lr_frac=1.5), ValueError, r"final_lr_frac must be a finite number in \[0, 1\]"),
+    (dict(warmup=2.0), ValueError, r"warmup \(the fraction of steps .*\) must be a finite number in \[0, 1\)"),
+    (dict(warmup=-0.1), ValueError, r"warmup \(the fraction of steps .*\) must be a finite number in \[0, 1\)"),
+    (dict(decay=1.5), ValueError, r"decay \(the fraction of steps .*\) must be a finite number in \[0, 1\]"),
+    (dict(warmup=0.5, decay=0.6), ValueError, r"warmup \+ decay"),
+    (dict(dead_window=0), ValueError, r"dead_window must be a positive integer"),
+    (dict(dead_window=-5), ValueError, r"dead_window must be a positive integer"),
+    (dict(betas=(1.0, 0.999)), ValueError, r"betas\[0\] must be a finite number in \[0, 1\)"),
+    (dict(betas=(0.9, -0.1)), ValueError, r"betas\[1\] must be a finite number in \[0, 1\)"),
+    (dict(betas=(0.9,)), ValueError, r"betas must be a pair"),
+    (dict(lr="1e-3"), TypeError, r"lr must be a number \(a finite number > 0\), got '1e-3'"),
+    (dict(lr=float("nan")), ValueError, r"lr must be a finite number > 0"),
+    (dict(lr=-1e-3), ValueError, r"lr must be a finite number > 0"),
+    (dict(seed=0.5), TypeError, r"seed must be an integer"),
+])
+def test_nonsense_settings_name_the_setting_and_its_range(toy_data, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        train_sae(make("relu"), toy_data.x, **{**SETTINGS, "seed": 0, **kwargs})
+
+
+def test_numpy_integer_settings_train_like_python_ints(toy_data):
+    import numpy as np
+
+    i = np.int64
+    a, b = make("topk"), make("topk")
+    train_sae(a, toy_data.x, **{**SETTINGS, "steps": 20, "batch_size": 64, "dead_window": 1000, "seed": 3})
+    train_sae(b, toy_data.x, **{**SETTINGS, "steps": i(20), "batch_size": i(64), "dead_window": i(1000), "seed": i(3)})
+    assert torch.equal(a.W_dec, b.W_dec)
+
+
+def test_a_loss_that_explodes_stops_training_with_a_message(toy_data):
+    class Exploding(Reconstruction):
+        """A loss of 10^calls: finite for all 30 steps, but growing tenfold at each."""
+
+        calls = 0
+
+        def __call__(self, sae, batch, dead_mask):
+            terms, z = super().__call__(sae, batch, dead_mask)
+            self.calls += 1
+            return {"mse": 0 * terms["mse"] + 10.0**self.calls}, z
+
+    with pytest.raises(FloatingPointError, match=r"stopped at step 5: the loss grew from 10 to 1e\+06, over 10000 times"):
+        train_sae(make("mp"), toy_data.x, seed=0, objective=Exploding(), **{**SETTINGS, "steps": 30})
