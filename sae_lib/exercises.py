@@ -175,7 +175,7 @@ def check_interference(fn: Callable, *, solution: bool = False) -> bool:
               ("3 orthogonal features, lengths 1, 2, 3", torch.diag(torch.tensor([1.0, 2.0, 3.0]))),
               ("a single feature in 4 dimensions", _scaled_dictionary(1, 4, 2))]
     cases = [Case(text, (d,), reference(d)) for text, d in inputs]
-    return _run("Exercise 1.1 (interference)", fn, cases, solution=solution)
+    return _run("interference", fn, cases, solution=solution)
 
 
 def check_mmcs(fn: Callable, *, solution: bool = False) -> bool:
@@ -188,7 +188,7 @@ def check_mmcs(fn: Callable, *, solution: bool = False) -> bool:
               ("learned = −true (every atom points the wrong way)", -true, true),
               ("4 learned atoms for 16 true features", _scaled_dictionary(4, 8, 6), true)]
     cases = [Case(text, (learned, t), mean_max_cosine(learned, t)) for text, learned, t in inputs]
-    return _run("Exercise 1.2 (mean max cosine)", fn, cases, solution=solution)
+    return _run("mean max cosine", fn, cases, solution=solution)
 
 
 # ============================================================================ chapter 2: the standard SAE
@@ -221,7 +221,7 @@ def check_relu_forward(fn: Callable, *, solution: bool = False) -> bool:
     with torch.no_grad():
         cases = [Case(text, (sae, x), tuple(t.detach() for t in sae(x)), names=("x_hat", "z"))
                  for text, sae, x in _relu_cases(10)]
-    return _run("Exercise 2.1 (ReLU SAE forward pass)", fn, cases, solution=solution)
+    return _run("ReLU SAE forward pass", fn, cases, solution=solution)
 
 
 def _compare_loss(expected, got) -> None:
@@ -237,7 +237,7 @@ def check_relu_loss(fn: Callable, *, solution: bool = False) -> bool:
     for text, sae, x in _relu_cases(20):
         terms, _ = Reconstruction()(sae, x.reshape(-1, sae.d_in), None)
         cases.append(Case(text, (sae, x), sum(terms.values()).detach(), compare=_compare_loss))
-    return _run("Exercise 2.2 (ReLU SAE loss)", fn, cases, solution=solution)
+    return _run("ReLU SAE loss", fn, cases, solution=solution)
 
 
 # ============================================================================ chapter 3: TopK SAEs
@@ -262,7 +262,7 @@ def check_topk_activation(fn: Callable, *, solution: bool = False) -> bool:
                mostly_negative, 4),
               ("k equal to the number of latents, shape (3, 5), k = 5", torch.randn(3, 5, generator=_gen(34)), 5)]
     cases = [Case(text, (pre, k), _library_topk(pre, k)) for text, pre, k in inputs]
-    return _run("Exercise 3.1 (TopK activation)", fn, cases, solution=solution)
+    return _run("TopK activation", fn, cases, solution=solution)
 
 
 def check_auxk(fn: Callable, *, solution: bool = False) -> bool:
@@ -280,7 +280,7 @@ def check_auxk(fn: Callable, *, solution: bool = False) -> bool:
         text = (f"a TopKSAE({d}, {n}, k={k}, k_aux={k_aux}, auxk_coeff={coeff:.3g}) with {n_dead} dead "
                 f"latents, x of shape {tuple(x.shape)}")
         cases.append(Case(text, (sae, x, x_hat, dead), expected))
-    return _run("Exercise 3.2 (AuxK loss)", fn, cases, solution=solution)
+    return _run("AuxK loss", fn, cases, solution=solution)
 
 
 # ============================================================================ chapter 4: hierarchy
@@ -305,7 +305,7 @@ def check_absorption(fn: Callable, *, solution: bool = False) -> bool:
     parent = paper_tree().parent
     cases = [Case(f"the paper's tree (ρ = 0.3) with {text}", (learned, true, parent),
                   absorption_score(learned, true, parent)) for text, learned, true in _tree_dictionaries()]
-    return _run("Exercise 4.1 (absorption score)", fn, cases, solution=solution)
+    return _run("absorption score", fn, cases, solution=solution)
 
 
 def check_gram_errors(fn: Callable, *, solution: bool = False) -> bool:
@@ -314,7 +314,7 @@ def check_gram_errors(fn: Callable, *, solution: bool = False) -> bool:
     args = (tree.sibling_groups, tree.ancestor_pairs())
     cases = [Case(f"the paper's tree (ρ = 0.3) with {text}", (learned, true, *args),
                   gram_errors(learned, true, *args)) for text, learned, true in _tree_dictionaries()]
-    return _run("Exercise 4.2 (flat and hierarchical errors)", fn, cases, solution=solution)
+    return _run("flat and hierarchical errors", fn, cases, solution=solution)
 
 
 # ============================================================================ chapter 5: matching pursuit
@@ -362,7 +362,7 @@ def check_mp_step(fn: Callable, *, solution: bool = False) -> bool:
         cases.append(Case(text, (residual, atoms),
                           (trace.indices[:, 0], trace.coefficients[:, 0], trace.residuals[1]),
                           compare=_compare_mp_step))
-    return _run("Exercise 5.1 (one matching-pursuit step)", fn, cases, solution=solution)
+    return _run("one matching-pursuit step", fn, cases, solution=solution)
 
 
 def check_matching_pursuit(fn: Callable, *, solution: bool = False) -> bool:
@@ -377,7 +377,7 @@ def check_matching_pursuit(fn: Callable, *, solution: bool = False) -> bool:
         with torch.no_grad():
             x_hat, z = _mp_sae(atoms)(x, k=k)
         cases.append(Case(text, (x, atoms, k), (z, x_hat), names=("z", "x_hat")))
-    return _run("Exercise 5.2 (the whole pursuit)", fn, cases, solution=solution)
+    return _run("the whole pursuit", fn, cases, solution=solution)
 
 
 # ============================================================================ chapters 6-7: a language model
@@ -417,7 +417,7 @@ def check_splice_hook(fn: Callable, *, solution: bool = False) -> bool:
 
         text = f"the tiny LM's logits with a random {type(sae).__name__} spliced in at {hook}"
         cases.append(Case(text, (sae,), expected, call=logits_with))
-    return _run("Exercise 6.1 (a splice hook)", fn, cases, solution=solution)
+    return _run("a splice hook", fn, cases, solution=solution)
 
 
 def check_ce_increase(fn: Callable, *, solution: bool = False) -> bool:
@@ -432,7 +432,7 @@ def check_ce_increase(fn: Callable, *, solution: bool = False) -> bool:
                              identity_sae(model.cfg.d_model))):
         expected = evaluate_spliced(model, sae, tokens, hook, progress=False)["ce_increase"]
         cases.append(Case(f"the tiny LM with {text} at {hook}", (model, sae, tokens, hook), expected))
-    return _run("Exercise 6.2 (CE-loss increase)", fn, cases, solution=solution)
+    return _run("CE-loss increase", fn, cases, solution=solution)
 
 
 def check_kl(fn: Callable, *, solution: bool = False) -> bool:
@@ -447,7 +447,7 @@ def check_kl(fn: Callable, *, solution: bool = False) -> bool:
               ("peaked distributions, logits of shape (3, 7)", peaked, torch.randn(3, 7, generator=_gen(103))),
               ("identical logits", base, base.clone())]
     cases = [Case(text, (p, q), kl_divergence(p, q)) for text, p, q in inputs]
-    return _run("Exercise 7.1 (the KL term)", fn, cases, solution=solution)
+    return _run("the KL term", fn, cases, solution=solution)
 
 
 def check_e2e_ds_loss(fn: Callable, *, solution: bool = False) -> bool:
@@ -462,7 +462,7 @@ def check_e2e_ds_loss(fn: Callable, *, solution: bool = False) -> bool:
             terms, _ = EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=beta)(sae, tokens, None)
         cases.append(Case(f"the tiny LM with a random ReLUSAE (l1_coeff {sae.l1_coeff}) at {hook}, β = {beta}",
                           (model, sae, tokens, hook, beta), sum(terms.values())))
-    return _run("Exercise 7.2 (the e2e+ds loss)", fn, cases, solution=solution)
+    return _run("the e2e+ds loss", fn, cases, solution=solution)
 
 
 # ============================================================================ chapter 8: two modalities
@@ -484,7 +484,7 @@ def check_modality_score(fn: Callable, *, solution: bool = False) -> bool:
               ("codes of 12 images and 2 captions, 4 latents", *_two_modality_codes(12, 2, 4, 112))]
     cases = [Case(text + " (latent 0 never fires, latent 1 fires only on images)", (z, is_image),
                   modality_score(z, is_image)) for text, z, is_image in inputs]
-    return _run("Exercise 8.1 (modality score)", fn, cases, solution=solution)
+    return _run("modality score", fn, cases, solution=solution)
 
 
 def check_coactivation(fn: Callable, *, solution: bool = False) -> bool:
@@ -493,4 +493,4 @@ def check_coactivation(fn: Callable, *, solution: bool = False) -> bool:
               ("codes of shape (7, 3) with large values", 5 * _two_modality_codes(3, 4, 3, 121)[0]),
               ("one input, codes of shape (1, 4)", _two_modality_codes(1, 0, 4, 122)[0])]
     cases = [Case(text, (z,), coactivation(z)) for text, z in inputs]
-    return _run("Exercise 8.2 (co-activation)", fn, cases, solution=solution)
+    return _run("co-activation", fn, cases, solution=solution)
