@@ -250,7 +250,7 @@ report.check("A TopK SAE recovers the overcomplete dictionary (≥ 95% of featur
 #
 # Two exercises on this chapter's central code. Each has a stub to fill in, a cell that checks
 # your function against the library on a few random inputs, and a solution hidden behind a toggle
-# (the intro says [how to work them](intro.md#working-the-exercises)). Your own function keeps its
+# (the intro says {ref}`how to work them <working-the-exercises>`). Your own function keeps its
 # name: the solution is called `..._solution`.
 
 # %%

@@ -304,7 +304,7 @@ report.check("A 10× larger learning rate kills many more latents (dead at end o
 #
 # Two exercises on the ReLU SAE itself. Each has a stub to fill in, a cell that checks your
 # function against the library's `ReLUSAE` on a few random SAEs and inputs, and a solution behind
-# a toggle ([how to work the exercises](intro.md#working-the-exercises)). Try them without
+# a toggle ({ref}`how to work the exercises <working-the-exercises>`). Try them without
 # scrolling back to `ScratchSAE`.
 
 # %%

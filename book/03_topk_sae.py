@@ -288,7 +288,7 @@ report.check("TopK trained at k = 8 (well above the true L0): inference at 4k ch
 #
 # Two exercises: the TopK activation and the AuxK loss. Each has a stub to fill in, a cell that
 # checks your function against the library's `TopKSAE` on random inputs, and a solution behind a
-# toggle ([how to work the exercises](intro.md#working-the-exercises)).
+# toggle ({ref}`how to work the exercises <working-the-exercises>`).
 
 # %%
 import torch.nn.functional as F
@@ -339,10 +339,9 @@ exercises.check_topk_activation(topk_codes_solution, solution=True)
 # $e = x - \hat x$ (held constant: no gradient flows into the main reconstruction through it),
 # encode $x$ with the **dead** latents only (`dead_mask` is a boolean vector over latents), keep
 # the top `sae.k_aux` of their codes (or all of them, if fewer are dead), decode them with the
-# dead latents' unit atoms into $\hat e$, and return
-# `sae.auxk_coeff` $\cdot\ \overline{\|e - \hat e\|^2} \,/\, \overline{\|e\|^2}$
-# (bars: means over the inputs). Your `topk_codes` (or the solution's) does the selection;
-# `sae.atoms()` gives the unit atoms.
+# dead latents' unit atoms into $\hat e$, and return `sae.auxk_coeff` times the mean squared
+# error between $e$ and $\hat e$ (a mean over every entry, like the main loss). Your
+# `topk_codes` (or the solution's) does the selection; `sae.atoms()` gives the unit atoms.
 # :::
 
 # %%
@@ -365,8 +364,7 @@ def auxk_loss_solution(sae, x, x_hat, dead_mask):
     pre = (x - sae.b_dec) @ sae.W_enc[:, dead_mask] + sae.b_enc[dead_mask]  # dead latents only
     codes = topk_codes_solution(pre, min(sae.k_aux, int(dead_mask.sum())))
     error_hat = codes @ sae.atoms()[dead_mask]
-    unexplained = (error - error_hat).pow(2).sum(-1).mean() / error.pow(2).sum(-1).mean()
-    return sae.auxk_coeff * unexplained
+    return sae.auxk_coeff * (error_hat - error).pow(2).mean()
 
 
 exercises.check_auxk(auxk_loss_solution, solution=True)

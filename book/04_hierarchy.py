@@ -389,7 +389,7 @@ report.record("Absorption score of TopK (k = 2) vs the paper's BatchTopK", paper
 #
 # Two exercises on this chapter's scores. Each has a stub to fill in, a cell that checks your
 # function against `sae_lib.metrics` on dictionaries built on the paper's tree, and a solution
-# behind a toggle ([how to work the exercises](intro.md#working-the-exercises)). For the matching,
+# behind a toggle ({ref}`how to work the exercises <working-the-exercises>`). For the matching,
 # use the library's `aligned_atoms(learned, true)`: row $i$ is the learned atom matched to true
 # feature $i$, unit length.
 
@@ -404,13 +404,13 @@ from sae_lib import aligned_atoms, conditionally_orthogonal_dictionary, exercise
 #
 # Write `absorption(learned, true, parent)`, the absorption score defined above: `parent[i]` is
 # feature $i$'s parent, or $-1$ for a top-level feature. Match the learned atoms to the true
-# features, then average, over the children, how much each child's matched atom points along its
-# parent's true direction. Return a number.
+# features, then average, over the children, the absolute cosine between each child's matched
+# atom and its parent's true direction. Return a number.
 # :::
 
 # %%
 def absorption(learned, true, parent):
-    """Mean over children of the cosine between the child's matched atom and its parent."""
+    """Mean over children of |cos| between the child's matched atom and its parent's direction."""
     raise NotImplementedError("your turn")
 
 
@@ -427,7 +427,8 @@ def absorption_solution(learned, true, parent):
     matched = aligned_atoms(learned, true)  # row c: the learned atom standing for feature c
     true = F.normalize(true, dim=1)
     children = [(c, p) for c, p in enumerate(parent) if p >= 0]
-    return torch.stack([matched[c] @ true[p] for c, p in children]).mean().item()
+    cosines = torch.stack([matched[c] @ true[p] for c, p in children])
+    return cosines.abs().mean().item()  # leaning away from the parent counts too
 
 
 exercises.check_absorption(absorption_solution, solution=True)
@@ -439,7 +440,8 @@ exercises.check_absorption(absorption_solution, solution=True)
 # **Predict, then run.** Three dictionaries for the same tree: the true one; the fully absorbed
 # one (each child atom turned towards its parent, $(u + p)/\sqrt 2$); and one whose child atoms
 # are turned *away* from their parent, $(u - p)/\sqrt 2$, just as far from the true child. Guess
-# the three scores before you run the cell, and ask whether the last one deserves the score it gets.
+# the three scores before you run the cell. What would the signed cosine (the paper's average)
+# say about the last one?
 
 # %%
 use_absorption = exercises.prefer(absorption, absorption_solution, absorption_passed)
@@ -450,9 +452,25 @@ for child in paper.child_indices:
     u, p = truth[child], truth[paper.parent[child]]
     turned["towards the parent"][child] = F.normalize(u + p, dim=0)
     turned["away from the parent"][child] = F.normalize(u - p, dim=0)
+children = [(c, p) for c, p in enumerate(paper.parent) if p >= 0]
+scores, signed = {}, {}
 for name, dictionary in turned.items():
-    score = use_absorption(dictionary, truth, paper.parent)
-    print(f"child atoms {name:>20}: absorption {score:+.3f}")
+    matched = aligned_atoms(dictionary, truth)
+    scores[name] = use_absorption(dictionary, truth, paper.parent)
+    signed[name] = torch.stack([matched[c] @ truth[p] for c, p in children]).mean().item()
+    print(f"child atoms {name:>20}: absorption {scores[name]:.3f}, "
+          f"signed average {signed[name]:+.3f}")
+
+# %%
+report.check("Absorption counts a child turned away from its parent like one turned towards it",
+             ours=f"{scores['away from the parent']:.3f} vs {scores['towards the parent']:.3f}; "
+                  f"signed average {signed['away from the parent']:+.3f}",
+             passed=abs(scores["away from the parent"] - scores["towards the parent"]) < 1e-4
+             and signed["away from the parent"] < signed["true"] - 0.5, kind="mechanics")
+
+# %% [markdown]
+# Turning away from the parent is as far from the true child as turning towards it, and the score
+# says so. The signed average would rank that dictionary *better* than the true one.
 
 # %% [markdown]
 # :::{exercise} Flat and hierarchical errors

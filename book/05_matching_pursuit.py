@@ -502,7 +502,7 @@ closing
 #
 # Two exercises: one matching-pursuit step, then the whole pursuit built from it. Each has a stub
 # to fill in, a cell that checks your function against the library's `MPSAE` on random inputs, and
-# a solution behind a toggle ([how to work the exercises](intro.md#working-the-exercises)). Try
+# a solution behind a toggle ({ref}`how to work the exercises <working-the-exercises>`). Try
 # them without looking back at `matching_pursuit`.
 
 # %%

@@ -304,7 +304,7 @@ pd.DataFrame(examples).set_index(["latent", "fires on"])
 # language model (the small transformer shipped with `sae_lib`, trained on a synthetic language;
 # chapter 7 introduces it), so they are fast on any machine and do not depend on the cells above.
 # Each has a stub, a check cell that compares your function with `sae_lib.splicing`, and a
-# solution behind a toggle ([how to work the exercises](intro.md#working-the-exercises)).
+# solution behind a toggle ({ref}`how to work the exercises <working-the-exercises>`).
 
 # %%
 import torch

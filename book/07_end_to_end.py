@@ -518,7 +518,7 @@ else:
 # Two exercises: the KL term, then the whole e2e+ds loss. They run on the book's tiny language
 # model with small untrained SAEs, so they are fast and do not depend on the cells above. Each has
 # a stub, a check cell that compares your function with `sae_lib.splicing` and `sae_lib.e2e`, and a
-# solution behind a toggle ([how to work the exercises](intro.md#working-the-exercises)).
+# solution behind a toggle ({ref}`how to work the exercises <working-the-exercises>`).
 
 # %%
 import torch

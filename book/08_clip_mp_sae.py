@@ -521,7 +521,7 @@ plot_image_caption_rows(bridge_rows);
 # Two exercises on the scores this chapter reads from codes. They use small synthetic codes (no
 # CLIP), so they are fast and do not depend on the cells above. Each has a stub, a check cell that
 # compares your function with `sae_lib.metrics`, and a solution behind a toggle
-# ([how to work the exercises](intro.md#working-the-exercises)).
+# ({ref}`how to work the exercises <working-the-exercises>`).
 
 # %%
 import torch

@@ -456,8 +456,9 @@ def check_e2e_ds_loss(fn: Callable, *, solution: bool = False) -> bool:
 
     model, tokens = exercise_lm()
     cases = []
+    # Hooks in the first of the tiny LM's two blocks: later residual streams exist to reconstruct.
     for hook, beta, sae in (("blocks.0.hook_resid_pre", 2.5, exercise_sae(model, "relu", seed=5, l1_coeff=0.01)),
-                            ("blocks.1.hook_resid_pre", 0.05, exercise_sae(model, "relu", seed=6, l1_coeff=0.1))):
+                            ("blocks.0.hook_resid_mid", 0.05, exercise_sae(model, "relu", seed=6, l1_coeff=0.1))):
         with torch.no_grad():
             terms, _ = EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=beta)(sae, tokens, None)
         cases.append(Case(f"the tiny LM with a random ReLUSAE (l1_coeff {sae.l1_coeff}) at {hook}, β = {beta}",
