@@ -271,8 +271,8 @@ from sae_lib import exercises
 
 # %%
 def interference(dictionary):
-    """(n, d) feature directions -> (n, n) cosines between distinct features, 0 on the diagonal."""
-    raise NotImplementedError("your turn: normalise the rows, take all dot products, zero the diagonal")
+    """(n, d) feature directions -> (n, n) cosines between them, 0 on the diagonal."""
+    raise NotImplementedError("your turn: normalise, dot products, zero the diagonal")
 
 
 # %%
@@ -285,7 +285,7 @@ interference_passed = exercises.check_interference(interference)
 
 # %%
 def interference_solution(dictionary):
-    unit = F.normalize(dictionary, dim=1)  # rows of length 1: dot products become cosines
+    unit = F.normalize(dictionary, dim=1)  # unit rows: dot products become cosines
     return (unit @ unit.T).fill_diagonal_(0.0)
 
 
@@ -300,17 +300,19 @@ exercises.check_interference(interference_solution, solution=True)
 # (The cell uses your `interference` once it passes its check, the solution's otherwise.)
 
 # %%
-use_interference = exercises.prefer(interference, interference_solution, interference_passed)
+use_interference = exercises.prefer(interference, interference_solution,
+                                    interference_passed)
 worst_over_mean = {}
 for d in [8, 64, 512]:
     cos = use_interference(random_dictionary(256, d, seed=d)).abs()
     mean = (cos.sum() / (256 * 255)).item()  # the diagonal's zeros left out
     worst_over_mean[d] = cos.max().item() / mean
-    print(f"d = {d:>3}: mean |interference| {mean:.3f} (formula {expected_abs_cos(d):.3f}), "
+    print(f"d = {d:>3}: mean |interference| {mean:.3f} "
+          f"(formula {expected_abs_cos(d):.3f}), "
           f"worst pair {cos.max():.2f}, {worst_over_mean[d]:.1f} × the mean")
 
 # %%
-report.check("Among 256 random features the worst pair interferes ≥ 3× more than the average pair",
+report.check("Of 256 random features, the worst pair interferes ≥ 3× the mean pair",
              ours=", ".join(f"d = {d}: {r:.1f}×" for d, r in worst_over_mean.items()),
              passed=min(worst_over_mean.values()) >= 3)
 
@@ -343,7 +345,7 @@ mmcs_passed = exercises.check_mmcs(mmcs)
 
 # %%
 def mmcs_solution(learned, true):
-    cos = F.normalize(true, dim=1) @ F.normalize(learned, dim=1).T  # (n_true, n_learned)
+    cos = F.normalize(true, dim=1) @ F.normalize(learned, dim=1).T  # (true, learned)
     return cos.max(dim=1).values.mean()  # best learned atom for each true feature
 
 

@@ -325,7 +325,7 @@ from sae_lib import ReLUSAE, exercises
 # %%
 def relu_forward(sae, x):
     """(x_hat, z) of the ReLU SAE `sae` on activations x of shape (..., d)."""
-    raise NotImplementedError("your turn: encode (mind the pre-bias), then decode with unit atoms")
+    raise NotImplementedError("your turn: encode (mind b_dec), decode with unit atoms")
 
 
 # %%
@@ -339,7 +339,7 @@ relu_forward_passed = exercises.check_relu_forward(relu_forward)
 # %%
 def relu_forward_solution(sae, x):
     z = F.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc)
-    atoms = F.normalize(sae.W_dec, dim=1)  # unit-length rows, whatever the parameter's scale
+    atoms = F.normalize(sae.W_dec, dim=1)  # unit rows, whatever the parameter's scale
     return z @ atoms + sae.b_dec, z
 
 
@@ -364,7 +364,7 @@ change = (after - before).abs().max().item()
 print(f"largest change in x_hat after doubling W_dec: {change:.1e}")
 
 # %%
-report.check("Rescaling W_dec leaves the SAE's output unchanged (the forward pass uses unit atoms)",
+report.check("Rescaling W_dec leaves the output unchanged (decoding uses unit atoms)",
              ours=f"max change {change:.1e}", passed=change < 1e-5, kind="mechanics")
 
 # %% [markdown]
@@ -382,7 +382,7 @@ report.check("Rescaling W_dec leaves the SAE's output unchanged (the forward pas
 
 # %%
 def relu_loss(sae, x):
-    """Mean squared error per entry plus l1_coeff times the mean (over inputs) of sum_i z_i."""
+    """MSE per entry plus l1_coeff times the mean over inputs of sum_i z_i."""
     raise NotImplementedError("your turn")
 
 

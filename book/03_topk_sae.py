@@ -307,8 +307,8 @@ from sae_lib import exercises
 
 # %%
 def topk_codes(pre, k):
-    """Codes of the same shape as `pre`: the k largest entries of each row, ReLU'd; 0 elsewhere."""
-    raise NotImplementedError("your turn: torch.topk, then scatter the kept values into zeros")
+    """Codes shaped like `pre`: each row's k largest entries, ReLU'd; 0 elsewhere."""
+    raise NotImplementedError("your turn: torch.topk, then scatter into zeros")
 
 
 # %%
@@ -322,7 +322,7 @@ topk_passed = exercises.check_topk_activation(topk_codes)
 # %%
 def topk_codes_solution(pre, k):
     values, indices = pre.topk(k, dim=-1)
-    # The ReLU matters when fewer than k entries are positive: a kept negative value becomes 0.
+    # The ReLU matters when under k entries are positive: a kept negative becomes 0.
     return torch.zeros_like(pre).scatter(-1, indices, F.relu(values))
 
 
@@ -346,7 +346,7 @@ exercises.check_topk_activation(topk_codes_solution, solution=True)
 
 # %%
 def auxk_loss(sae, x, x_hat, dead_mask):
-    """The AuxK term: how much of the error x - x_hat the dead latents fail to reconstruct."""
+    """The AuxK term: how much of x - x_hat the dead latents fail to rebuild."""
     raise NotImplementedError("your turn")
 
 
@@ -361,7 +361,8 @@ auxk_passed = exercises.check_auxk(auxk_loss)
 # %%
 def auxk_loss_solution(sae, x, x_hat, dead_mask):
     error = (x - x_hat).detach()
-    pre = (x - sae.b_dec) @ sae.W_enc[:, dead_mask] + sae.b_enc[dead_mask]  # dead latents only
+    # Pre-activations of the dead latents only.
+    pre = (x - sae.b_dec) @ sae.W_enc[:, dead_mask] + sae.b_enc[dead_mask]
     codes = topk_codes_solution(pre, min(sae.k_aux, int(dead_mask.sum())))
     error_hat = codes @ sae.atoms()[dead_mask]
     return sae.auxk_coeff * (error_hat - error).pow(2).mean()

@@ -396,7 +396,8 @@ report.record("Absorption score of TopK (k = 2) vs the paper's BatchTopK", paper
 # %%
 import torch.nn.functional as F
 
-from sae_lib import aligned_atoms, conditionally_orthogonal_dictionary, exercises, paper_tree
+from sae_lib import (aligned_atoms, conditionally_orthogonal_dictionary, exercises,
+                     paper_tree)
 
 # %% [markdown]
 # :::{exercise} The absorption score
@@ -410,7 +411,7 @@ from sae_lib import aligned_atoms, conditionally_orthogonal_dictionary, exercise
 
 # %%
 def absorption(learned, true, parent):
-    """Mean over children of |cos| between the child's matched atom and its parent's direction."""
+    """Mean over children of |cos| between the child's matched atom and its parent."""
     raise NotImplementedError("your turn")
 
 
@@ -424,7 +425,7 @@ absorption_passed = exercises.check_absorption(absorption)
 
 # %%
 def absorption_solution(learned, true, parent):
-    matched = aligned_atoms(learned, true)  # row c: the learned atom standing for feature c
+    matched = aligned_atoms(learned, true)  # row c: the learned atom for feature c
     true = F.normalize(true, dim=1)
     children = [(c, p) for c, p in enumerate(parent) if p >= 0]
     cosines = torch.stack([matched[c] @ true[p] for c, p in children])
@@ -447,7 +448,8 @@ exercises.check_absorption(absorption_solution, solution=True)
 use_absorption = exercises.prefer(absorption, absorption_solution, absorption_passed)
 paper = paper_tree()
 truth = conditionally_orthogonal_dictionary(paper, 20, 0.3, seed=0)
-turned = {name: truth.clone() for name in ["true", "towards the parent", "away from the parent"]}
+turned = {name: truth.clone()
+          for name in ["true", "towards the parent", "away from the parent"]}
 for child in paper.child_indices:
     u, p = truth[child], truth[paper.parent[child]]
     turned["towards the parent"][child] = F.normalize(u + p, dim=0)
@@ -457,16 +459,19 @@ scores, signed = {}, {}
 for name, dictionary in turned.items():
     matched = aligned_atoms(dictionary, truth)
     scores[name] = use_absorption(dictionary, truth, paper.parent)
-    signed[name] = torch.stack([matched[c] @ truth[p] for c, p in children]).mean().item()
+    cosines = torch.stack([matched[c] @ truth[p] for c, p in children])
+    signed[name] = cosines.mean().item()
     print(f"child atoms {name:>20}: absorption {scores[name]:.3f}, "
           f"signed average {signed[name]:+.3f}")
 
 # %%
-report.check("Absorption counts a child turned away from its parent like one turned towards it",
-             ours=f"{scores['away from the parent']:.3f} vs {scores['towards the parent']:.3f}; "
+away, towards = scores["away from the parent"], scores["towards the parent"]
+report.check("Absorption scores a child turned away from its parent as one turned to it",
+             ours=f"{away:.3f} vs {towards:.3f}; "
                   f"signed average {signed['away from the parent']:+.3f}",
-             passed=abs(scores["away from the parent"] - scores["towards the parent"]) < 1e-4
-             and signed["away from the parent"] < signed["true"] - 0.5, kind="mechanics")
+             passed=abs(away - towards) < 1e-4
+             and signed["away from the parent"] < signed["true"] - 0.5,
+             kind="mechanics")
 
 # %% [markdown]
 # Turning away from the parent is as far from the true child as turning towards it, and the score
@@ -485,7 +490,8 @@ report.check("Absorption counts a child turned away from its parent like one tur
 
 # %%
 def hierarchy_errors(learned, true, sibling_groups, ancestor_pairs):
-    """{"flat": mean |Ĝ - G| over sibling pairs, "hierarchical": over (ancestor, descendant) pairs}."""
+    """{"flat": mean |Ĝ - G| over sibling pairs,
+    "hierarchical": the same over (ancestor, descendant) pairs}."""
     raise NotImplementedError("your turn")
 
 
@@ -503,8 +509,10 @@ def hierarchy_errors_solution(learned, true, sibling_groups, ancestor_pairs):
     gap = (matched @ matched.T - true @ true.T).abs()
     siblings = [(i, j) for group in sibling_groups
                 for a, i in enumerate(group) for j in group[a + 1:]]
-    return {"flat": torch.stack([gap[i, j] for i, j in siblings]).mean().item(),
-            "hierarchical": torch.stack([gap[i, j] for i, j in ancestor_pairs]).mean().item()}
+    def mean_gap(pairs):
+        return torch.stack([gap[i, j] for i, j in pairs]).mean().item()
+
+    return {"flat": mean_gap(siblings), "hierarchical": mean_gap(ancestor_pairs)}
 
 
 exercises.check_gram_errors(hierarchy_errors_solution, solution=True)

@@ -608,20 +608,22 @@ mp_error = [fvu(toy.x, use_pursuit(toy.x, toy.dictionary, k)[1]) for k in ks]
 topk_error = error_vs_k(tied, toy.x, ks)
 fig = go.Figure([go.Scatter(x=ks, y=mp_error, name="matching pursuit"),
                  go.Scatter(x=ks, y=topk_error, name="TopK, same atoms")])
-fig.update_layout(title="Error as k grows (the same 64 atoms, no training)", xaxis_title="k",
-                  yaxis_title="FVU", yaxis_type="log", height=360)
+fig.update_layout(title="Error as k grows (the same 64 atoms, no training)",
+                  xaxis_title="k", yaxis_title="FVU", yaxis_type="log", height=360)
 fig.show()
 best = min(range(len(ks)), key=topk_error.__getitem__)
-print(f"TopK: lowest FVU {topk_error[best]:.3f} at k = {ks[best]}, {topk_error[-1]:.3f} at k = 24; "
+print(f"TopK: lowest FVU {topk_error[best]:.3f} at k = {ks[best]}, "
+      f"{topk_error[-1]:.3f} at k = 24; "
       f"MP: {mp_error[0]:.3f} at k = 1, {mp_error[-1]:.2e} at k = 24")
 
 # %%
 mp_rises = max(b - a for a, b in zip(mp_error, mp_error[1:]))
-report.check("Matching pursuit's error never grows with k (each step removes c² from ‖r‖²)",
-             ours=f"largest step-to-step change in FVU {mp_rises:+.1e}", passed=mp_rises <= 1e-6,
-             kind="mechanics")
+report.check("Matching pursuit's error never grows with k (steps remove c² from ‖r‖²)",
+             ours=f"largest step-to-step change in FVU {mp_rises:+.1e}",
+             passed=mp_rises <= 1e-6, kind="mechanics")
 report.check("A TopK encoder reading the same atoms gets worse past its best k",
-             ours=f"FVU {topk_error[best]:.3f} at k = {ks[best]} → {topk_error[-1]:.3f} at k = 24",
+             ours=f"FVU {topk_error[best]:.3f} at k = {ks[best]} → "
+                  f"{topk_error[-1]:.3f} at k = 24",
              passed=topk_error[-1] > 1.5 * topk_error[best])
 
 # %% [markdown]

@@ -313,7 +313,7 @@ import torch.nn.functional as F
 from sae_lib import ReLUSAE, TopKSAE, exercises
 from sae_lib.splicing import harvest, identity_sae
 
-small_lm, small_tokens = exercises.exercise_lm()  # a frozen TransformerLens model, 4 sequences
+small_lm, small_tokens = exercises.exercise_lm()  # a frozen model and 4 sequences
 SMALL_HOOK = "blocks.1.hook_resid_pre"
 print(f"tiny LM: {small_lm.cfg.n_layers} blocks, d_model = {small_lm.cfg.d_model}; "
       f"tokens {tuple(small_tokens.shape)}")
@@ -331,7 +331,7 @@ print(f"tiny LM: {small_lm.cfg.n_layers} blocks, d_model = {small_lm.cfg.d_model
 # %%
 def make_splice_hook(sae):
     """A hook function that replaces the activation by sae's reconstruction of it."""
-    raise NotImplementedError("your turn: define hook_fn(activation, hook) inside, return it")
+    raise NotImplementedError("your turn: define hook_fn(activation, hook), return it")
 
 
 # %%
@@ -411,11 +411,13 @@ mean_only = ReLUSAE(d_model, 1)
 with torch.no_grad():
     mean_only.W_enc.zero_()
     mean_only.b_enc.fill_(-1.0)  # never fires
-    mean_only.b_dec.copy_(harvest(small_lm, small_tokens, SMALL_HOOK, progress=False).mean((0, 1)))
+    acts = harvest(small_lm, small_tokens, SMALL_HOOK, progress=False)
+    mean_only.b_dec.copy_(acts.mean((0, 1)))
 for name, sae in [("exact reconstruction", identity_sae(d_model)),
                   ("untrained TopK SAE", TopKSAE(d_model, 4 * d_model, 8, seed=0)),
                   ("the mean activation", mean_only)]:
-    print(f"{name:>22}: CE increase {use_ce(small_lm, sae, small_tokens, SMALL_HOOK):.3f} nats")
+    increase = use_ce(small_lm, sae, small_tokens, SMALL_HOOK)
+    print(f"{name:>22}: CE increase {increase:.3f} nats")
 
 # %% [markdown]
 # ## Replication check

@@ -528,7 +528,7 @@ from sae_lib import exercises
 from sae_lib.e2e import downstream_hooks
 from sae_lib.splicing import run_original, run_spliced
 
-small_lm, small_tokens = exercises.exercise_lm()  # a frozen TransformerLens model, 4 sequences
+small_lm, small_tokens = exercises.exercise_lm()  # a frozen model and 4 sequences
 
 # %% [markdown]
 # :::{exercise} The KL term
@@ -543,7 +543,7 @@ small_lm, small_tokens = exercises.exercise_lm()  # a frozen TransformerLens mod
 # %%
 def kl_term(logits_original, logits_spliced):
     """KL(original || spliced), summed over the vocabulary, averaged over tokens."""
-    raise NotImplementedError("your turn: log_softmax both, then sum p * (log p - log q)")
+    raise NotImplementedError("your turn: log_softmax both, sum p * (log p - log q)")
 
 
 # %%
@@ -609,7 +609,8 @@ def e2e_ds_loss_solution(model, sae, tokens, hook, beta):
     spliced = run_spliced(model, tokens, hook, sae, capture=later)
     downstream = sum(F.mse_loss(spliced.acts[h], original.acts[h]) for h in later)
     sparsity = sum(sae.extra_losses(spliced.x, spliced.x_hat, spliced.z, None).values())
-    return 0.5 * kl(original.logits, spliced.logits) + beta / len(later) * downstream + sparsity
+    kl_part = 0.5 * kl(original.logits, spliced.logits)
+    return kl_part + beta / len(later) * downstream + sparsity
 
 
 exercises.check_e2e_ds_loss(e2e_ds_loss_solution, solution=True)

@@ -541,7 +541,7 @@ from sae_lib import exercises
 
 # %%
 def image_share(z, is_image):
-    """Per latent: mean code on images / (mean on images + mean on captions); NaN if never fires."""
+    """Per latent: mean on images / (that + mean on captions); NaN if silent."""
     raise NotImplementedError("your turn")
 
 
@@ -556,7 +556,7 @@ share_passed = exercises.check_modality_score(image_share)
 # %%
 def image_share_solution(z, is_image):
     on_images, on_captions = z[is_image].mean(0), z[~is_image].mean(0)
-    return on_images / (on_images + on_captions)  # 0 / 0 = NaN: a latent that never fires
+    return on_images / (on_images + on_captions)  # 0 / 0 = NaN for a silent latent
 
 
 exercises.check_modality_score(image_share_solution, solution=True)
@@ -577,7 +577,7 @@ codes[:10, 0], codes[10:, 0] = 1.0, 0.25
 codes[0, 1], codes[10:, 1] = 10.0, 1.0
 score_a, score_b = use_share(codes, is_image).tolist()
 print(f"latent A: {score_a:.2f}; latent B: {score_b:.2f}")
-assert score_a > score_b and abs(score_b - 0.5) < 1e-6, "the modality score should weigh energy"
+assert score_a > score_b and abs(score_b - 0.5) < 1e-6, "the score should weigh energy"
 
 # %% [markdown]
 # Energy, not frequency: B's one strong image weighs as much as all its captions together.
