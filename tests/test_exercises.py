@@ -5,6 +5,10 @@ mistakes a learner makes (MP without the residual update, TopK without the ReLU,
 round, ...): each checker must return False and say what was expected, what it got, and on which input.
 """
 
+import re
+from pathlib import Path
+
+import jupytext
 import pytest
 import torch
 import torch.nn.functional as F
@@ -387,3 +391,30 @@ def test_modality_score(capsys):
 def test_coactivation(capsys):
     accepts(ex.check_coactivation, lambda z: (z > 0).float().T @ (z > 0).float() / len(z), capsys)
     rejects(ex.check_coactivation, lambda z: z.T @ z / len(z), capsys)
+
+
+# ---------------------------------------------------------------- every chapter's exercises section
+BOOK = Path(__file__).resolve().parents[1] / "book"
+
+
+@pytest.mark.parametrize("chapter", sorted(BOOK.glob("[0-9][0-9]_*.py")), ids=lambda p: p.stem)
+def test_every_chapter_has_two_exercises_each_with_a_checked_hidden_solution(chapter):
+    notebook = jupytext.read(chapter)
+    markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    labels = re.findall(r":::\{exercise\}[^\n]*\n:label: (\S+)", markdown)
+    assert len(labels) >= 2, f"{chapter.name} has {len(labels)} exercises; every chapter needs at least 2"
+    assert len(set(labels)) == len(labels), f"{chapter.name} repeats an exercise label: {labels}"
+    cells = notebook.cells
+    for label in labels:
+        start = next((i for i, c in enumerate(cells) if c.cell_type == "markdown"
+                      and re.search(rf"\{{solution-start\}} {re.escape(label)}\n:class: dropdown", c.source)), None)
+        assert start is not None, f"{chapter.name}: exercise {label} has no hidden (dropdown) gated solution"
+        end = next(i for i in range(start + 1, len(cells)) if "{solution-end}" in cells[i].source)
+        solution = "\n".join(c.source for c in cells[start + 1:end] if c.cell_type == "code")
+        assert re.search(r"exercises\.check_\w+\(\w+_solution, solution=True\)", solution), (
+            f"{chapter.name}: the solution to {label} is not run through its checker with solution=True")
+        # The reader's stub comes before the solution and is checked in reader mode.
+        before = "\n".join(c.source for c in cells[:start] if c.cell_type == "code")
+        name = re.search(r"exercises\.(check_\w+)\(", solution).group(1)
+        assert re.search(rf"exercises\.{name}\((?!\w+_solution)\w+\)", before), (
+            f"{chapter.name}: no check cell runs {name} on the reader's function before the solution")
