@@ -301,8 +301,8 @@ pd.DataFrame(examples).set_index(["latent", "fires on"])
 # ## Exercises
 #
 # Two exercises: a splice hook, then the CE-loss increase it causes. They run on the book's tiny
-# language model (the small transformer shipped with `sae_lib`, trained on a synthetic language;
-# chapter 7 introduces it), so they are fast on any machine and do not depend on the cells above.
+# language model (a two-block transformer shipped with `sae_lib`, trained on a synthetic language:
+# `sae_lib/tiny_lm.py`), so they are fast on any machine and do not depend on the cells above.
 # Each has a stub, a check cell that compares your function with `sae_lib.splicing`, and a
 # solution behind a toggle ({ref}`how to work the exercises <working-the-exercises>`).
 
