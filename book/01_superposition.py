@@ -246,6 +246,116 @@ report.check("A TopK SAE recovers the overcomplete dictionary (≥ 95% of featur
              ours=f"{preview.fraction_above(0.9):.0%}", passed=preview.fraction_above(0.9) >= 0.95)
 
 # %% [markdown]
+# ## Exercises
+#
+# Two exercises on this chapter's central code. Each has a stub to fill in, a cell that checks
+# your function against the library on a few random inputs, and a solution hidden behind a toggle
+# (the intro says {ref}`how to work them <working-the-exercises>`). Your own function keeps its
+# name: the solution is called `..._solution`.
+
+# %%
+import torch.nn.functional as F
+
+from sae_lib import exercises
+
+# %% [markdown]
+# :::{exercise} Interference between packed features
+# :label: ex-1-interference
+#
+# When feature $i$ is on alone with strength 1 and we read feature $j$ by projecting $x$ on $j$'s
+# unit direction, we read $\cos(D_i, D_j)$ instead of 0: that is the **interference** of $i$ on $j$.
+# Write `interference(dictionary)`: given $n$ feature directions as the rows of an $(n, d)$ tensor
+# (of any length), return the $(n, n)$ matrix of cosines between them, with zeros on the diagonal
+# (a feature does not interfere with itself).
+# :::
+
+# %%
+def interference(dictionary):
+    """(n, d) feature directions -> (n, n) cosines between them, 0 on the diagonal."""
+    raise NotImplementedError("your turn: normalise, dot products, zero the diagonal")
+
+
+# %%
+interference_passed = exercises.check_interference(interference)
+
+# %% [markdown]
+# ::::{solution-start} ex-1-interference
+# :class: dropdown
+# ::::
+
+# %%
+def interference_solution(dictionary):
+    unit = F.normalize(dictionary, dim=1)  # unit rows: dot products become cosines
+    return (unit @ unit.T).fill_diagonal_(0.0)
+
+
+exercises.check_interference(interference_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+#
+# **Predict, then run.** Pack 256 random features into $d = 8$, $64$ and $512$ dimensions. Before
+# running the next cell, guess the mean |interference| in each case, and the worst single pair.
+# (The cell uses your `interference` once it passes its check, the solution's otherwise.)
+
+# %%
+use_interference = exercises.prefer(interference, interference_solution,
+                                    interference_passed)
+worst_over_mean = {}
+for d in [8, 64, 512]:
+    cos = use_interference(random_dictionary(256, d, seed=d)).abs()
+    mean = (cos.sum() / (256 * 255)).item()  # the diagonal's zeros left out
+    worst_over_mean[d] = cos.max().item() / mean
+    print(f"d = {d:>3}: mean |interference| {mean:.3f} "
+          f"(formula {expected_abs_cos(d):.3f}), "
+          f"worst pair {cos.max():.2f}, {worst_over_mean[d]:.1f} × the mean")
+
+# %%
+report.check("Of 256 random features, the worst pair interferes ≥ 3× the mean pair",
+             ours=", ".join(f"d = {d}: {r:.1f}×" for d, r in worst_over_mean.items()),
+             passed=min(worst_over_mean.values()) >= 3)
+
+# %% [markdown]
+# The mean falls like $1/\sqrt d$, as the formula above says, but the *worst* pair stays several
+# times worse: with tens of thousands of pairs, some are always unlucky. Those pairs are where an
+# encoder that reads each feature on its own makes its errors.
+#
+# :::{exercise} Mean max cosine
+# :label: ex-1-mmcs
+#
+# Write `mmcs(learned, true)`: for each true feature (a row of `true`), the largest cosine any
+# learned atom (a row of `learned`) reaches, averaged over the true features. Signs count: an atom
+# pointing the opposite way is a different feature. Return a number or a one-element tensor.
+# :::
+
+# %%
+def mmcs(learned, true):
+    """Mean over the rows of `true` of the best cosine with any row of `learned`."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+mmcs_passed = exercises.check_mmcs(mmcs)
+
+# %% [markdown]
+# ::::{solution-start} ex-1-mmcs
+# :class: dropdown
+# ::::
+
+# %%
+def mmcs_solution(learned, true):
+    cos = F.normalize(true, dim=1) @ F.normalize(learned, dim=1).T  # (true, learned)
+    return cos.max(dim=1).values.mean()  # best learned atom for each true feature
+
+
+exercises.check_mmcs(mmcs_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+
+# %% [markdown]
 # ## Replication check
 #
 # Every claim above was computed and asserted where it was made; this table gathers them. This chapter

@@ -298,7 +298,116 @@ report.check("A 10× larger learning rate kills many more latents (dead at end o
 # point is that the learning rate, not the data, decides how many die. Dead latents matter more on real
 # models, where there are always more features to learn than latents to learn them with. Chapter 3
 # introduces an auxiliary loss that gives dead latents a gradient again.
+
+# %% [markdown]
+# ## Exercises
 #
+# Two exercises on the ReLU SAE itself. Each has a stub to fill in, a cell that checks your
+# function against the library's `ReLUSAE` on a few random SAEs and inputs, and a solution behind
+# a toggle ({ref}`how to work the exercises <working-the-exercises>`). Try them without
+# scrolling back to `ScratchSAE`.
+
+# %%
+import torch.nn.functional as F
+
+from sae_lib import ReLUSAE, exercises
+
+# %% [markdown]
+# :::{exercise} The ReLU SAE's forward pass
+# :label: ex-2-forward
+#
+# Write `relu_forward(sae, x)` for a library `ReLUSAE`: return `(x_hat, z)` computed from its
+# parameters `sae.W_enc` $(d, n)$, `sae.b_enc` $(n)$, `sae.W_dec` $(n, d)$ and `sae.b_dec` $(d)$,
+# with the formulas at the top of this chapter. The checker's SAEs have non-zero biases and
+# decoder rows of any length, and `x` may have extra leading dimensions, e.g. $(2, 3, d)$.
+# :::
+
+# %%
+def relu_forward(sae, x):
+    """(x_hat, z) of the ReLU SAE `sae` on activations x of shape (..., d)."""
+    raise NotImplementedError("your turn: encode (mind b_dec), decode with unit atoms")
+
+
+# %%
+relu_forward_passed = exercises.check_relu_forward(relu_forward)
+
+# %% [markdown]
+# ::::{solution-start} ex-2-forward
+# :class: dropdown
+# ::::
+
+# %%
+def relu_forward_solution(sae, x):
+    z = F.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc)
+    atoms = F.normalize(sae.W_dec, dim=1)  # unit rows, whatever the parameter's scale
+    return z @ atoms + sae.b_dec, z
+
+
+exercises.check_relu_forward(relu_forward_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+#
+# **Predict, then run.** Take one SAE and double the length of every row of its `W_dec`
+# parameter. Does the reconstruction change, and by how much? Guess, then run.
+
+# %%
+use_forward = exercises.prefer(relu_forward, relu_forward_solution, relu_forward_passed)
+probe = ReLUSAE(D_MODEL, N_LATENTS, seed=5)
+x_probe = test.x[:256]
+before, _ = use_forward(probe, x_probe)
+with torch.no_grad():
+    probe.W_dec.mul_(2.0)
+after, _ = use_forward(probe, x_probe)
+change = (after - before).abs().max().item()
+print(f"largest change in x_hat after doubling W_dec: {change:.1e}")
+
+# %%
+report.check("Rescaling W_dec leaves the output unchanged (decoding uses unit atoms)",
+             ours=f"max change {change:.1e}", passed=change < 1e-5, kind="mechanics")
+
+# %% [markdown]
+# Nothing changes: the forward pass only ever sees unit atoms. That is what keeps the L1 penalty
+# honest, since no rescaling of the decoder can make a code smaller for free.
+#
+# :::{exercise} The ReLU SAE's loss
+# :label: ex-2-loss
+#
+# Write `relu_loss(sae, x)`: the training loss of this chapter,
+# $\frac{1}{d}\|x - \hat x\|^2 + \lambda \sum_i z_i$ averaged over the inputs, with
+# $\lambda$ = `sae.l1_coeff`. Return a tensor that carries a gradient, so an optimiser could
+# train on it. You may call your `relu_forward` (or the solution's).
+# :::
+
+# %%
+def relu_loss(sae, x):
+    """MSE per entry plus l1_coeff times the mean over inputs of sum_i z_i."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+relu_loss_passed = exercises.check_relu_loss(relu_loss)
+
+# %% [markdown]
+# ::::{solution-start} ex-2-loss
+# :class: dropdown
+# ::::
+
+# %%
+def relu_loss_solution(sae, x):
+    x_hat, z = relu_forward_solution(sae, x)
+    inputs = z.numel() // z.shape[-1]  # x may have several leading dimensions
+    return (x_hat - x).pow(2).mean() + sae.l1_coeff * z.sum() / inputs
+
+
+exercises.check_relu_loss(relu_loss_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+
+# %% [markdown]
 # ## Replication check
 
 # %%

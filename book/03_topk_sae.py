@@ -290,6 +290,97 @@ report.check("TopK trained at k = 8 (well above the true L0): inference at 4k ch
              ours=f"FVU {at_8:.3f} → {at_32:.3f}", passed=abs(at_32 / at_8 - 1) < 0.2)
 
 # %% [markdown]
+# ## Exercises
+#
+# Two exercises: the TopK activation and the AuxK loss. Each has a stub to fill in, a cell that
+# checks your function against the library's `TopKSAE` on random inputs, and a solution behind a
+# toggle ({ref}`how to work the exercises <working-the-exercises>`).
+
+# %%
+import torch.nn.functional as F
+
+from sae_lib import exercises
+
+# %% [markdown]
+# :::{exercise} The TopK activation
+# :label: ex-3-topk
+#
+# Without looking back at `topk_activation`, write `topk_codes(pre, k)`: given pre-activations of
+# shape $(\dots, n)$, keep the $k$ largest entries of each row, pass them through a ReLU, and put
+# zeros everywhere else. The checker tries rows with fewer than $k$ positive entries too: what
+# should happen to a kept entry that is negative?
+# :::
+
+# %%
+def topk_codes(pre, k):
+    """Codes shaped like `pre`: each row's k largest entries, ReLU'd; 0 elsewhere."""
+    raise NotImplementedError("your turn: torch.topk, then scatter into zeros")
+
+
+# %%
+topk_passed = exercises.check_topk_activation(topk_codes)
+
+# %% [markdown]
+# ::::{solution-start} ex-3-topk
+# :class: dropdown
+# ::::
+
+# %%
+def topk_codes_solution(pre, k):
+    values, indices = pre.topk(k, dim=-1)
+    # The ReLU matters when under k entries are positive: a kept negative becomes 0.
+    return torch.zeros_like(pre).scatter(-1, indices, F.relu(values))
+
+
+exercises.check_topk_activation(topk_codes_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+#
+# :::{exercise} The AuxK loss
+# :label: ex-3-auxk
+#
+# Write `auxk_loss(sae, x, x_hat, dead_mask)` for a `TopKSAE`: the AuxK term above. With
+# $e = x - \hat x$ (held constant: no gradient flows into the main reconstruction through it),
+# encode $x$ with the **dead** latents only (`dead_mask` is a boolean vector over latents), keep
+# the top `sae.k_aux` of their codes (or all of them, if fewer are dead), decode them with the
+# dead latents' unit atoms into $\hat e$, and return `sae.auxk_coeff` times the mean squared
+# error between $e$ and $\hat e$ (a mean over every entry, like the main loss). Your
+# `topk_codes` (or the solution's) does the selection; `sae.atoms()` gives the unit atoms.
+# :::
+
+# %%
+def auxk_loss(sae, x, x_hat, dead_mask):
+    """The AuxK term: how much of x - x_hat the dead latents fail to rebuild."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+auxk_passed = exercises.check_auxk(auxk_loss)
+
+# %% [markdown]
+# ::::{solution-start} ex-3-auxk
+# :class: dropdown
+# ::::
+
+# %%
+def auxk_loss_solution(sae, x, x_hat, dead_mask):
+    error = (x - x_hat).detach()
+    # Pre-activations of the dead latents only.
+    pre = (x - sae.b_dec) @ sae.W_enc[:, dead_mask] + sae.b_enc[dead_mask]
+    codes = topk_codes_solution(pre, min(sae.k_aux, int(dead_mask.sum())))
+    error_hat = codes @ sae.atoms()[dead_mask]
+    return sae.auxk_coeff * (error_hat - error).pow(2).mean()
+
+
+exercises.check_auxk(auxk_loss_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+
+# %% [markdown]
 # ## Replication check
 
 # %%

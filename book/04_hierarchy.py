@@ -387,6 +387,143 @@ report.record("Absorption score of TopK (k = 2) vs the paper's BatchTopK", paper
               status="matches" if 0.42 <= abs_topk <= 0.54 else "differs")
 
 # %% [markdown]
+# ## Exercises
+#
+# Two exercises on this chapter's scores. Each has a stub to fill in, a cell that checks your
+# function against `sae_lib.metrics` on dictionaries built on the paper's tree, and a solution
+# behind a toggle ({ref}`how to work the exercises <working-the-exercises>`). For the matching,
+# use the library's `aligned_atoms(learned, true)`: row $i$ is the learned atom matched to true
+# feature $i$, unit length.
+
+# %%
+import torch.nn.functional as F
+
+from sae_lib import (aligned_atoms, conditionally_orthogonal_dictionary, exercises,
+                     paper_tree)
+
+# %% [markdown]
+# :::{exercise} The absorption score
+# :label: ex-4-absorption
+#
+# Write `absorption(learned, true, parent)`, the absorption score defined above: `parent[i]` is
+# feature $i$'s parent, or $-1$ for a top-level feature. Match the learned atoms to the true
+# features, then average, over the children, the absolute cosine between each child's matched
+# atom and its parent's true direction. Return a number.
+# :::
+
+# %%
+def absorption(learned, true, parent):
+    """Mean over children of |cos| between the child's matched atom and its parent."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+absorption_passed = exercises.check_absorption(absorption)
+
+# %% [markdown]
+# ::::{solution-start} ex-4-absorption
+# :class: dropdown
+# ::::
+
+# %%
+def absorption_solution(learned, true, parent):
+    matched = aligned_atoms(learned, true)  # row c: the learned atom for feature c
+    true = F.normalize(true, dim=1)
+    children = [(c, p) for c, p in enumerate(parent) if p >= 0]
+    cosines = torch.stack([matched[c] @ true[p] for c, p in children])
+    return cosines.abs().mean().item()  # leaning away from the parent counts too
+
+
+exercises.check_absorption(absorption_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+#
+# **Predict, then run.** Three dictionaries for the same tree: the true one; the fully absorbed
+# one (each child atom turned towards its parent, $(u + p)/\sqrt 2$); and one whose child atoms
+# are turned *away* from their parent, $(u - p)/\sqrt 2$, just as far from the true child. Guess
+# the three scores before you run the cell. What would the signed cosine (the paper's average)
+# say about the last one?
+
+# %%
+use_absorption = exercises.prefer(absorption, absorption_solution, absorption_passed)
+paper = paper_tree()
+truth = conditionally_orthogonal_dictionary(paper, 20, 0.3, seed=0)
+turned = {name: truth.clone()
+          for name in ["true", "towards the parent", "away from the parent"]}
+for child in paper.child_indices:
+    u, p = truth[child], truth[paper.parent[child]]
+    turned["towards the parent"][child] = F.normalize(u + p, dim=0)
+    turned["away from the parent"][child] = F.normalize(u - p, dim=0)
+children = [(c, p) for c, p in enumerate(paper.parent) if p >= 0]
+scores, signed = {}, {}
+for name, dictionary in turned.items():
+    matched = aligned_atoms(dictionary, truth)
+    scores[name] = use_absorption(dictionary, truth, paper.parent)
+    cosines = torch.stack([matched[c] @ truth[p] for c, p in children])
+    signed[name] = cosines.mean().item()
+    print(f"child atoms {name:>20}: absorption {scores[name]:.3f}, "
+          f"signed average {signed[name]:+.3f}")
+
+# %%
+away, towards = scores["away from the parent"], scores["towards the parent"]
+report.check("Absorption scores a child turned away from its parent as one turned to it",
+             ours=f"{away:.3f} vs {towards:.3f}; "
+                  f"signed average {signed['away from the parent']:+.3f}",
+             passed=abs(away - towards) < 1e-4
+             and signed["away from the parent"] < signed["true"] - 0.5,
+             kind="mechanics")
+
+# %% [markdown]
+# Turning away from the parent is as far from the true child as turning towards it, and the score
+# says so. The signed average would rank that dictionary *better* than the true one.
+
+# %% [markdown]
+# :::{exercise} Flat and hierarchical errors
+# :label: ex-4-gram
+#
+# Write `hierarchy_errors(learned, true, sibling_groups, ancestor_pairs)`: with $G$ the cosines
+# between the true atoms and $\hat G$ those between the matched learned atoms, return
+# `{"flat": ..., "hierarchical": ...}`, the mean of $|\hat G_{ij} - G_{ij}|$ over pairs of
+# siblings (each unordered pair once) and over the (ancestor, descendant) pairs: a tree gives
+# them as `tree.sibling_groups` and `tree.ancestor_pairs()`.
+# :::
+
+# %%
+def hierarchy_errors(learned, true, sibling_groups, ancestor_pairs):
+    """{"flat": mean |Ĝ - G| over sibling pairs,
+    "hierarchical": the same over (ancestor, descendant) pairs}."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+errors_passed = exercises.check_gram_errors(hierarchy_errors)
+
+# %% [markdown]
+# ::::{solution-start} ex-4-gram
+# :class: dropdown
+# ::::
+
+# %%
+def hierarchy_errors_solution(learned, true, sibling_groups, ancestor_pairs):
+    matched, true = aligned_atoms(learned, true), F.normalize(true, dim=1)
+    gap = (matched @ matched.T - true @ true.T).abs()
+    siblings = [(i, j) for group in sibling_groups
+                for a, i in enumerate(group) for j in group[a + 1:]]
+    def mean_gap(pairs):
+        return torch.stack([gap[i, j] for i, j in pairs]).mean().item()
+
+    return {"flat": mean_gap(siblings), "hierarchical": mean_gap(ancestor_pairs)}
+
+
+exercises.check_gram_errors(hierarchy_errors_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+
+# %% [markdown]
 # ## Replication check
 #
 # Every claim above was computed and asserted where it was made; this table gathers them.

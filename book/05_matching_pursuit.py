@@ -498,6 +498,142 @@ closing = pd.DataFrame({
 closing
 
 # %% [markdown]
+# ## Exercises
+#
+# Two exercises: one matching-pursuit step, then the whole pursuit built from it. Each has a stub
+# to fill in, a cell that checks your function against the library's `MPSAE` on random inputs, and
+# a solution behind a toggle ({ref}`how to work the exercises <working-the-exercises>`). Try
+# them without looking back at `matching_pursuit`.
+
+# %%
+import plotly.graph_objects as go
+import torch.nn.functional as F
+
+from sae_lib import TopKSAE, error_vs_k, exercises, fvu, superposition_data
+
+# %% [markdown]
+# :::{exercise} One matching-pursuit step
+# :label: ex-5-step
+#
+# Write `mp_step(residual, atoms)`: for residuals $(b, d)$ and unit atoms $(n, d)$, pick for each
+# row the atom with the largest positive correlation, and return `(indices, coefficients,
+# new_residual)`: the chosen atom $(b)$, its coefficient $\operatorname{ReLU}(c_j)$ $(b)$, and the
+# residual with that atom's part removed $(b, d)$. If no atom correlates positively, the
+# coefficient is 0 and the residual stays as it is.
+# :::
+
+# %%
+def mp_step(residual, atoms):
+    """One greedy step for every row: (indices, coefficients, new_residual)."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+step_passed = exercises.check_mp_step(mp_step)
+
+# %% [markdown]
+# ::::{solution-start} ex-5-step
+# :class: dropdown
+# ::::
+
+# %%
+def mp_step_solution(residual, atoms):
+    coefficients, indices = F.relu(residual @ atoms.T).max(dim=-1)
+    return indices, coefficients, residual - coefficients[:, None] * atoms[indices]
+
+
+exercises.check_mp_step(mp_step_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+#
+# :::{exercise} The whole pursuit
+# :label: ex-5-pursuit
+#
+# Write `pursuit(x, atoms, k)`: $k$ steps starting from the residual $x$, returning the codes
+# $z$ $(b, n)$, where an atom chosen twice gets the sum of its coefficients, and the
+# reconstruction $\hat x = x - r_k$ $(b, d)$. Use a step function: `step` below is your `mp_step`
+# once it passes, the solution's otherwise.
+# :::
+
+# %%
+step = exercises.prefer(mp_step, mp_step_solution, step_passed)
+
+
+def pursuit(x, atoms, k):
+    """k matching-pursuit steps: (codes z, reconstruction x_hat)."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+pursuit_passed = exercises.check_matching_pursuit(pursuit)
+
+# %% [markdown]
+# ::::{solution-start} ex-5-pursuit
+# :class: dropdown
+# ::::
+
+# %%
+def pursuit_solution(x, atoms, k):
+    z, residual = torch.zeros(len(x), len(atoms)), x
+    rows = torch.arange(len(x))
+    for _ in range(k):
+        indices, coefficients, residual = step(residual, atoms)
+        z[rows, indices] += coefficients  # accumulate: an atom may be chosen again
+    return z, x - residual
+
+
+exercises.check_matching_pursuit(pursuit_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+#
+# **Predict, then run.** Take one dictionary of 64 unit atoms in 32 dimensions and inputs that are
+# sparse sums of them. Encode with your pursuit, and with a TopK encoder that reads the same atoms
+# (its encoder is the dictionary's transpose), for $k = 1, 2, \dots, 24$. Neither was trained for
+# any particular $k$. Before running: how does each one's error change as $k$ grows past the
+# three or so features an input really has? Can MP's error ever go up?
+
+# %%
+use_pursuit = exercises.prefer(pursuit, pursuit_solution, pursuit_passed)
+toy = superposition_data(1_000, n_features=64, d=32, p_active=0.05, seed=3)
+tied = TopKSAE(32, 64, k=1)
+with torch.no_grad():
+    tied.W_dec.copy_(toy.dictionary)
+    tied.W_enc.copy_(toy.dictionary.T)
+ks = list(range(1, 25))
+mp_error = [fvu(toy.x, use_pursuit(toy.x, toy.dictionary, k)[1]) for k in ks]
+topk_error = error_vs_k(tied, toy.x, ks)
+fig = go.Figure([go.Scatter(x=ks, y=mp_error, name="matching pursuit"),
+                 go.Scatter(x=ks, y=topk_error, name="TopK, same atoms")])
+fig.update_layout(title="Error as k grows (the same 64 atoms, no training)",
+                  xaxis_title="k", yaxis_title="FVU", yaxis_type="log", height=360)
+fig.show()
+best = min(range(len(ks)), key=topk_error.__getitem__)
+print(f"TopK: lowest FVU {topk_error[best]:.3f} at k = {ks[best]}, "
+      f"{topk_error[-1]:.3f} at k = 24; "
+      f"MP: {mp_error[0]:.3f} at k = 1, {mp_error[-1]:.2e} at k = 24")
+
+# %%
+mp_rises = max(b - a for a, b in zip(mp_error, mp_error[1:]))
+report.check("Matching pursuit's error never grows with k (steps remove c² from ‖r‖²)",
+             ours=f"largest step-to-step change in FVU {mp_rises:+.1e}",
+             passed=mp_rises <= 1e-6, kind="mechanics")
+report.check("A TopK encoder reading the same atoms gets worse past its best k",
+             ours=f"FVU {topk_error[best]:.3f} at k = {ks[best]} → "
+                  f"{topk_error[-1]:.3f} at k = 24",
+             passed=topk_error[-1] > 1.5 * topk_error[best])
+
+# %% [markdown]
+# Each MP step removes the chosen atom's share from the residual, so $\|r\|^2$ drops by $c_j^2$
+# and can never rise. TopK reads all its codes from $x$ at once: past the few features an input
+# has, every extra latent adds a correlation that only interference put there, and the error
+# climbs. (Chapter 3 found the same for trained TopK SAEs used past a training $k$ near or below
+# the data's sparsity.)
+
+# %% [markdown]
 # ## Replication check
 #
 # The table gathers every check of this chapter; "differs" marks results we report without asserting,

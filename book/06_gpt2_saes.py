@@ -298,6 +298,128 @@ pd.DataFrame(examples).set_index(["latent", "fires on"])
 # On the random stand-in the contexts share nothing but chance.
 
 # %% [markdown]
+# ## Exercises
+#
+# Two exercises: a splice hook, then the CE-loss increase it causes. They run on the book's tiny
+# language model (a two-block transformer shipped with `sae_lib`, trained on a synthetic language:
+# `sae_lib/tiny_lm.py`), so they are fast on any machine and do not depend on the cells above.
+# Each has a stub, a check cell that compares your function with `sae_lib.splicing`, and a
+# solution behind a toggle ({ref}`how to work the exercises <working-the-exercises>`).
+
+# %%
+import torch
+import torch.nn.functional as F
+
+from sae_lib import ReLUSAE, TopKSAE, exercises
+from sae_lib.splicing import harvest, identity_sae
+
+small_lm, small_tokens = exercises.exercise_lm()  # a frozen model and 4 sequences
+SMALL_HOOK = "blocks.1.hook_resid_pre"
+print(f"tiny LM: {small_lm.cfg.n_layers} blocks, d_model = {small_lm.cfg.d_model}; "
+      f"tokens {tuple(small_tokens.shape)}")
+
+# %% [markdown]
+# :::{exercise} A splice hook
+# :label: ex-6-hook
+#
+# A TransformerLens hook is a function `hook_fn(activation, hook)`; whatever it returns replaces
+# the activation, and the rest of the model runs on that. Write `make_splice_hook(sae)`, which
+# returns such a function that hands on the SAE's reconstruction $\hat x$ instead of $x$. It is
+# used as `small_lm.run_with_hooks(tokens, fwd_hooks=[(SMALL_HOOK, make_splice_hook(sae))])`.
+# :::
+
+# %%
+def make_splice_hook(sae):
+    """A hook function that replaces the activation by sae's reconstruction of it."""
+    raise NotImplementedError("your turn: define hook_fn(activation, hook), return it")
+
+
+# %%
+hook_passed = exercises.check_splice_hook(make_splice_hook)
+
+# %% [markdown]
+# ::::{solution-start} ex-6-hook
+# :class: dropdown
+# ::::
+
+# %%
+def make_splice_hook_solution(sae):
+    def hook_fn(activation, hook):
+        x_hat, _ = sae(activation)  # (batch, pos, d_model) in, the same shape out
+        return x_hat.to(activation.dtype)
+
+    return hook_fn
+
+
+exercises.check_splice_hook(make_splice_hook_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+#
+# :::{exercise} The CE-loss increase
+# :label: ex-6-ce
+#
+# Write `ce_increase(model, sae, tokens, hook)`: the mean next-token cross-entropy of the model
+# with `sae` spliced in at `hook`, minus the model's own, as a number. Position $t$'s logits
+# predict token $t + 1$, so the last position predicts nothing. `splice` below is your hook
+# factory once it passes its check, the solution's otherwise.
+# :::
+
+# %%
+splice = exercises.prefer(make_splice_hook, make_splice_hook_solution, hook_passed)
+
+
+def ce_increase(model, sae, tokens, hook):
+    """Next-token cross-entropy with the splice, minus without it (nats per token)."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+ce_passed = exercises.check_ce_increase(ce_increase)
+
+# %% [markdown]
+# ::::{solution-start} ex-6-ce
+# :class: dropdown
+# ::::
+
+# %%
+def ce_increase_solution(model, sae, tokens, hook):
+    def next_token_ce(logits):
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+
+    with torch.no_grad():
+        spliced = model.run_with_hooks(tokens, fwd_hooks=[(hook, splice(sae))])
+        return (next_token_ce(spliced) - next_token_ce(model(tokens))).item()
+
+
+exercises.check_ce_increase(ce_increase_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+#
+# **Predict, then run.** Rank three splices at `SMALL_HOOK` by the CE-loss increase they cause:
+# an SAE that reconstructs exactly; an untrained TopK SAE; and one that ignores its input and
+# always hands on the mean activation (no latent ever fires, $\hat x = b_{\text{dec}}$). Which
+# is worst: random directions, or no information at all?
+
+# %%
+use_ce = exercises.prefer(ce_increase, ce_increase_solution, ce_passed)
+d_model = small_lm.cfg.d_model
+mean_only = ReLUSAE(d_model, 1)
+with torch.no_grad():
+    mean_only.W_enc.zero_()
+    mean_only.b_enc.fill_(-1.0)  # never fires
+    acts = harvest(small_lm, small_tokens, SMALL_HOOK, progress=False)
+    mean_only.b_dec.copy_(acts.mean((0, 1)))
+for name, sae in [("exact reconstruction", identity_sae(d_model)),
+                  ("untrained TopK SAE", TopKSAE(d_model, 4 * d_model, 8, seed=0)),
+                  ("the mean activation", mean_only)]:
+    increase = use_ce(small_lm, sae, small_tokens, SMALL_HOOK)
+    print(f"{name:>22}: CE increase {increase:.3f} nats")
+
+# %% [markdown]
 # ## Replication check
 
 # %%

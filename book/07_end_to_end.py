@@ -519,6 +519,113 @@ else:
                   + " on a RANDOM stand-in: meaningless", status="stand-in")
 
 # %% [markdown]
+# ## Exercises
+#
+# Two exercises: the KL term, then the whole e2e+ds loss. They run on the book's tiny language
+# model with small untrained SAEs, so they are fast and do not depend on the cells above. Each has
+# a stub, a check cell that compares your function with `sae_lib.splicing` and `sae_lib.e2e`, and a
+# solution behind a toggle ({ref}`how to work the exercises <working-the-exercises>`).
+
+# %%
+import torch
+import torch.nn.functional as F
+
+from sae_lib import exercises
+from sae_lib.e2e import downstream_hooks
+from sae_lib.splicing import run_original, run_spliced
+
+small_lm, small_tokens = exercises.exercise_lm()  # a frozen model and 4 sequences
+
+# %% [markdown]
+# :::{exercise} The KL term
+# :label: ex-7-kl
+#
+# Write `kl_term(logits_original, logits_spliced)`: $\mathrm{KL}(p \,\|\, q)$ between the
+# next-token distributions $p$ of the original model and $q$ of the spliced one, summed over the
+# vocabulary (the last dimension) and averaged over all other positions. Mind the direction:
+# the expectation is taken under the original model's $p$.
+# :::
+
+# %%
+def kl_term(logits_original, logits_spliced):
+    """KL(original || spliced), summed over the vocabulary, averaged over tokens."""
+    raise NotImplementedError("your turn: log_softmax both, sum p * (log p - log q)")
+
+
+# %%
+kl_passed = exercises.check_kl(kl_term)
+
+# %% [markdown]
+# ::::{solution-start} ex-7-kl
+# :class: dropdown
+# ::::
+
+# %%
+def kl_term_solution(logits_original, logits_spliced):
+    log_p = F.log_softmax(logits_original.float(), dim=-1)
+    log_q = F.log_softmax(logits_spliced.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+
+
+exercises.check_kl(kl_term_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+#
+# :::{exercise} The e2e+ds loss
+# :label: ex-7-e2e-ds
+#
+# Write `e2e_ds_loss(model, sae, tokens, hook, beta)`: with the SAE spliced in at `hook`,
+#
+# $$\tfrac12\,\mathrm{KL}(p \,\|\, q) \;+\; \frac{\beta}{n} \sum_{\ell} \mathrm{MSE}\big(a_\ell,
+#   \hat a_\ell\big) \;+\; \text{the SAE's sparsity term},$$
+#
+# where $\ell$ runs over the $n$ later residual streams `downstream_hooks(model, hook)`, $a_\ell$ is
+# the original model's activation there and $\hat a_\ell$ the spliced model's (MSE: mean over every
+# entry), and the sparsity term is `sum(sae.extra_losses(x, x_hat, z, None).values())`.
+# `run_original(model, tokens, hook, capture=hooks)` and `run_spliced(...)` with the same
+# arguments plus `sae` return the logits, `x`, `x_hat`, `z` and the captured activations (`.acts`).
+# Use `kl` below: your `kl_term` once it passes, the solution's otherwise. Return a tensor that
+# carries a gradient.
+# :::
+
+# %%
+kl = exercises.prefer(kl_term, kl_term_solution, kl_passed)
+
+
+def e2e_ds_loss(model, sae, tokens, hook, beta):
+    """½ KL + (beta / n) * summed downstream MSE + the SAE's sparsity term."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+e2e_ds_passed = exercises.check_e2e_ds_loss(e2e_ds_loss)
+
+# %% [markdown]
+# ::::{solution-start} ex-7-e2e-ds
+# :class: dropdown
+# ::::
+
+# %%
+def e2e_ds_loss_solution(model, sae, tokens, hook, beta):
+    later = downstream_hooks(model, hook)
+    with torch.no_grad():  # the original model is only a target
+        original = run_original(model, tokens, hook, capture=later)
+    spliced = run_spliced(model, tokens, hook, sae, capture=later)
+    downstream = sum(F.mse_loss(spliced.acts[h], original.acts[h]) for h in later)
+    sparsity = sum(sae.extra_losses(spliced.x, spliced.x_hat, spliced.z, None).values())
+    kl_part = 0.5 * kl(original.logits, spliced.logits)
+    return kl_part + beta / len(later) * downstream + sparsity
+
+
+exercises.check_e2e_ds_loss(e2e_ds_loss_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+
+# %% [markdown]
 # ## Replication check
 
 # %%

@@ -514,7 +514,108 @@ plot_image_caption_rows(bridge_rows);
 # accessible only through a non-linear (residual) read-out, and a split dictionary describes the linear
 # encoder that found it as much as the model. A run with pretrained weights checks the contrast on CLIP
 # above; this page's stand-in run cannot.
+
+# %% [markdown]
+# ## Exercises
 #
+# Two exercises on the scores this chapter reads from codes. They use small synthetic codes (no
+# CLIP), so they are fast and do not depend on the cells above. Each has a stub, a check cell that
+# compares your function with `sae_lib.metrics`, and a solution behind a toggle
+# ({ref}`how to work the exercises <working-the-exercises>`).
+
+# %%
+import torch
+
+from sae_lib import exercises
+
+# %% [markdown]
+# :::{exercise} The modality score
+# :label: ex-8-modality
+#
+# Write `image_share(z, is_image)`: codes `z` of shape $(N, n)$ (non-negative) for $N$ inputs,
+# and a boolean vector `is_image` saying which rows are images (the rest are captions). For each
+# latent return its modality score, $\mathbb E_{\text{img}}[z_i] / (\mathbb E_{\text{img}}[z_i]
+# + \mathbb E_{\text{txt}}[z_i])$, with each $\mathbb E$ a mean over that modality's rows, and NaN
+# for a latent that never fires. The checker uses data with five captions per image too.
+# :::
+
+# %%
+def image_share(z, is_image):
+    """Per latent: mean on images / (that + mean on captions); NaN if silent."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+share_passed = exercises.check_modality_score(image_share)
+
+# %% [markdown]
+# ::::{solution-start} ex-8-modality
+# :class: dropdown
+# ::::
+
+# %%
+def image_share_solution(z, is_image):
+    on_images, on_captions = z[is_image].mean(0), z[~is_image].mean(0)
+    return on_images / (on_images + on_captions)  # 0 / 0 = NaN for a silent latent
+
+
+exercises.check_modality_score(image_share_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+#
+# **Predict, then run.** Ten images with five captions each. Latent A fires on every image at
+# 1.0 and on every caption at 0.25. Latent B fires on just one image, at 10, and on every caption
+# at 1.0. Which latent looks more like an "image" latent, and what are their scores?
+
+# %%
+use_share = exercises.prefer(image_share, image_share_solution, share_passed)
+is_image = torch.arange(60) < 10  # 10 images, then 50 captions
+codes = torch.zeros(60, 2)
+codes[:10, 0], codes[10:, 0] = 1.0, 0.25
+codes[0, 1], codes[10:, 1] = 10.0, 1.0
+score_a, score_b = use_share(codes, is_image).tolist()
+print(f"latent A: {score_a:.2f}; latent B: {score_b:.2f}")
+assert score_a > score_b and abs(score_b - 0.5) < 1e-6, "the score should weigh energy"
+
+# %% [markdown]
+# Energy, not frequency: B's one strong image weighs as much as all its captions together.
+#
+# :::{exercise} Co-activation
+# :label: ex-8-coactivation
+#
+# Write `co_firing(z)`: the $(n, n)$ matrix whose entry $(i, j)$ is the fraction of inputs on
+# which latents $i$ and $j$ both fire (are non-zero); its diagonal holds each latent's firing rate.
+# :::
+
+# %%
+def co_firing(z):
+    """C[i, j] = fraction of rows where z[:, i] and z[:, j] are both non-zero."""
+    raise NotImplementedError("your turn")
+
+
+# %%
+co_firing_passed = exercises.check_coactivation(co_firing)
+
+# %% [markdown]
+# ::::{solution-start} ex-8-coactivation
+# :class: dropdown
+# ::::
+
+# %%
+def co_firing_solution(z):
+    fires = (z != 0).float()  # whether, not how strongly
+    return fires.T @ fires / len(z)
+
+
+exercises.check_coactivation(co_firing_solution, solution=True)
+
+# %% [markdown]
+# ::::{solution-end}
+# ::::
+
+# %% [markdown]
 # ## Replication check
 #
 # Every claim above was computed and asserted where it was made; this table gathers them. Rows marked

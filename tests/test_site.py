@@ -12,6 +12,7 @@ Set ``SAE_BOOK_SITE=/path/to/_build/html`` to check an already built site instea
 """
 
 import functools
+import html.parser
 import http.server
 import os
 import re
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,57 @@ def open_page(url: str, tmp_path: Path, screenshot: Path) -> str:
     return dom.stdout
 
 
+class SolutionVisibility(html.parser.HTMLParser):
+    """Walks a page's DOM and records, for each solution function the page defines
+    (``def name_solution``), whether it sits inside a collapsed toggle (an element the toggle
+    button's script marked ``toggle-hidden``)."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[set[str]] = []  # the classes of each open element
+        self.previous_word = ""
+        self.definitions: dict[str, bool] = {}  # solution function -> hidden on load
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.stack.append(set((dict(attrs).get("class") or "").split()))
+
+    def handle_endtag(self, tag):
+        if tag not in self.VOID and self.stack:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        word = data.strip()
+        if not word:
+            return
+        if self.previous_word == "def" and word.endswith("_solution"):
+            self.definitions[word] = any("toggle-hidden" in classes for classes in self.stack)
+        self.previous_word = word
+
+
+def check_solutions_hidden(dom: str, server: str) -> None:
+    """Every exercise has a solution, and on page load each solution is a collapsed dropdown whose
+    content the toggle stylesheet hides; no solution code is outside one."""
+    exercises = len(re.findall(r'<div class="[^"]*\bexercise\b[^"]*\badmonition\b', dom))
+    solutions = re.findall(r'<div class="([^"]*\bsolution\b[^"]*\badmonition\b[^"]*)"', dom)
+    assert exercises >= 2, f"a chapter needs at least 2 exercises, found {exercises}"
+    assert len(solutions) == exercises, f"{exercises} exercises but {len(solutions)} solutions"
+    shown = [classes for classes in solutions if "toggle-hidden" not in classes.split()]
+    assert not shown, f"solutions visible on page load (no toggle-hidden class): {shown}"
+    walker = SolutionVisibility()
+    walker.feed(dom)
+    assert walker.definitions, "no solution code found on the page"
+    visible = [name for name, hidden in walker.definitions.items() if not hidden]
+    assert not visible, f"solution code visible on page load: {visible}"
+    # The class only hides anything because the toggle stylesheet says so.
+    with urllib.request.urlopen(f"{server}/_static/togglebutton.css") as response:
+        css = response.read().decode()
+    rule = re.search(r"\.admonition\.toggle-hidden \.admonition-title ~ \*\s*\{([^}]*)\}", css)
+    assert rule and "visibility: hidden" in rule.group(1), "togglebutton.css no longer hides collapsed content"
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_page_as_a_reader_sees_it(chapter, server, artifacts, tmp_path):
     dom = open_page(f"{server}/book/{chapter}.html", tmp_path, artifacts / f"{chapter}.png")
@@ -120,6 +173,7 @@ def test_chapter_page_as_a_reader_sees_it(chapter, server, artifacts, tmp_path):
     assert "Traceback (most recent call last)" not in dom and 'class="output traceback' not in dom
     assert "replication check failed" not in dom
     assert "Replication check" in dom, "the closing replication table is missing"
+    check_solutions_hidden(dom, server)  # every exercise's solution is collapsed when the page loads
 
 
 def test_scorecard_gathers_every_chapter(server, tmp_path, artifacts):

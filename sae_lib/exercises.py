@@ -1,0 +1,497 @@
+"""Checkers for the book's exercises: one function per exercise, each testing your code against the library.
+
+Every chapter ends with a few exercises. Each has a stub for you to fill in, a check cell, and a
+solution hidden behind a toggle. The check cell calls one of the functions below on *your* function:
+
+* it runs your function and the library on several random inputs (a few shapes, a few edge cases);
+* if all agree it prints a tick and returns ``True``;
+* if one differs it prints one sentence, what was expected against what you returned and on which
+  input, and returns ``False``, so the rest of the notebook still runs (on the solution);
+* if your function still raises ``NotImplementedError`` (the unfilled stub), it says "not attempted
+  yet" and returns ``False``.
+
+The solution cells call the same checker with ``solution=True``: then a mismatch raises
+:class:`ExerciseFailed`, so executing the book fails if a solution ever stops passing.
+:func:`prefer` then picks the function that later cells use: yours once it passes, the solution's
+otherwise. Nothing ever overwrites your own function's name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .hierarchy import conditionally_orthogonal_dictionary, paper_tree
+from .metrics import absorption_score, coactivation, cosine_matrix, gram_errors, mean_max_cosine, modality_score
+from .saes import MPSAE, ReLUSAE, TopKSAE
+from .training import Reconstruction
+
+
+class ExerciseFailed(AssertionError):
+    """A function gave a wrong answer in a checker run with ``solution=True``."""
+
+
+class _Mismatch(Exception):
+    """One sentence saying how a returned value differs from the expected one."""
+
+
+@dataclass
+class Case:
+    """One input to try: a description for messages, the arguments, the library's answer."""
+
+    describe: str
+    args: tuple
+    expected: Any
+    kwargs: dict = field(default_factory=dict)
+    compare: Callable[[Any, Any], None] | None = None  # raises _Mismatch; default: _compare
+    call: Callable[[Callable], Any] | None = None  # how to call the function, if not fn(*args, **kwargs)
+    names: tuple[str, ...] = ()  # names of the returned values, for a function that returns a tuple
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, Tensor):
+        value = value.item() if value.numel() == 1 else value
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return repr(value)
+
+
+def _compare(expected, got, name: str = "result", *, names: Sequence[str] = (), atol: float = 1e-4,
+             rtol: float = 1e-3) -> None:
+    """Raise :class:`_Mismatch` with one sentence if ``got`` is not (close to) ``expected``."""
+    if isinstance(expected, (tuple, list)):
+        names = names or [f"{name}[{i}]" for i in range(len(expected))]
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            raise _Mismatch(f"expected a tuple ({', '.join(names)}), got {type(got).__name__}"
+                            + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
+        for e, g, n in zip(expected, got, names):
+            _compare(e, g, n, atol=atol, rtol=rtol)
+        return
+    if isinstance(expected, dict):
+        if not isinstance(got, dict) or set(got) != set(expected):
+            keys = sorted(got) if isinstance(got, dict) else type(got).__name__
+            raise _Mismatch(f"expected a dict with keys {sorted(expected)}, got {keys}")
+        for key in expected:
+            _compare(expected[key], got[key], f"{name}[{key!r}]", atol=atol, rtol=rtol)
+        return
+    if isinstance(expected, Tensor) and expected.numel() > 1:
+        if not isinstance(got, Tensor):
+            raise _Mismatch(f"expected {name} to be a tensor of shape {tuple(expected.shape)}, "
+                            f"got {type(got).__name__}")
+        if got.shape != expected.shape:
+            raise _Mismatch(f"expected {name} of shape {tuple(expected.shape)}, got shape {tuple(got.shape)}")
+        got, exp = got.detach().float().cpu(), expected.detach().float().cpu()
+        bad = ~torch.isclose(got, exp, atol=atol, rtol=rtol, equal_nan=True)
+        if bad.any():
+            where = tuple(int(i) for i in bad.nonzero()[0])
+            raise _Mismatch(f"expected {name}{list(where)} = {_fmt(exp[where])}, got {_fmt(got[where])} "
+                            f"({int(bad.sum())} of {bad.numel()} entries differ)")
+        return
+    # A number (a float or a one-element tensor).
+    try:
+        got_number = float(got.detach() if isinstance(got, Tensor) else got)
+    except (TypeError, ValueError, RuntimeError):
+        raise _Mismatch(f"expected {name} to be a number, got {type(got).__name__}") from None
+    exp_number = float(expected)
+    if not (math.isclose(got_number, exp_number, rel_tol=rtol, abs_tol=atol)
+            or (math.isnan(got_number) and math.isnan(exp_number))):
+        raise _Mismatch(f"expected {name} = {_fmt(exp_number)}, got {_fmt(got_number)}")
+
+
+def _run(exercise: str, fn: Callable, cases: Sequence[Case], *, solution: bool) -> bool:
+    """Try ``fn`` on every case; report in one sentence, raise only for a solution."""
+    name = getattr(fn, "__name__", "your function")
+
+    def fail(message: str) -> bool:
+        if solution:
+            raise ExerciseFailed(f"{exercise}: the solution `{name}` fails: {message}")
+        print(f"✗ {exercise}: not yet right. {message}")
+        return False
+
+    if not callable(fn):
+        return fail(f"expected a function, got {type(fn).__name__}.")
+    for case in cases:
+        try:
+            got = case.call(fn) if case.call else fn(*case.args, **case.kwargs)
+        except NotImplementedError:
+            if solution:
+                raise
+            print(f"· {exercise}: not attempted yet (`{name}` still raises NotImplementedError). "
+                  f"Fill in the stub and run this cell again.")
+            return False
+        except Exception as error:  # noqa: BLE001 - the reader's error, reported in one sentence
+            if solution:
+                raise
+            return fail(f"`{name}` raised {type(error).__name__}: {error} (on {case.describe}).")
+        try:
+            if case.compare:
+                case.compare(case.expected, got)
+            else:
+                _compare(case.expected, got, names=case.names)
+        except _Mismatch as mismatch:
+            return fail(f"On {case.describe}: {mismatch}.")
+    print(f"✓ {exercise}: `{name}` agrees with the library on all {len(cases)} inputs.")
+    return True
+
+
+def prefer(yours: Callable, solution: Callable, yours_passed: bool) -> Callable:
+    """The function later cells should use: yours once it has passed its check, else the solution's."""
+    if yours_passed:
+        print(f"Later cells use your `{getattr(yours, '__name__', 'function')}`.")
+        return yours
+    print(f"Later cells use the solution's `{getattr(solution, '__name__', 'function')}` "
+          f"(yours has not passed its check yet).")
+    return solution
+
+
+# ============================================================================ chapter 1: superposition
+def _scaled_dictionary(n: int, d: int, seed: int) -> Tensor:
+    """Random directions with random lengths (so forgetting to normalise shows)."""
+    g = _gen(seed)
+    return torch.randn(n, d, generator=g) * (0.5 + 2 * torch.rand(n, 1, generator=g))
+
+
+def check_interference(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(dictionary)`` -> (n, n) cosines between the features' directions, 0 on the diagonal."""
+
+    def reference(dictionary: Tensor) -> Tensor:
+        return cosine_matrix(dictionary, dictionary).fill_diagonal_(0.0)
+
+    angles = torch.arange(5) * 2 * math.pi / 5
+    pentagon = 1.7 * torch.stack([angles.cos(), angles.sin()], dim=1)
+    inputs = [("5 features in 2 dimensions (a pentagon, rows of length 1.7)", pentagon),
+              ("64 random features of random lengths in 32 dimensions", _scaled_dictionary(64, 32, 1)),
+              ("3 orthogonal features, lengths 1, 2, 3", torch.diag(torch.tensor([1.0, 2.0, 3.0]))),
+              ("a single feature in 4 dimensions", _scaled_dictionary(1, 4, 2))]
+    cases = [Case(text, (d,), reference(d)) for text, d in inputs]
+    return _run("interference", fn, cases, solution=solution)
+
+
+def check_mmcs(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(learned, true)`` -> mean over true features of the best cosine any learned atom reaches."""
+    true = F.normalize(torch.randn(16, 8, generator=_gen(3)), dim=1)
+    shuffled = true[torch.randperm(16, generator=_gen(4))]
+    inputs = [("24 random learned atoms and 16 true features in 8 dimensions",
+               _scaled_dictionary(24, 8, 5), true),
+              ("the true features shuffled and rescaled", 3 * shuffled, true),
+              ("learned = −true (every atom points the wrong way)", -true, true),
+              ("4 learned atoms for 16 true features", _scaled_dictionary(4, 8, 6), true)]
+    cases = [Case(text, (learned, t), mean_max_cosine(learned, t)) for text, learned, t in inputs]
+    return _run("mean max cosine", fn, cases, solution=solution)
+
+
+# ============================================================================ chapter 2: the standard SAE
+def _random_sae(cls, d_in: int, n_latents: int, seed: int, **settings):
+    """An SAE with every parameter random: biases non-zero, decoder rows of random length."""
+    sae = cls(d_in, n_latents, seed=seed, **settings)
+    g = _gen(seed + 1000)
+    with torch.no_grad():
+        sae.W_dec.mul_(0.5 + 2 * torch.rand(n_latents, 1, generator=g))
+        sae.b_dec.copy_(0.3 * torch.randn(d_in, generator=g))
+        if hasattr(sae, "W_enc"):
+            sae.W_enc.copy_(torch.randn(d_in, n_latents, generator=g) / math.sqrt(d_in))
+            sae.b_enc.copy_(0.2 * torch.randn(n_latents, generator=g))
+    return sae
+
+
+def _relu_cases(seed: int) -> list[tuple[str, ReLUSAE, Tensor]]:
+    return [
+        ("a ReLUSAE(8, 16) and x of shape (5, 8)", _random_sae(ReLUSAE, 8, 16, seed, l1_coeff=0.1),
+         torch.randn(5, 8, generator=_gen(seed))),
+        ("a ReLUSAE(4, 12) and x of shape (2, 3, 4)", _random_sae(ReLUSAE, 4, 12, seed + 1, l1_coeff=0.03),
+         torch.randn(2, 3, 4, generator=_gen(seed + 1))),
+        ("a ReLUSAE(6, 6) and one input, shape (1, 6)", _random_sae(ReLUSAE, 6, 6, seed + 2, l1_coeff=1.0),
+         torch.randn(1, 6, generator=_gen(seed + 2))),
+    ]
+
+
+def check_relu_forward(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(sae, x)`` -> ``(x_hat, z)`` of a ReLU SAE, as ``sae(x)`` computes them."""
+    with torch.no_grad():
+        cases = [Case(text, (sae, x), tuple(t.detach() for t in sae(x)), names=("x_hat", "z"))
+                 for text, sae, x in _relu_cases(10)]
+    return _run("ReLU SAE forward pass", fn, cases, solution=solution)
+
+
+def _compare_loss(expected, got) -> None:
+    _compare(expected, got, "the loss")
+    if not (isinstance(got, Tensor) and got.requires_grad):
+        raise _Mismatch("expected a loss that carries a gradient, got the right value without one, so "
+                        "nothing could train on it (build it from the SAE's tensors, no .item() or .detach())")
+
+
+def check_relu_loss(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(sae, x)`` -> MSE (mean over every entry) + ``l1_coeff`` · (sum of codes per row, averaged)."""
+    cases = []
+    for text, sae, x in _relu_cases(20):
+        terms, _ = Reconstruction()(sae, x.reshape(-1, sae.d_in), None)
+        cases.append(Case(text, (sae, x), sum(terms.values()).detach(), compare=_compare_loss))
+    return _run("ReLU SAE loss", fn, cases, solution=solution)
+
+
+# ============================================================================ chapter 3: TopK SAEs
+def _library_topk(pre: Tensor, k: int) -> Tensor:
+    """The library's TopK activation applied to given pre-activations (an SAE whose encoder is the identity)."""
+    n = pre.shape[-1]
+    sae = TopKSAE(n, n, k)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(n))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+        return sae.encode(pre)
+
+
+def check_topk_activation(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(pre, k)`` -> codes: the ``k`` largest pre-activations of each row, ReLU'd; zero elsewhere."""
+    mostly_negative = torch.randn(4, 10, generator=_gen(31)) - 1.5
+    mostly_negative[0] = -torch.rand(10, generator=_gen(32)) - 0.1  # a row with no positive entry
+    inputs = [("pre-activations of shape (6, 10), k = 3", torch.randn(6, 10, generator=_gen(30)), 3),
+              ("shape (2, 4, 10) (batch, position, latent), k = 1", torch.randn(2, 4, 10, generator=_gen(33)), 1),
+              ("mostly negative pre-activations (fewer than k positive), shape (4, 10), k = 4",
+               mostly_negative, 4),
+              ("k equal to the number of latents, shape (3, 5), k = 5", torch.randn(3, 5, generator=_gen(34)), 5)]
+    cases = [Case(text, (pre, k), _library_topk(pre, k)) for text, pre, k in inputs]
+    return _run("TopK activation", fn, cases, solution=solution)
+
+
+def check_auxk(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(sae, x, x_hat, dead_mask)`` -> the AuxK term of a TopK SAE, as ``sae.extra_losses`` gives it."""
+    cases = []
+    for seed, (d, n, k, k_aux, n_dead, coeff) in enumerate([(8, 32, 2, 4, 10, 1 / 32), (6, 24, 3, 8, 5, 0.5),
+                                                            (4, 16, 1, 2, 16, 1.0)]):
+        sae = _random_sae(TopKSAE, d, n, 40 + seed, k=k, k_aux=k_aux, auxk_coeff=coeff)
+        x = torch.randn(12, d, generator=_gen(50 + seed))
+        dead = torch.zeros(n, dtype=torch.bool)
+        dead[torch.randperm(n, generator=_gen(60 + seed))[:n_dead]] = True
+        with torch.no_grad():
+            x_hat, z = sae(x)
+            expected = sae.extra_losses(x, x_hat, z, dead)["auxk"]
+        text = (f"a TopKSAE({d}, {n}, k={k}, k_aux={k_aux}, auxk_coeff={coeff:.3g}) with {n_dead} dead "
+                f"latents, x of shape {tuple(x.shape)}")
+        cases.append(Case(text, (sae, x, x_hat, dead), expected))
+    return _run("AuxK loss", fn, cases, solution=solution)
+
+
+# ============================================================================ chapter 4: hierarchy
+def _tree_dictionaries() -> list[tuple[str, Tensor, Tensor]]:
+    """(description, learned, true) pairs on the paper's tree: faithful, absorbed, anti-absorbed, noisy."""
+    tree = paper_tree()
+    true = conditionally_orthogonal_dictionary(tree, 20, 0.3, seed=0)
+    absorbed, anti = true.clone(), true.clone()
+    for child in tree.child_indices:
+        absorbed[child] = F.normalize(true[child] + true[tree.parent[child]], dim=0)
+        anti[child] = F.normalize(true[child] - true[tree.parent[child]], dim=0)
+    noisy = F.normalize(true + 0.15 * torch.randn(true.shape, generator=_gen(70)), dim=1)
+    extra = torch.cat([noisy, _scaled_dictionary(12, 20, 71)])[torch.randperm(32, generator=_gen(72))]
+    return [("the true dictionary, shuffled", true[torch.randperm(len(true), generator=_gen(73))], true),
+            ("a fully absorbed dictionary (each child atom = child + parent, normalised)", absorbed, true),
+            ("an 'anti-absorbed' dictionary (each child atom = child − parent, normalised)", anti, true),
+            ("a noisy dictionary with 12 extra random atoms, shuffled", extra, true)]
+
+
+def check_absorption(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(learned, true, parent)`` -> the absorption score, as ``sae_lib.metrics.absorption_score``."""
+    parent = paper_tree().parent
+    cases = [Case(f"the paper's tree (ρ = 0.3) with {text}", (learned, true, parent),
+                  absorption_score(learned, true, parent)) for text, learned, true in _tree_dictionaries()]
+    return _run("absorption score", fn, cases, solution=solution)
+
+
+def check_gram_errors(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(learned, true, sibling_groups, ancestor_pairs)`` -> {"flat": ..., "hierarchical": ...}."""
+    tree = paper_tree()
+    args = (tree.sibling_groups, tree.ancestor_pairs())
+    cases = [Case(f"the paper's tree (ρ = 0.3) with {text}", (learned, true, *args),
+                  gram_errors(learned, true, *args)) for text, learned, true in _tree_dictionaries()]
+    return _run("flat and hierarchical errors", fn, cases, solution=solution)
+
+
+# ============================================================================ chapter 5: matching pursuit
+def _mp_sae(atoms: Tensor) -> MPSAE:
+    """The library's MP-SAE with exactly these atoms and no pre-bias."""
+    sae = MPSAE(atoms.shape[1], atoms.shape[0], 1)
+    with torch.no_grad():
+        sae.W_dec.copy_(atoms)
+    return sae
+
+
+def _correlated_atoms(n: int, d: int, seed: int) -> Tensor:
+    """Unit atoms that share a common direction, so greedy steps interact (and atoms get picked twice)."""
+    g = _gen(seed)
+    return F.normalize(torch.randn(n, d, generator=g) + 1.2 * torch.randn(1, d, generator=g), dim=1)
+
+
+def _compare_mp_step(expected, got) -> None:
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        raise _Mismatch("expected a tuple (indices, coefficients, new_residual)")
+    index, coefficient, residual = expected
+    _compare(coefficient, got[1], "coefficients")
+    _compare(residual, got[2], "new_residual")
+    chosen = coefficient > 0  # where nothing correlates positively, any index is right: it adds 0
+    got_index = torch.as_tensor(got[0])
+    if got_index.shape != index.shape:
+        raise _Mismatch(f"expected indices of shape {tuple(index.shape)}, got shape {tuple(got_index.shape)}")
+    wrong = chosen & (got_index != index)
+    if wrong.any():
+        row = int(wrong.nonzero()[0])
+        raise _Mismatch(f"expected indices[{row}] = {int(index[row])} (the atom with the largest correlation), "
+                        f"got {int(got_index[row])}")
+
+
+def check_mp_step(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(residual, atoms)`` -> ``(indices, coefficients, new_residual)`` of one matching-pursuit step."""
+    cases = []
+    anti = -_correlated_atoms(6, 5, 82).sum(0, keepdim=True).repeat(3, 1)  # correlates negatively with most
+    inputs = [("residuals (8, 6) and 20 unit atoms", torch.randn(8, 6, generator=_gen(80)),
+               _correlated_atoms(20, 6, 81)),
+              ("residuals pointing away from most atoms (shape (3, 5), 6 atoms)", anti, _correlated_atoms(6, 5, 82)),
+              ("one residual (1, 4) and 4 orthonormal atoms", torch.randn(1, 4, generator=_gen(83)), torch.eye(4))]
+    for text, residual, atoms in inputs:
+        trace = _mp_sae(atoms).trace(residual, k=1)
+        cases.append(Case(text, (residual, atoms),
+                          (trace.indices[:, 0], trace.coefficients[:, 0], trace.residuals[1]),
+                          compare=_compare_mp_step))
+    return _run("one matching-pursuit step", fn, cases, solution=solution)
+
+
+def check_matching_pursuit(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(x, atoms, k)`` -> ``(z, x_hat)``: ``k`` greedy steps, codes summed where an atom repeats."""
+    cases = []
+    inputs = [("x of shape (8, 6), 20 correlated atoms, k = 3", torch.randn(8, 6, generator=_gen(90)),
+               _correlated_atoms(20, 6, 91), 3),
+              ("k = 1", torch.randn(5, 6, generator=_gen(92)), _correlated_atoms(10, 6, 93), 1),
+              ("more steps than dimensions: x (4, 3), 8 atoms, k = 7 (atoms are picked again)",
+               torch.randn(4, 3, generator=_gen(94)), _correlated_atoms(8, 3, 95), 7)]
+    for text, x, atoms, k in inputs:
+        with torch.no_grad():
+            x_hat, z = _mp_sae(atoms)(x, k=k)
+        cases.append(Case(text, (x, atoms, k), (z, x_hat), names=("z", "x_hat")))
+    return _run("the whole pursuit", fn, cases, solution=solution)
+
+
+# ============================================================================ chapters 6-7: a language model
+@lru_cache(maxsize=1)
+def exercise_lm():
+    """The shipped tiny LM (frozen) and a few of its sequences: what the chapter 6-7 exercises run on."""
+    from .tiny_lm import load_tiny_lm
+
+    loaded = load_tiny_lm()
+    tokens, _ = loaded.extras["language"].sample(4, 24, seed=0)
+    return loaded.model, tokens
+
+
+def exercise_sae(model, family: str = "topk", *, seed: int = 0, **settings):
+    """A small untrained SAE (4 latents per dimension) that fits ``model``'s residual stream: enough to
+    check splicing code, which must work on any weights."""
+    d = model.cfg.d_model
+    if family == "topk":
+        return TopKSAE(d, 4 * d, settings.pop("k", 8), seed=seed, **settings)
+    return ReLUSAE(d, 4 * d, seed=seed, **settings)
+
+
+def check_splice_hook(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(sae)`` -> a TransformerLens hook function that hands on the SAE's reconstruction."""
+    from .splicing import run_spliced
+
+    model, tokens = exercise_lm()
+    cases = []
+    for hook, sae in (("blocks.1.hook_resid_pre", exercise_sae(model, seed=1)),
+                      ("blocks.0.hook_resid_post", exercise_sae(model, "relu", seed=2))):
+        with torch.no_grad():
+            expected = run_spliced(model, tokens, hook, sae).logits
+
+        def logits_with(make_hook, sae=sae, hook=hook):
+            with torch.no_grad():
+                return model.run_with_hooks(tokens, fwd_hooks=[(hook, make_hook(sae))])
+
+        text = f"the tiny LM's logits with a random {type(sae).__name__} spliced in at {hook}"
+        cases.append(Case(text, (sae,), expected, call=logits_with))
+    return _run("a splice hook", fn, cases, solution=solution)
+
+
+def check_ce_increase(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(model, sae, tokens, hook)`` -> next-token cross-entropy with the splice minus without it."""
+    from .splicing import evaluate_spliced, identity_sae
+
+    model, tokens = exercise_lm()
+    cases = []
+    for text, hook, sae in (("a random TopKSAE", "blocks.1.hook_resid_pre", exercise_sae(model, seed=3)),
+                            ("a random ReLUSAE", "blocks.0.hook_resid_pre", exercise_sae(model, "relu", seed=4)),
+                            ("an SAE that reconstructs exactly", "blocks.1.hook_resid_pre",
+                             identity_sae(model.cfg.d_model))):
+        expected = evaluate_spliced(model, sae, tokens, hook, progress=False)["ce_increase"]
+        cases.append(Case(f"the tiny LM with {text} at {hook}", (model, sae, tokens, hook), expected))
+    return _run("CE-loss increase", fn, cases, solution=solution)
+
+
+def check_kl(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(logits_original, logits_spliced)`` -> KL(original ‖ spliced), summed over the vocabulary,
+    averaged over tokens."""
+    from .splicing import kl_divergence
+
+    base = torch.randn(2, 5, 11, generator=_gen(100))
+    peaked = 4 * torch.randn(3, 7, generator=_gen(102))
+    inputs = [("logits of shape (batch 2, positions 5, vocabulary 11)", base,
+               base + 0.8 * torch.randn(2, 5, 11, generator=_gen(101))),
+              ("peaked distributions, logits of shape (3, 7)", peaked, torch.randn(3, 7, generator=_gen(103))),
+              ("identical logits", base, base.clone())]
+    cases = [Case(text, (p, q), kl_divergence(p, q)) for text, p, q in inputs]
+    return _run("the KL term", fn, cases, solution=solution)
+
+
+def check_e2e_ds_loss(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(model, sae, tokens, hook, beta)`` -> ½·KL + (β/n)·Σ downstream MSE + the SAE's sparsity term."""
+    from .e2e import EndToEnd
+
+    model, tokens = exercise_lm()
+    cases = []
+    # Hooks in the first of the tiny LM's two blocks: later residual streams exist to reconstruct.
+    for hook, beta, sae in (("blocks.0.hook_resid_pre", 2.5, exercise_sae(model, "relu", seed=5, l1_coeff=0.01)),
+                            ("blocks.0.hook_resid_mid", 0.05, exercise_sae(model, "relu", seed=6, l1_coeff=0.1))):
+        with torch.no_grad():
+            terms, _ = EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=beta)(sae, tokens, None)
+        cases.append(Case(f"the tiny LM with a random ReLUSAE (l1_coeff {sae.l1_coeff}) at {hook}, β = {beta}",
+                          (model, sae, tokens, hook, beta), sum(terms.values())))
+    return _run("the e2e+ds loss", fn, cases, solution=solution)
+
+
+# ============================================================================ chapter 8: two modalities
+def _two_modality_codes(n_images: int, n_texts: int, n_latents: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Non-negative sparse codes for images then texts; latent 0 never fires, latent 1 only on images."""
+    g = _gen(seed)
+    n = n_images + n_texts
+    z = torch.rand(n, n_latents, generator=g) * (torch.rand(n, n_latents, generator=g) < 0.4)
+    is_image = torch.arange(n) < n_images
+    z[:, 0] = 0
+    z[:, 1] = torch.where(is_image, 1.0 + torch.rand(n, generator=g), torch.zeros(n))
+    return z, is_image
+
+
+def check_modality_score(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(z, is_image)`` -> per latent, E_img[z] / (E_img[z] + E_txt[z]); NaN for a latent that never fires."""
+    inputs = [("codes of 10 images and 10 captions, 6 latents", *_two_modality_codes(10, 10, 6, 110)),
+              ("codes of 3 images and 15 captions (five per image), 8 latents", *_two_modality_codes(3, 15, 8, 111)),
+              ("codes of 12 images and 2 captions, 4 latents", *_two_modality_codes(12, 2, 4, 112))]
+    cases = [Case(text + " (latent 0 never fires, latent 1 fires only on images)", (z, is_image),
+                  modality_score(z, is_image)) for text, z, is_image in inputs]
+    return _run("modality score", fn, cases, solution=solution)
+
+
+def check_coactivation(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(z)`` -> C[i, j], the fraction of inputs on which latents i and j both fire."""
+    inputs = [("codes of shape (20, 6)", _two_modality_codes(10, 10, 6, 120)[0]),
+              ("codes of shape (7, 3) with large values", 5 * _two_modality_codes(3, 4, 3, 121)[0]),
+              ("one input, codes of shape (1, 4)", _two_modality_codes(1, 0, 4, 122)[0])]
+    cases = [Case(text, (z,), coactivation(z)) for text, z in inputs]
+    return _run("co-activation", fn, cases, solution=solution)

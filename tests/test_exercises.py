@@ -1,0 +1,420 @@
+"""Every exercise checker accepts a right answer and rejects a typical wrong one with a helpful sentence.
+
+A right answer is a plain implementation, as in the chapters' solutions. The wrong ones are the
+mistakes a learner makes (MP without the residual update, TopK without the ReLU, KL the wrong way
+round, ...): each checker must return False and say what was expected, what it got, and on which input.
+"""
+
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sae_lib import exercises as ex
+from sae_lib.metrics import aligned_atoms
+
+
+def rejects(checker, wrong, capsys, *words):
+    """The checker returns False for ``wrong``, prints one '✗' line naming the input, and raises with
+    ``solution=True``."""
+    assert checker(wrong) is False
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("✗") and len(out.splitlines()) == 1, out
+    assert "expected" in out and " On " in out, out
+    for word in words:
+        assert word in out, out
+    with pytest.raises(ex.ExerciseFailed):
+        checker(wrong, solution=True)
+    return out
+
+
+def accepts(checker, right, capsys):
+    assert checker(right) is True
+    assert capsys.readouterr().out.startswith("✓")
+    assert checker(right, solution=True) is True
+    capsys.readouterr()
+
+
+def test_unfilled_stub_is_reported_not_attempted_and_raises_for_a_solution(capsys):
+    def stub(dictionary):
+        raise NotImplementedError
+
+    assert ex.check_interference(stub) is False
+    assert "not attempted yet" in capsys.readouterr().out
+    with pytest.raises(NotImplementedError):
+        ex.check_interference(stub, solution=True)
+
+
+def test_a_crashing_attempt_is_reported_in_one_sentence(capsys):
+    def crashes(dictionary):
+        return dictionary @ dictionary  # shapes do not fit
+
+    assert ex.check_interference(crashes) is False
+    out = capsys.readouterr().out
+    assert out.startswith("✗") and "RuntimeError" in out and "on 5 features" in out
+
+
+def test_prefer_takes_yours_only_once_it_passed(capsys):
+    def yours():
+        pass
+
+    def solution():
+        pass
+
+    assert ex.prefer(yours, solution, True) is yours
+    assert ex.prefer(yours, solution, False) is solution
+    assert "solution" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- chapter 1
+def interference(dictionary):
+    unit = F.normalize(dictionary, dim=1)
+    return (unit @ unit.T).fill_diagonal_(0.0)
+
+
+def test_interference(capsys):
+    accepts(ex.check_interference, interference, capsys)
+    rejects(ex.check_interference, lambda d: (d @ d.T).fill_diagonal_(0.0), capsys)  # not normalised
+    rejects(ex.check_interference, lambda d: F.normalize(d, dim=1) @ F.normalize(d, dim=1).T, capsys,
+            "[0, 0]")  # the diagonal (a feature with itself) left at 1
+
+
+def mmcs(learned, true):
+    return (F.normalize(true, dim=1) @ F.normalize(learned, dim=1).T).max(dim=1).values.mean()
+
+
+def test_mmcs(capsys):
+    accepts(ex.check_mmcs, mmcs, capsys)
+    def unsigned(learned, true):  # |cos|: an atom pointing the opposite way counted as found
+        return (F.normalize(true, dim=1) @ F.normalize(learned, dim=1).T).abs().max(1).values.mean()
+
+    rejects(ex.check_mmcs, unsigned, capsys)
+    rejects(ex.check_mmcs, lambda learned, true: mmcs(true, learned), capsys)  # max over the wrong axis
+
+
+# ---------------------------------------------------------------- chapter 2
+def relu_forward(sae, x):
+    z = F.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc)
+    return z @ sae.atoms() + sae.b_dec, z
+
+
+def relu_loss(sae, x):
+    x_hat, z = relu_forward(sae, x)
+    rows = z.numel() // sae.n_latents
+    return (x_hat - x).pow(2).mean() + sae.l1_coeff * z.abs().sum() / rows
+
+
+def test_relu_forward(capsys):
+    accepts(ex.check_relu_forward, relu_forward, capsys)
+
+    def no_centring(sae, x):
+        z = F.relu(x @ sae.W_enc + sae.b_enc)
+        return z @ sae.atoms() + sae.b_dec, z
+
+    def raw_decoder(sae, x):
+        z = F.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc)
+        return z @ sae.W_dec + sae.b_dec, z
+
+    rejects(ex.check_relu_forward, no_centring, capsys, "x_hat")
+    rejects(ex.check_relu_forward, raw_decoder, capsys, "x_hat")
+
+
+def test_relu_loss(capsys):
+    accepts(ex.check_relu_loss, relu_loss, capsys)
+
+    def l1_mean_over_latents(sae, x):
+        x_hat, z = relu_forward(sae, x)
+        return (x_hat - x).pow(2).mean() + sae.l1_coeff * z.abs().mean()
+
+    rejects(ex.check_relu_loss, l1_mean_over_latents, capsys, "the loss")
+    out = rejects(ex.check_relu_loss, lambda sae, x: relu_loss(sae, x).item(), capsys)
+    assert "without one" in out
+
+
+# ---------------------------------------------------------------- chapter 3
+def topk_activation(pre, k):
+    values, indices = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, indices, F.relu(values))
+
+
+def auxk(sae, x, x_hat, dead_mask):
+    residual = (x - x_hat).detach()
+    pre = (x - sae.b_dec) @ sae.W_enc[:, dead_mask] + sae.b_enc[dead_mask]
+    z_aux = topk_activation(pre, min(sae.k_aux, int(dead_mask.sum())))
+    residual_hat = z_aux @ sae.atoms()[dead_mask]
+    return sae.auxk_coeff * (residual_hat - residual).pow(2).mean()
+
+
+def test_topk_activation(capsys):
+    accepts(ex.check_topk_activation, topk_activation, capsys)
+
+    def without_relu(pre, k):
+        values, indices = pre.topk(k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, indices, values)
+
+    rejects(ex.check_topk_activation, without_relu, capsys, "mostly negative")
+    rejects(ex.check_topk_activation, lambda pre, k: F.relu(pre), capsys)  # no selection at all
+
+
+def test_auxk(capsys):
+    accepts(ex.check_auxk, auxk, capsys)
+
+    def every_latent(sae, x, x_hat, dead_mask):
+        return auxk(sae, x, x_hat, torch.ones_like(dead_mask))
+
+    def divided_by_the_error(sae, x, x_hat, dead_mask):  # Gao et al.'s ratio, not the book's MSE
+        residual = (x - x_hat).detach()
+        pre = (x - sae.b_dec) @ sae.W_enc[:, dead_mask] + sae.b_enc[dead_mask]
+        z_aux = topk_activation(pre, min(sae.k_aux, int(dead_mask.sum())))
+        unexplained = (z_aux @ sae.atoms()[dead_mask] - residual).pow(2).sum(-1).mean()
+        return sae.auxk_coeff * unexplained / residual.pow(2).sum(-1).mean()
+
+    rejects(ex.check_auxk, every_latent, capsys, "dead")
+    rejects(ex.check_auxk, divided_by_the_error, capsys)
+
+
+# ---------------------------------------------------------------- chapter 4
+def absorption(learned, true, parent):
+    atoms, true = aligned_atoms(learned, true), F.normalize(true, dim=1)
+    return torch.stack([atoms[c] @ true[p] for c, p in enumerate(parent) if p >= 0]).abs().mean()
+
+
+def signed_absorption(learned, true, parent):  # the paper's signed average: turning away cancels
+    atoms, true = aligned_atoms(learned, true), F.normalize(true, dim=1)
+    return torch.stack([atoms[c] @ true[p] for c, p in enumerate(parent) if p >= 0]).mean()
+
+
+def test_absorption(capsys):
+    accepts(ex.check_absorption, absorption, capsys)
+
+    def unmatched(learned, true, parent):  # reads learned[c] as if the SAE's atoms came in the true order
+        learned, true = F.normalize(learned, dim=1), F.normalize(true, dim=1)
+        return torch.stack([learned[c] @ true[p] for c, p in enumerate(parent) if p >= 0]).abs().mean()
+
+    def child_to_child(learned, true, parent):  # the matched child atom against the child, not the parent
+        atoms, true = aligned_atoms(learned, true), F.normalize(true, dim=1)
+        return torch.stack([atoms[c] @ true[c] for c, p in enumerate(parent) if p >= 0]).abs().mean()
+
+    rejects(ex.check_absorption, unmatched, capsys, "shuffled")
+    rejects(ex.check_absorption, child_to_child, capsys)
+
+
+def test_absorption_checker_rejects_signed_cosines(capsys):
+    rejects(ex.check_absorption, signed_absorption, capsys, "anti-absorbed")
+
+
+def gram_errors(learned, true, sibling_groups, ancestor_pairs):
+    atoms, unit = aligned_atoms(learned, true), F.normalize(true, dim=1)
+    diff = (atoms @ atoms.T - unit @ unit.T).abs()
+    flat = [diff[i, j] for group in sibling_groups for a, i in enumerate(group) for j in group[a + 1:]]
+    return {"flat": torch.stack(flat).mean(), "hierarchical": torch.stack([diff[i, j] for i, j in ancestor_pairs]).mean()}
+
+
+def test_gram_errors(capsys):
+    accepts(ex.check_gram_errors, gram_errors, capsys)
+
+    def signed(learned, true, sibling_groups, ancestor_pairs):
+        atoms, unit = aligned_atoms(learned, true), F.normalize(true, dim=1)
+        diff = atoms @ atoms.T - unit @ unit.T
+        flat = [diff[i, j] for group in sibling_groups for a, i in enumerate(group) for j in group[a + 1:]]
+        return {"flat": torch.stack(flat).mean(),
+                "hierarchical": torch.stack([diff[i, j] for i, j in ancestor_pairs]).mean()}
+
+    rejects(ex.check_gram_errors, signed, capsys, "anti-absorbed")
+
+
+# ---------------------------------------------------------------- chapter 5
+def mp_step(residual, atoms):
+    coefficients, indices = F.relu(residual @ atoms.T).max(dim=-1)
+    return indices, coefficients, residual - coefficients[:, None] * atoms[indices]
+
+
+def matching_pursuit(x, atoms, k):
+    z, residual = torch.zeros(len(x), len(atoms)), x.clone()
+    for _ in range(k):
+        indices, coefficients, residual = mp_step(residual, atoms)
+        z[torch.arange(len(x)), indices] += coefficients
+    return z, x - residual
+
+
+def test_mp_step(capsys):
+    accepts(ex.check_mp_step, mp_step, capsys)
+
+    def no_relu(residual, atoms):
+        coefficients, indices = (residual @ atoms.T).max(dim=-1)
+        return indices, coefficients, residual - coefficients[:, None] * atoms[indices]
+
+    def largest_magnitude(residual, atoms):
+        c = residual @ atoms.T
+        indices = c.abs().argmax(dim=-1)
+        coefficients = c.gather(1, indices[:, None]).squeeze(1)
+        return indices, coefficients, residual - coefficients[:, None] * atoms[indices]
+
+    rejects(ex.check_mp_step, lambda r, a: (*mp_step(r, a)[:2], r), capsys, "new_residual")
+    rejects(ex.check_mp_step, no_relu, capsys, "coefficients")
+    rejects(ex.check_mp_step, largest_magnitude, capsys)
+
+
+def test_matching_pursuit(capsys):
+    accepts(ex.check_matching_pursuit, matching_pursuit, capsys)
+
+    def no_residual_update(x, atoms, k):  # picks the same atom k times
+        z = torch.zeros(len(x), len(atoms))
+        for _ in range(k):
+            indices, coefficients, _ = mp_step(x, atoms)
+            z[torch.arange(len(x)), indices] += coefficients
+        return z, z @ atoms
+
+    def overwrites_codes(x, atoms, k):  # an atom picked twice keeps only its last coefficient
+        z, residual = torch.zeros(len(x), len(atoms)), x.clone()
+        for _ in range(k):
+            indices, coefficients, residual = mp_step(residual, atoms)
+            z[torch.arange(len(x)), indices] = coefficients
+        return z, x - residual
+
+    rejects(ex.check_matching_pursuit, no_residual_update, capsys, "k = 3")
+    rejects(ex.check_matching_pursuit, overwrites_codes, capsys, "z[")
+
+
+# ---------------------------------------------------------------- chapters 6-7 (the shipped tiny LM)
+def splice_hook(sae):
+    def hook(activation, hook):
+        x_hat, _ = sae(activation)
+        return x_hat
+
+    return hook
+
+
+def ce_increase(model, sae, tokens, hook):
+    def ce(logits):
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+
+    with torch.no_grad():
+        spliced = model.run_with_hooks(tokens, fwd_hooks=[(hook, splice_hook(sae))])
+        return (ce(spliced) - ce(model(tokens))).item()
+
+
+def kl(logits_p, logits_q):
+    log_p, log_q = F.log_softmax(logits_p, -1), F.log_softmax(logits_q, -1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+
+
+def e2e_ds_loss(model, sae, tokens, hook, beta):
+    from sae_lib.e2e import downstream_hooks
+    from sae_lib.splicing import run_original, run_spliced
+
+    later = downstream_hooks(model, hook)
+    original = run_original(model, tokens, hook, capture=later)
+    spliced = run_spliced(model, tokens, hook, sae, capture=later)
+    mse = sum(F.mse_loss(spliced.acts[h], original.acts[h]) for h in later)
+    sparsity = sum(sae.extra_losses(spliced.x, spliced.x_hat, spliced.z, None).values())
+    return 0.5 * kl(original.logits, spliced.logits) + beta / len(later) * mse + sparsity
+
+
+def test_splice_hook(capsys):
+    accepts(ex.check_splice_hook, splice_hook, capsys)
+
+    def forgets_to_return(sae):
+        def hook(activation, hook):
+            sae(activation)
+
+        return hook
+
+    rejects(ex.check_splice_hook, forgets_to_return, capsys, "logits")
+
+
+def test_ce_increase(capsys):
+    accepts(ex.check_ce_increase, ce_increase, capsys)
+
+    def unshifted(model, sae, tokens, hook):  # predicts the current token instead of the next one
+        def ce(logits):
+            return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+
+        spliced = model.run_with_hooks(tokens, fwd_hooks=[(hook, splice_hook(sae))])
+        return (ce(spliced) - ce(model(tokens))).item()
+
+    rejects(ex.check_ce_increase, unshifted, capsys, "random")
+    rejects(ex.check_ce_increase, lambda *args: -ce_increase(*args), capsys)
+
+
+def test_kl(capsys):
+    accepts(ex.check_kl, kl, capsys)
+    rejects(ex.check_kl, lambda p, q: kl(q, p), capsys, "batch 2")  # KL in the wrong direction
+
+    def mean_over_vocabulary(p, q):
+        log_p, log_q = F.log_softmax(p, -1), F.log_softmax(q, -1)
+        return (log_p.exp() * (log_p - log_q)).mean(-1).mean()
+
+    rejects(ex.check_kl, mean_over_vocabulary, capsys)
+
+
+def test_e2e_ds_loss(capsys):
+    accepts(ex.check_e2e_ds_loss, e2e_ds_loss, capsys)
+
+    def reversed_kl(model, sae, tokens, hook, beta):
+        from sae_lib.e2e import downstream_hooks
+        from sae_lib.splicing import run_original, run_spliced
+
+        later = downstream_hooks(model, hook)
+        original = run_original(model, tokens, hook, capture=later)
+        spliced = run_spliced(model, tokens, hook, sae, capture=later)
+        mse = sum(F.mse_loss(spliced.acts[h], original.acts[h]) for h in later)
+        sparsity = sum(sae.extra_losses(spliced.x, spliced.x_hat, spliced.z, None).values())
+        return 0.5 * kl(spliced.logits, original.logits) + beta / len(later) * mse + sparsity
+
+    rejects(ex.check_e2e_ds_loss, reversed_kl, capsys, "β")
+
+
+# ---------------------------------------------------------------- chapter 8
+def modality_score(z, is_image):
+    image, text = z[is_image].mean(0), z[~is_image].mean(0)
+    return image / (image + text)  # 0/0 = NaN for a latent that never fires
+
+
+def test_modality_score(capsys):
+    accepts(ex.check_modality_score, modality_score, capsys)
+
+    def sums_not_means(z, is_image):  # depends on how many rows each modality has
+        image, text = z[is_image].sum(0), z[~is_image].sum(0)
+        return image / (image + text)
+
+    def firing_counts(z, is_image):  # how often, not how strongly
+        return modality_score((z > 0).float(), is_image)
+
+    rejects(ex.check_modality_score, sums_not_means, capsys, "15 captions")
+    rejects(ex.check_modality_score, firing_counts, capsys)
+
+
+def test_coactivation(capsys):
+    accepts(ex.check_coactivation, lambda z: (z > 0).float().T @ (z > 0).float() / len(z), capsys)
+    rejects(ex.check_coactivation, lambda z: z.T @ z / len(z), capsys)
+
+
+# ---------------------------------------------------------------- every chapter's exercises section
+BOOK = Path(__file__).resolve().parents[1] / "book"
+
+
+@pytest.mark.parametrize("chapter", sorted(BOOK.glob("[0-9][0-9]_*.py")), ids=lambda p: p.stem)
+def test_every_chapter_has_two_exercises_each_with_a_checked_hidden_solution(chapter):
+    notebook = jupytext.read(chapter)
+    markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    labels = re.findall(r":::\{exercise\}[^\n]*\n:label: (\S+)", markdown)
+    assert len(labels) >= 2, f"{chapter.name} has {len(labels)} exercises; every chapter needs at least 2"
+    assert len(set(labels)) == len(labels), f"{chapter.name} repeats an exercise label: {labels}"
+    cells = notebook.cells
+    for label in labels:
+        start = next((i for i, c in enumerate(cells) if c.cell_type == "markdown"
+                      and re.search(rf"\{{solution-start\}} {re.escape(label)}\n:class: dropdown", c.source)), None)
+        assert start is not None, f"{chapter.name}: exercise {label} has no hidden (dropdown) gated solution"
+        end = next(i for i in range(start + 1, len(cells)) if "{solution-end}" in cells[i].source)
+        solution = "\n".join(c.source for c in cells[start + 1:end] if c.cell_type == "code")
+        assert re.search(r"exercises\.check_\w+\(\w+_solution, solution=True\)", solution), (
+            f"{chapter.name}: the solution to {label} is not run through its checker with solution=True")
+        # The reader's stub comes before the solution and is checked in reader mode.
+        before = "\n".join(c.source for c in cells[:start] if c.cell_type == "code")
+        name = re.search(r"exercises\.(check_\w+)\(", solution).group(1)
+        assert re.search(rf"exercises\.{name}\((?!\w+_solution)\w+\)", before), (
+            f"{chapter.name}: no check cell runs {name} on the reader's function before the solution")
