@@ -21,14 +21,14 @@ from .metrics import (AtomMatch, absorption_score, aligned_atoms, babel, coactiv
 from .models import (LoadedModel, StandInForbiddenError, fall_back_to_standin, hub_unreachable_reason, mechanics_only,
                      standins_allowed)
 from .profile import by_profile, current_profile, default_device, describe
-from .saes import FAMILIES, SAE, MPSAE, PursuitTrace, ReLUSAE, TopKSAE
+from .saes import FAMILIES, SAE, MPSAE, BatchTopKSAE, MatryoshkaSAE, PursuitTrace, ReLUSAE, TopKSAE
 from .synthetic import PairedModalities, SyntheticData, paired_modalities, random_dictionary, superposition_data
 from .training import History, Objective, Reconstruction, train_sae
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SAE", "ReLUSAE", "TopKSAE", "MPSAE", "PursuitTrace", "FAMILIES",
+    "SAE", "ReLUSAE", "TopKSAE", "MPSAE", "BatchTopKSAE", "MatryoshkaSAE", "PursuitTrace", "FAMILIES",
     "train_sae", "History", "Objective", "Reconstruction",
     "save_sae", "load_sae",
     "l0", "fvu", "r_squared", "evaluate", "frontier_at", "feature_response", "cosine_matrix", "match_atoms",

@@ -319,11 +319,14 @@ PAPER_TRAINING = dict(batch_size=200, lr=3e-2, betas=(0.5, 0.9375), schedule="ws
 a warm-up over the first 100 of their 15k steps, a linear decay to 10% of the lr over the last 20%,
 gradient norm clipped at 1."""
 
-TREE_SAE_SETTINGS: dict[str, dict] = {"relu": {"l1_coeff": 3e-3}, "topk": {"k": 2}, "mp": {"k": 3}}
+TREE_SAE_SETTINGS: dict[str, dict] = {"relu": {"l1_coeff": 3e-3}, "topk": {"k": 2}, "mp": {"k": 3},
+                                      "batchtopk": {"k": 1.36}, "matryoshka": {"k": 1.36}}
 """The book's choice per family on the paper's tree. ReLU: the L1 weight that gives L0 ≈ 1.36, the
 tree's own L0 (the paper tunes it during training to reach that target). TopK: k = 2, the most features
 any input of the tree has. MP: k = 3 steps (k = 2 stalls in poor local optima in our runs; extra steps
-cost nothing once the residual is zero, since a step only adds an atom that correlates positively)."""
+cost nothing once the residual is zero, since a step only adds an atom that correlates positively).
+BatchTopK and Matryoshka: an average of k = 1.36 active latents per sample, the tree's L0 (the paper's
+setting for its BatchTopK); Matryoshka keeps its default prefixes (n/4, n/2, n) = (5, 10, 20) latents."""
 
 
 def tree_sae(family: str, d_in: int, n_latents: int | None = None, *, seed: int = 0, **settings) -> SAE:

@@ -10,6 +10,8 @@ The families differ only in how they choose ``z``:
 * :class:`ReLUSAE`: ``z = ReLU(W_enc (x - b_dec) + b_enc)``, made sparse by an L1 penalty.
 * :class:`TopKSAE`: keep the ``k`` largest pre-activations (Gao et al. 2024), plus the AuxK loss.
 * :class:`MPSAE`: up to ``k`` greedy matching-pursuit steps over the tied dictionary (Costa et al. 2025).
+* :class:`BatchTopKSAE`: TopK over the whole batch in training, a learned threshold at inference (Bussmann et al. 2024).
+* :class:`MatryoshkaSAE`: BatchTopK whose nested prefixes of latents must each reconstruct (Bussmann et al. 2025).
 
 Decoding always goes through :meth:`SAE.atoms`, the row-normalised ``W_dec``. So ``|z_i|`` is exactly
 the size of latent ``i``'s contribution, whatever the raw parameter's scale; the trainer also renormalises
@@ -520,4 +522,111 @@ class MPSAE(SAE):
         return PursuitTrace(indices, coefficients, torch.stack(residuals))
 
 
-FAMILIES: dict[str, type[SAE]] = {cls.family: cls for cls in (ReLUSAE, TopKSAE, MPSAE)}
+class BatchTopKSAE(TopKSAE):
+    """BatchTopK SAE (Bussmann, Leask & Nanda 2024): TopK over the whole batch instead of each row.
+
+    In training, the batch's ``k·B`` largest pre-activations are kept (B rows), wherever they fall: a
+    busy input may use many latents and a simple one few, while the batch averages ``k`` per row.
+    At inference a batch should not change an input's code, so one threshold replaces the selection:
+    ``z = pre·[pre > threshold]``. The threshold is a running estimate, updated at every training step
+    from the smallest activation the batch kept (an exponential moving average with weight
+    ``threshold_momentum`` on the old value), so L0 varies per input. Until the first training step it
+    is unknown (stored as -1), and inference falls back to the batch selection. AuxK and the other
+    settings are :class:`TopKSAE`'s.
+    """
+
+    family = "batchtopk"
+
+    def __init__(self, d_in: int, n_latents: int, k: int | float, *, threshold_momentum: float = 0.99,
+                 **topk_settings):
+        super().__init__(d_in, n_latents, k, **topk_settings)
+        if isinstance(threshold_momentum, bool) or not isinstance(threshold_momentum, (int, float)) \
+                or not 0 <= threshold_momentum < 1:
+            raise ValueError(f"threshold_momentum must be a number in [0, 1), got {threshold_momentum!r}")
+        self.threshold_momentum = float(threshold_momentum)
+        self._config_extras["threshold_momentum"] = self.threshold_momentum
+        self.register_buffer("threshold", torch.tensor(-1.0))
+
+    def check_k(self, k: int | float | None, default: int | float) -> int | float:
+        """``k`` is the *average* number of active latents per row, so it need not be an integer (the
+        batch keeps ``round(k·B)``): any number in (0, n_latents]."""
+        k = default if k is None else k
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k <= self.n_latents:
+            raise ValueError(f"k must be a number in (0, n_latents={self.n_latents}] (average active latents "
+                             f"per row), got {k!r}")
+        return k
+
+    def _batch_select(self, pre: Tensor, k: int | float) -> Tensor:
+        """Keep the ``round(k·rows)`` largest positive pre-activations of the whole batch; zero the rest."""
+        flat = pre.reshape(-1)
+        keep = min(max(1, round(k * (flat.numel() // self.n_latents))), flat.numel())
+        values, indices = flat.topk(keep)
+        values = F.relu(values)
+        if self.training:
+            kept = values.detach()[values.detach() > 0]
+            if kept.numel():
+                smallest = kept.min()
+                if self.threshold < 0:
+                    self.threshold.copy_(smallest)
+                else:
+                    self.threshold.lerp_(smallest, 1 - self.threshold_momentum)
+        return torch.zeros_like(flat).scatter(0, indices, values).reshape(pre.shape)
+
+    def encode(self, x: Tensor, k: int | float | None = None) -> Tensor:
+        """Training mode, or no threshold yet, or an explicit ``k``: the batch's top ``k·B``. Otherwise
+        (inference): every pre-activation above the learned threshold."""
+        pre = self.pre_activations(self.check_input(x))
+        if self.training or k is not None or self.threshold < 0:
+            return self._batch_select(pre, self.check_k(k, self.k))
+        return pre * (pre > self.threshold)
+
+    def forward(self, x: Tensor, k: int | float | None = None) -> tuple[Tensor, Tensor]:
+        z = self.encode(x, k)
+        return self.decode(z), z
+
+
+class MatryoshkaSAE(BatchTopKSAE):
+    """Matryoshka SAE (Bussmann, Nabeshima, Karvonen & Nanda 2025): nested dictionaries in one.
+
+    ``prefixes`` are increasing latent counts ending at ``n_latents``, e.g. ``(4, 10, 20)``. The first
+    ``m`` latents alone must reconstruct the input as well as they can, for every ``m`` in ``prefixes``:
+    the loss adds, to the full reconstruction's MSE, the MSE of each shorter prefix's reconstruction
+    (so the total is the sum of the prefix losses, with equal weights). The early latents then carry
+    the general concepts (a parent) and later ones the specifics (its children), which is meant to keep
+    a child's latent from absorbing its parent. The codes themselves are chosen as in
+    :class:`BatchTopKSAE` (the paper's choice).
+    """
+
+    family = "matryoshka"
+
+    def __init__(self, d_in: int, n_latents: int, k: int, *, prefixes: tuple[int, ...] | list[int] | None = None,
+                 **batchtopk_settings):
+        super().__init__(d_in, n_latents, k, **batchtopk_settings)
+        prefixes = tuple(prefixes) if prefixes is not None else (max(1, n_latents // 4), max(1, n_latents // 2),
+                                                                n_latents)
+        if not prefixes or any(isinstance(m, bool) or not isinstance(m, int) for m in prefixes) \
+                or list(prefixes) != sorted(set(prefixes)) or prefixes[0] < 1 or prefixes[-1] != n_latents:
+            raise ValueError(f"prefixes must be strictly increasing positive integers ending at "
+                             f"n_latents={n_latents}, got {prefixes!r}")
+        self.prefixes = prefixes
+        self._config_extras["prefixes"] = list(prefixes)
+
+    def prefix_reconstructions(self, z: Tensor) -> list[Tensor]:
+        """The reconstruction from the first ``m`` latents alone, for each ``m`` in :attr:`prefixes`."""
+        atoms, out, done = self.atoms(), [], 0
+        partial = self.b_dec.expand(*z.shape[:-1], self.d_in)
+        for m in self.prefixes:
+            partial = partial + z[..., done:m] @ atoms[done:m]
+            out.append(partial)
+            done = m
+        return out
+
+    def extra_losses(self, x, x_hat, z, dead_mask):
+        terms = super().extra_losses(x, x_hat, z, dead_mask)
+        shorter = self.prefix_reconstructions(z)[:-1]  # the full one is the main MSE already
+        if shorter:
+            terms["prefix_mse"] = sum((x - x_m).pow(2).mean() for x_m in shorter)
+        return terms
+
+
+FAMILIES: dict[str, type[SAE]] = {cls.family: cls for cls in (ReLUSAE, TopKSAE, MPSAE, BatchTopKSAE, MatryoshkaSAE)}
