@@ -264,7 +264,9 @@ report.check("Shrinkage grows with λ (the response falls monotonically)", ours=
 # ## Dead latents
 #
 # A ReLU latent whose pre-activation is negative on every input outputs zero everywhere, and so
-# receives no gradient through the reconstruction: once it stops firing it can never recover. It is
+# receives no gradient through the reconstruction: once it stops firing, nothing in its own loss brings
+# it back. It can only come back by accident, when other parameters move its pre-activation: here the
+# trainable pre-bias $b_{\text{dec}}$, which shifts every input before encoding. Until then it is
 # **dead**, wasted capacity. `train_sae` counts a latent as dead when it has not fired for
 # `dead_window` training samples.
 #

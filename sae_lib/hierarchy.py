@@ -413,3 +413,48 @@ def run_on_tree(
             bar.update()
     bar.close()
     return runs
+
+
+@dataclass
+class L1Tuning:
+    """The result of :func:`tune_l1`: the chosen weight and every probe ``(l1_coeff, L0)`` in order."""
+
+    l1_coeff: float
+    probes: list[tuple[float, float]]
+
+
+def tune_l1(
+    target_l0: float, *, steps: int, seed: int = 0, low: float = 1e-3, high: float = 3e-2, probes: int = 5,
+    n_test: int = 5_000, **data_settings,
+) -> L1Tuning:
+    """The ReLU SAE's L1 weight that lands its L0 on ``target_l0`` on tree data, by bisection in log scale.
+
+    L0 falls as the weight grows, so each probe trains one ReLU SAE (``steps`` steps of the paper's
+    recipe on ``seed``'s data, ``data_settings`` passed to :func:`hierarchical_data`), measures its L0 on
+    held-out samples, and keeps the half of ``[low, high]`` that contains the target. The answer is the
+    geometric middle of the last interval. The paper reaches its target L0 by adapting the weight during
+    training instead; a bisection is easier to read and gives one fixed weight to reuse.
+    """
+    positive_int("probes", probes)
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < low < high, got low={low!r}, high={high!r}")
+    data = hierarchical_data(steps * PAPER_TRAINING["batch_size"], seed=seed, **data_settings)
+    test = hierarchical_data(n_test, seed=1_000_000 + seed, dictionary_seed=seed, **data_settings)
+    tried = []
+    for _ in range(probes):
+        middle = math.sqrt(low * high)
+        sae = tree_sae("relu", data.x.shape[1], data.tree.n_features, seed=seed, l1_coeff=middle)
+        train_on_tree(sae, data.x, steps=steps, seed=seed, progress=False)
+        l0 = evaluate(sae, test.x)["l0"]
+        tried.append((middle, l0))
+        low, high = (middle, high) if l0 > target_l0 else (low, middle)
+    return L1Tuning(math.sqrt(low * high), tried)
+
+
+def median_and_range(values: Sequence[float], digits: int = 2) -> str:
+    """``"median [min – max]"`` of a score over seeds: how the tree chapters report a spread, so that a
+    reader sees how far one seed can land from another, not one lucky or unlucky run."""
+    t = torch.tensor([float(v) for v in values])
+    if t.numel() == 0:
+        raise ValueError("median_and_range needs at least one value")
+    return f"{t.median().item():.{digits}f} [{t.min().item():.{digits}f} – {t.max().item():.{digits}f}]"
