@@ -159,7 +159,7 @@ with torch.no_grad():
     gap = max((a - b).abs().max().item() for a, b in zip(scratch(test.x), lib(test.x)))
 print(f"largest difference between scratch and library outputs: {gap:.2e}")
 report.check("The library ReLUSAE computes exactly what the scratch SAE computes", ours=f"max |Δ| = {gap:.1e}",
-             passed=gap < 1e-5)
+             passed=gap < 1e-5, kind="mechanics")
 
 # %% [markdown]
 # From here on we train with `sae_lib.train_sae`, the one loop every chapter uses. Beyond the scratch
