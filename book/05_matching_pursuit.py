@@ -47,15 +47,15 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from sae_lib import (MPSAE, Concept, ConceptTree, aligned_atoms, by_profile, cosine_matrix, current_profile, describe,
-                     error_vs_k, hierarchical_data, median_and_range, paper_tree, random_dictionary, run_on_tree,
-                     tune_l1)
+from sae_lib import (MPSAE, BatchTopKSAE, Concept, ConceptTree, TopKSAE, aligned_atoms, by_profile, cosine_matrix,
+                     current_profile, describe, error_vs_k, evaluate, hierarchical_data, match_atoms, median_and_range,
+                     paper_tree, random_dictionary, run_on_tree, superposition_data, train_sae, tune_l1)
 from sae_lib.plots import FAMILY_COLORS, plot_cosine_panels, plot_grid_heatmaps
 from sae_lib.report import ReplicationReport
 
 torch.set_num_threads(1)  # the SAEs here are tiny (20 × 20): one thread is much faster than several
 report = ReplicationReport("05_matching_pursuit")
-STEPS = by_profile(ci=2_000, full=15_000)  # the paper: 15k steps of 200 fresh samples
+STEPS = by_profile(ci=1_500, full=15_000)  # the paper: 15k steps of 200 fresh samples
 SEEDS = by_profile(ci=[0, 1], full=list(range(10)))  # the paper: 10 seeds
 CORRELATIONS = [0.0, 0.3, 0.6, 0.9]
 GRID_STEPS = by_profile(ci=1_000, full=15_000)
@@ -335,11 +335,11 @@ report.check("No MP-SAE atom died in any run, so we use neither atom dropout nor
 # %% [markdown]
 # ### Why $k = 3$
 #
-# The same seeds at $\rho = 0$, trained with exactly $k = 2$ steps, next to the sweep's $k = 3$ runs:
+# The sweep's first seed at $\rho = 0$, trained with exactly $k = 2$ steps, next to the sweep's $k = 3$ runs:
 
 # %%
 start = time.perf_counter()
-k2_runs = run_on_tree({"mp k=2": {"family": "mp", "k": 2}}, steps=STEPS, seeds=SEEDS, correlation=0.0)
+k2_runs = run_on_tree({"mp k=2": {"family": "mp", "k": 2}}, steps=STEPS, seeds=SEEDS[:1], correlation=0.0)
 training_seconds += time.perf_counter() - start
 k_table = pd.DataFrame([{"SAE": "mp k=3" if r.name == "mp" else r.name, "seed": r.seed, **r.scores}
                         for r in k2_runs + [r for r in sweep[0.0] if r.name == "mp"]]).set_index(["SAE", "seed"])
@@ -437,7 +437,7 @@ beside
 # Both our columns give the same score as the paper's; the paper's range is over its cells (whose values
 # we do not have), ours over our cells, and then over every run (cells × seeds), so the spread from seed
 # to seed shows. ReLU's absorption follows the geometry: it is highest when children are weak and falls
-# as they grow. MP's absorption is near zero in the median cell and below ReLU's in every cell (both
+# as they grow. MP's absorption is near zero over most runs and below ReLU's in every cell (both
 # checked below). For BatchTopK and TopK, read the dead-latent column beside their scores: as in chapter
 # 4, a dead latent matched to a child pulls the score down without recovering anything. Where MP does
 # absorb, the cell is printed below.
@@ -450,13 +450,14 @@ report.check("ReLU absorption falls as children get stronger (every spread)", pa
                             for s in CHILD_SPREADS),
              passed=all(relu_by_mean[s].is_monotonic_decreasing for s in CHILD_SPREADS))
 one_shot = ["relu", "batchtopk", "topk"]
-report.check("MP-SAE absorbs less than ReLU in every cell, and in the median cell far less than ReLU, "
+all_runs = grid.groupby("SAE")["absorption"].median()  # median over every cell and seed
+report.check("MP-SAE absorbs less than ReLU in every cell, and over all runs (median) far less than ReLU, "
              "BatchTopK and TopK",
              paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70; BatchTopK 0.42 – 0.54",
-             ours=f"median cell: MP {cells['mp'].median():.3f}, "
-                  + ", ".join(f"{f} {cells[f].median():.2f}" for f in one_shot),
+             ours=f"median over cells × seeds: MP {all_runs['mp']:.3f}, "
+                  + ", ".join(f"{f} {all_runs[f]:.2f}" for f in one_shot),
              passed=bool((cells["mp"] < cells["relu"]).all())
-             and cells["mp"].median() <= min(0.07, *(cells[f].median() / 4 for f in one_shot)))
+             and all_runs["mp"] <= min(0.07, *(all_runs[f] / 4 for f in one_shot)))
 for family, r in paper_ranges.items():
     if r is None:
         continue
@@ -489,7 +490,7 @@ for family, r in paper_ranges.items():
 
 # %%
 busy = ConceptTree(tuple(Concept(0.3 if c.children else 0.15, c.children) for c in tree.roots), exclusive=False)
-ADAPTIVE_STEPS = by_profile(ci=1_500, full=15_000)
+ADAPTIVE_STEPS = by_profile(ci=1_200, full=15_000)
 start = time.perf_counter()
 adaptive = run_on_tree({"relu": FAMILIES["relu"], "topk": {"k": 2}, "mp": {"k": 2}}, steps=ADAPTIVE_STEPS,
                        seeds=SEEDS[:1],
@@ -580,6 +581,66 @@ report.check("With a fixed k = 20, MP's L0 exceeds the number of concepts (the s
 # adding atoms for what the learned dictionary leaves unexplained (its small errors), each above the
 # library's noise floor. The support rule's numbers are in the table: it stops only when pursuit turns
 # back to an atom it already used.
+
+# %% [markdown]
+# ## A counterpoint: superposition noise
+#
+# The tree is a world MP is built for: as many concepts as dimensions, no noise, so everything left after
+# the right steps is zero. SynthSAEBench {cite}`chanin2026synthsaebench`, a later benchmark of synthetic
+# activations, reports the other side: on data with *superposition noise* (more true features than
+# dimensions, so every input carries interference from the features it does not contain, plus noise),
+# MP-SAEs reconstruct better than other SAEs **without** learning the ground-truth features: the extra
+# steps spend atoms on fitting the noise. We test that claim in a small world of our own: 64 true
+# features in 32 dimensions (each active with probability 0.05, so 3.2 per input on average, magnitudes
+# around 1), plus Gaussian noise of standard deviation 0.1 per dimension. TopK ($k = 3$), BatchTopK (an
+# average of 3.2) and MP ($k = 3$) SAEs with 64 latents each are trained the same way (Adam, learning rate
+# $3\cdot10^{-3}$, batches of 200 fresh samples). We score reconstruction by FVU and recovery by the mean
+# matched cosine between learned atoms and true features (one-to-one matching, chapter 1), and the share
+# of features found at cosine ≥ 0.9.
+
+# %%
+SYNTH_STEPS = by_profile(ci=1_000, full=15_000)
+SYNTH_SEEDS = by_profile(ci=[0], full=[0, 1, 2])
+SYNTH = dict(n_features=64, d=32, p_active=0.05, noise=0.1)
+start = time.perf_counter()
+synth_rows = []
+for seed in SYNTH_SEEDS:
+    train = superposition_data(SYNTH_STEPS * 200, seed=seed, **SYNTH)
+    held_out = superposition_data(5_000, seed=seed + 100, dictionary=train.dictionary, **SYNTH)
+    for name, sae in {"topk": TopKSAE(32, 64, 3, seed=seed), "batchtopk": BatchTopKSAE(32, 64, 3.2, seed=seed),
+                      "mp": MPSAE(32, 64, 3, seed=seed)}.items():
+        train_sae(sae, train.x, steps=SYNTH_STEPS, batch_size=200, lr=3e-3, seed=seed, progress=False)
+        match = match_atoms(sae.W_dec, train.dictionary)
+        stats = evaluate(sae, held_out.x)
+        synth_rows.append({"SAE": name, "seed": seed, "fvu": stats["fvu"], "l0": stats["l0"],
+                           "matched mean cos": match.mean, "found at cos ≥ 0.9": match.fraction_above(0.9),
+                           "dead": stats["dead"]})
+training_seconds += time.perf_counter() - start
+synth = pd.DataFrame(synth_rows).groupby("SAE", sort=False).median().drop(columns="seed")
+synth.round(3)
+
+# %%
+best_other = synth.drop("mp")["matched mean cos"].max()
+mp_fits_best = bool(synth.loc["mp", "fvu"] < synth.drop("mp")["fvu"].min())
+mp_recovers_worse = bool(synth.loc["mp", "matched mean cos"] < best_other - 0.02)
+synth_summary = ("FVU " + ", ".join(f"{n} {synth.loc[n, 'fvu']:.3f}" for n in synth.index)
+                 + "; matched cos " + ", ".join(f"{n} {synth.loc[n, 'matched mean cos']:.3f}" for n in synth.index))
+report.check("Superposition plus noise (64 features in 32 dims): MP reconstructs best, and recovers the true "
+             "features as well as the best of TopK and BatchTopK (matched cos within 0.02)",
+             ours=synth_summary, passed=mp_fits_best and not mp_recovers_worse)
+report.record("SynthSAEBench: MP's better reconstruction comes with worse recovery of the true features",
+              paper="MP-SAE: lower error, worse ground-truth recovery (Chanin & Garriga-Alonso 2026)",
+              ours=synth_summary + f" ({len(SYNTH_SEEDS)} seed(s); our simple generator, not theirs)",
+              status="matches" if mp_fits_best and mp_recovers_worse else "differs")
+
+# %% [markdown]
+# In our runs MP reconstructs best, as SynthSAEBench finds, but it does not pay for it in recovery: its
+# atoms match the true features about as well as the best of TopK and BatchTopK (checked above), so the
+# SynthSAEBench row of the table below is marked "differs". Our world is much simpler than
+# SynthSAEBench's: features fire independently and uniformly, with no firing-rate spread, no
+# correlations and no hierarchy, and only 2 features per dimension. So this does not refute their
+# result; it says that superposition and noise alone, at this scale, do not produce it, and that
+# what does is something their generator has and ours lacks.
 
 # %% [markdown]
 # ## Closing note: our numbers beside the paper's
