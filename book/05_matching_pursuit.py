@@ -55,11 +55,11 @@ from sae_lib.report import ReplicationReport
 
 torch.set_num_threads(1)  # the SAEs here are tiny (20 × 20): one thread is much faster than several
 report = ReplicationReport("05_matching_pursuit")
-STEPS = by_profile(ci=1_500, full=15_000)  # the paper: 15k steps of 200 fresh samples
+STEPS = by_profile(ci=2_000, full=15_000)  # the paper: 15k steps (MP at ρ = 0 needs ~2k to converge)
 SEEDS = by_profile(ci=[0, 1], full=list(range(10)))  # the paper: 10 seeds
 CORRELATIONS = [0.0, 0.3, 0.6, 0.9]
 GRID_STEPS = by_profile(ci=1_000, full=15_000)
-GRID_SEEDS = by_profile(ci=[0, 1], full=[0, 1, 2])  # 3 seeds per cell keeps the full profile near an hour
+GRID_SEEDS = by_profile(ci=[0], full=[0, 1, 2])  # ci: the sweep carries the seed spread
 CHILD_MEANS = by_profile(ci=[0.75, 3.0], full=[0.75, 1.5, 3.0])  # half, equal, double the parent's 1.5
 CHILD_SPREADS = by_profile(ci=[0.25], full=[0.1, 0.25, 0.5])  # ci: two cells, full: the 3 × 3 grid
 TUNE_STEPS = by_profile(ci=600, full=5_000)  # each probe of the ReLU's L1 bisection
@@ -393,7 +393,7 @@ report.record(f"MP at ρ = 0.3: runs whose worst atom is the sibling-orthogonali
 # (our sources give no range for Matryoshka). The grid values themselves are not in our sources, so we
 # choose children at half, equal and double the parent's mean magnitude, with spreads of 0.1, 0.25 and
 # 0.5 (the `ci` profile runs two cells, half and double the parent's mean at spread 0.25, with fewer steps
-# and two seeds), at sibling correlation 0 so that only the hierarchy is at play. Every family of
+# and one seed; the full profile three seeds per cell), at sibling correlation 0 so that only the hierarchy is at play. Every family of
 # chapter 4 takes part: ReLU (the bisected L1 weight), BatchTopK and Matryoshka (an average of 1.36
 # active latents), MP ($k = 3$), and per-sample TopK ($k = 2$) as a fifth row. Why the child's magnitude
 # matters: an absorbed child atom points along $(\mu_{\text{parent}}\, p + \mu_{\text{child}}\, u)$, so
