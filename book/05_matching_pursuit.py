@@ -437,10 +437,12 @@ beside
 # Both our columns give the same score as the paper's; the paper's range is over its cells (whose values
 # we do not have), ours over our cells, and then over every run (cells × seeds), so the spread from seed
 # to seed shows. ReLU's absorption follows the geometry: it is highest when children are weak and falls
-# as they grow. MP's absorption is near zero over most runs and below ReLU's in every cell (both
-# checked below). For BatchTopK and TopK, read the dead-latent column beside their scores: as in chapter
-# 4, a dead latent matched to a child pulls the score down without recovering anything. Where MP does
-# absorb, the cell is printed below.
+# as they grow. MP's absorption is below ReLU's in every cell and near zero wherever children are at
+# least as strong as their parent (both checked below); with children half as strong as their parent it
+# absorbs too, more than the paper's range (recorded below). For BatchTopK and TopK, read the dead-latent column beside their scores: as in chapter
+# 4, a dead latent matched to a child pulls the score down without recovering anything. Why MP absorbs
+# weak children: an atom that leans toward the parent costs MP little reconstruction error when the child
+# is small beside its parent, and a run can settle there. Its largest cell is printed below.
 
 # %%
 print("MP's largest absorption: {:.3f} at child mean {}, spread {}".format(cells["mp"].max(), *cells["mp"].idxmax()))
@@ -450,14 +452,21 @@ report.check("ReLU absorption falls as children get stronger (every spread)", pa
                             for s in CHILD_SPREADS),
              passed=all(relu_by_mean[s].is_monotonic_decreasing for s in CHILD_SPREADS))
 one_shot = ["relu", "batchtopk", "topk"]
-all_runs = grid.groupby("SAE")["absorption"].median()  # median over every cell and seed
-report.check("MP-SAE absorbs less than ReLU in every cell, and over all runs (median) far less than ReLU, "
-             "BatchTopK and TopK",
+strong = grid[grid["child mean"] >= 1.5]  # children at least as strong as their parent (1.5)
+strong_runs = strong.groupby("SAE")["absorption"].median()
+report.check("MP-SAE absorbs less than ReLU in every cell", paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70",
+             ours="; ".join(f"child mean {m}, spread {s}: MP {cells.loc[(m, s), 'mp']:.3f} vs ReLU "
+                            f"{cells.loc[(m, s), 'relu']:.2f}" for m, s in cells.index),
+             passed=bool((cells["mp"] < cells["relu"]).all()))
+report.check("Where children are at least as strong as their parent, MP absorbs ≤ 0.07 and ≤ ¼ of ReLU, "
+             "BatchTopK and TopK (medians over those cells and seeds)",
              paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70; BatchTopK 0.42 – 0.54",
-             ours=f"median over cells × seeds: MP {all_runs['mp']:.3f}, "
-                  + ", ".join(f"{f} {all_runs[f]:.2f}" for f in one_shot),
-             passed=bool((cells["mp"] < cells["relu"]).all())
-             and all_runs["mp"] <= min(0.07, *(all_runs[f] / 4 for f in one_shot)))
+             ours=f"MP {strong_runs['mp']:.3f}, " + ", ".join(f"{f} {strong_runs[f]:.2f}" for f in one_shot),
+             passed=strong_runs["mp"] <= min(0.07, *(strong_runs[f] / 4 for f in one_shot)))
+weak_mp = grid[(grid["child mean"] < 1.5) & (grid.SAE == "mp")]["absorption"]
+report.record("MP-SAE absorption where children are half as strong as their parent (our cells)",
+              paper="0.001 – 0.07 over the paper's grid", ours=median_and_range(weak_mp, 3),
+              status="matches" if weak_mp.median() <= 0.07 else "differs")
 for family, r in paper_ranges.items():
     if r is None:
         continue
