@@ -19,6 +19,7 @@ The module ends with the recipe chapters 4 and 5 share to train and score SAEs o
 from __future__ import annotations
 
 import math
+import statistics
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -454,7 +455,9 @@ def tune_l1(
 def median_and_range(values: Sequence[float], digits: int = 2) -> str:
     """``"median [min – max]"`` of a score over seeds: how the tree chapters report a spread, so that a
     reader sees how far one seed can land from another, not one lucky or unlucky run."""
-    t = torch.tensor([float(v) for v in values])
-    if t.numel() == 0:
+    values = [float(v) for v in values]
+    if not values:
         raise ValueError("median_and_range needs at least one value")
-    return f"{t.median().item():.{digits}f} [{t.min().item():.{digits}f} – {t.max().item():.{digits}f}]"
+    # statistics.median averages the two middle values of an even count, as pandas does (torch's
+    # median would return the lower one), so this agrees with the chapters' median tables.
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f} – {max(values):.{digits}f}]"

@@ -195,5 +195,6 @@ def test_median_and_range_reports_the_spread_over_seeds():
 
     assert median_and_range([0.5, 0.1, 0.3]) == "0.30 [0.10 – 0.50]"
     assert median_and_range([0.01234], digits=3) == "0.012 [0.012 – 0.012]"
+    assert median_and_range([0.2, 0.4]) == "0.30 [0.20 – 0.40]"  # an even count: the middle two averaged
     with pytest.raises(ValueError, match="at least one"):
         median_and_range([])
