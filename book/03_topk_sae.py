@@ -75,7 +75,8 @@ with torch.no_grad():
     ours = topk_activation(sae.pre_activations(test.x), K)
     gap = (ours - sae.encode(test.x)).abs().max().item()
 print(f"scratch vs library codes: max |Δ| = {gap:.1e}")
-report.check("The scratch TopK activation matches TopKSAE.encode", ours=f"max |Δ| = {gap:.1e}", passed=gap == 0.0, kind="mechanics")
+report.check("The scratch TopK activation matches TopKSAE.encode", ours=f"max |Δ| = {gap:.1e}", passed=gap == 0.0,
+             kind="mechanics")
 
 # %% [markdown]
 # ## Training and recovery
@@ -111,7 +112,8 @@ by_count.agg(["count", "min", "mean", "max"]).head(6).round(2)
 # single-feature inputs also get fewer than $k$; every input with two or more features gets exactly $k$.
 
 # %%
-report.check(f"No input gets more than k = {K} codes", ours=f"max {active.max()}", passed=int(active.max()) <= K, kind="mechanics")
+report.check(f"No input gets more than k = {K} codes", ours=f"max {active.max()}", passed=int(active.max()) <= K,
+             kind="mechanics")
 report.check("All-zero inputs get no codes", ours=f"{int(active[n_true == 0].max())} codes at most",
              passed=int(active[n_true == 0].max()) == 0)
 report.check(f"Inputs with ≥ 2 features on get exactly k = {K} codes",

@@ -109,7 +109,8 @@ child_implies_parent = all(bool((active[:, tree.parent[c]] | ~active[:, c]).all(
 siblings_exclusive = all(bool((active[:, list(g)].sum(1) <= 1).all()) for g in tree.sibling_groups)
 report.check("The paper's tree: exactly one top-level concept per sample, expected L0 = 1.36",
              paper="L0 = 1.36", ours=f"L0 = {tree.expected_l0():.2f} (sampled {sample_l0:.3f})",
-             passed=bool((active[:, top].sum(1) == 1).all()) and abs(sample_l0 - 1.36) < 0.01, kind="mechanics")
+             passed=bool((active[:, top].sum(1) == 1).all()) and abs(sample_l0 - 1.36) < 0.01,
+             kind="mechanics")
 report.check("A child only fires with its parent; siblings never fire together",
              ours=f"child ⇒ parent: {child_implies_parent}; siblings exclusive: {siblings_exclusive}",
              passed=child_implies_parent and siblings_exclusive, kind="mechanics")
@@ -152,7 +153,8 @@ ancestor_cos = torch.tensor([gram[p, c] for p, c in tree.ancestor_pairs()])
 report.check(f"Conditional orthogonality is exact: siblings at cos ρ = {CORRELATION}, parent ⟂ child",
              ours=f"siblings {sibling_cos.min():.6f}..{sibling_cos.max():.6f}; "
                   f"max |cos(parent, child)| {ancestor_cos.abs().max():.1e}",
-             passed=bool((sibling_cos - CORRELATION).abs().max() < 1e-5 and ancestor_cos.abs().max() < 1e-5), kind="mechanics")
+             passed=bool((sibling_cos - CORRELATION).abs().max() < 1e-5 and ancestor_cos.abs().max() < 1e-5),
+             kind="mechanics")
 
 # %% [markdown]
 # ### What the geometry does to the data
@@ -191,7 +193,8 @@ parent_leak = (readout[:, p1] - data.codes[both, p1]).abs().max().item()
 phantom_slope = (readout[:, p1b] / data.codes[both, p1a]).mean().item()
 report.check("The parent reads out exactly despite its child; an absent sibling reads out as ρ × the child",
              ours=f"parent error ≤ {parent_leak:.1e}; phantom slope {phantom_slope:.3f} (ρ = {CORRELATION})",
-             passed=parent_leak < 1e-4 and abs(phantom_slope - CORRELATION) < 1e-4, kind="mechanics")
+             passed=parent_leak < 1e-4 and abs(phantom_slope - CORRELATION) < 1e-4,
+             kind="mechanics")
 
 # %% [markdown]
 # ## Why sparse SAEs absorb

@@ -151,7 +151,8 @@ for rho in CORRELATIONS:
     exact_errors[rho] = (z - sample.codes).abs().max().item()
 print({rho: f"{err:.1e}" for rho, err in exact_errors.items()})
 report.check("With the true dictionary, MP recovers every sample's exact code at every correlation",
-             ours=f"largest code error {max(exact_errors.values()):.1e}", passed=max(exact_errors.values()) < 1e-4, kind="mechanics")
+             ours=f"largest code error {max(exact_errors.values()):.1e}", passed=max(exact_errors.values()) < 1e-4,
+             kind="mechanics")
 
 # %% [markdown]
 # ## Its guarantees, checked numerically
@@ -203,7 +204,8 @@ plt.show()
 report.check("MP guarantees: residual ⟂ chosen atom, energy drops by c², never rises, x = zD + r",
              paper="by construction (Mallat & Zhang 1993)",
              ours=f"max deviations {orthogonality:.0e}, {pythagoras:.0e}, {max(never_up, 0):.0e}, {lossless:.0e}",
-             passed=orthogonality < 1e-4 and pythagoras < 1e-4 and never_up < 1e-5 and lossless < 1e-4, kind="mechanics")
+             passed=orthogonality < 1e-4 and pythagoras < 1e-4 and never_up < 1e-5 and lossless < 1e-4,
+             kind="mechanics")
 
 # %% [markdown]
 # ## Learning the dictionary: the MP-SAE
@@ -558,7 +560,8 @@ report.record("ReLU's error plateaus with the inference budget",
 # %%
 run = next(r for r in sweep[0.0] if r.name == "mp")
 true_l0 = (run.test.codes > 0).sum(1)
-stopping_rules = {"fixed k = 20": {}, "threshold 0.05": {"threshold": 0.05}, "support unchanged": {"stop_on_repeat": True}}
+stopping_rules = {"fixed k = 20": {}, "threshold 0.05": {"threshold": 0.05},
+                  "support unchanged": {"stop_on_repeat": True}}
 used = {}
 for rule, options in stopping_rules.items():
     stopper = MPSAE(20, 20, k=20, **options)
