@@ -159,7 +159,7 @@ with torch.no_grad():
     gap = max((a - b).abs().max().item() for a, b in zip(scratch(test.x), lib(test.x)))
 print(f"largest difference between scratch and library outputs: {gap:.2e}")
 report.check("The library ReLUSAE computes exactly what the scratch SAE computes", ours=f"max |Δ| = {gap:.1e}",
-             passed=gap < 1e-5)
+             passed=gap < 1e-5, kind="mechanics")
 
 # %% [markdown]
 # From here on we train with `sae_lib.train_sae`, the one loop every chapter uses. Beyond the scratch
@@ -264,7 +264,9 @@ report.check("Shrinkage grows with λ (the response falls monotonically)", ours=
 # ## Dead latents
 #
 # A ReLU latent whose pre-activation is negative on every input outputs zero everywhere, and so
-# receives no gradient through the reconstruction: once it stops firing it can never recover. It is
+# receives no gradient through the reconstruction: once it stops firing, nothing in its own loss brings
+# it back. It can only come back by accident, when other parameters move its pre-activation: here the
+# trainable pre-bias $b_{\text{dec}}$, which shifts every input before encoding. Until then it is
 # **dead**, wasted capacity. `train_sae` counts a latent as dead when it has not fired for
 # `dead_window` training samples.
 #

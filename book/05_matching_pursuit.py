@@ -24,9 +24,11 @@
 #
 # This chapter:
 # * builds MP from scratch, checks its guarantees numerically, and matches it against the library class;
-# * trains MP-SAEs next to ReLU and TopK SAEs on the tree at sibling correlations 0, 0.3, 0.6 and 0.9;
-# * measures absorption over a grid of child magnitudes, in the shape of the paper's Table 1;
-# * shows MP's **adaptive sparsity**: more steps at inference keep helping, unlike TopK.
+# * trains MP-SAEs next to ReLU SAEs on the tree at sibling correlations 0, 0.3, 0.6 and 0.9;
+# * measures absorption for the paper's four families (ReLU, BatchTopK, Matryoshka, MP) and per-sample
+#   TopK over a grid of child magnitudes, in the shape of the paper's Table 1;
+# * shows MP's **adaptive sparsity**: more steps at inference keep helping, unlike TopK, and with the
+#   authors' stopping rule the number of steps, hence L0, comes out of the data.
 
 # %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
@@ -45,35 +47,36 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from sae_lib import (MPSAE, Concept, ConceptTree, aligned_atoms, by_profile, cosine_matrix, current_profile, describe,
-                     error_vs_k, hierarchical_data, paper_tree, random_dictionary, run_on_tree)
-from sae_lib.plots import FAMILY_COLORS, plot_cosine_panels
+from sae_lib import (MPSAE, BatchTopKSAE, Concept, ConceptTree, TopKSAE, aligned_atoms, by_profile, cosine_matrix,
+                     current_profile, describe, error_vs_k, evaluate, hierarchical_data, match_atoms, median_and_range,
+                     paper_tree, random_dictionary, run_on_tree, superposition_data, train_sae, tune_l1)
+from sae_lib.plots import FAMILY_COLORS, plot_cosine_panels, plot_grid_heatmaps
 from sae_lib.report import ReplicationReport
 
 torch.set_num_threads(1)  # the SAEs here are tiny (20 × 20): one thread is much faster than several
 report = ReplicationReport("05_matching_pursuit")
-STEPS = by_profile(ci=2_000, full=15_000)  # the paper: 15k steps of 200 fresh samples
+STEPS = by_profile(ci=2_000, full=15_000)  # the paper: 15k steps (MP at ρ = 0 needs ~2k to converge)
 SEEDS = by_profile(ci=[0, 1], full=list(range(10)))  # the paper: 10 seeds
 CORRELATIONS = [0.0, 0.3, 0.6, 0.9]
 GRID_STEPS = by_profile(ci=1_000, full=15_000)
-GRID_SEEDS = by_profile(ci=[0], full=[0, 1, 2])  # 3 seeds per cell keeps the full profile near an hour
+GRID_SEEDS = by_profile(ci=[0], full=[0, 1, 2])  # ci: the sweep carries the seed spread
 CHILD_MEANS = by_profile(ci=[0.75, 3.0], full=[0.75, 1.5, 3.0])  # half, equal, double the parent's 1.5
-CHILD_SPREADS = by_profile(ci=[0.1, 0.5], full=[0.1, 0.25, 0.5])
-FAMILIES = {"relu": {}, "topk": {}, "mp": {}}
+CHILD_SPREADS = by_profile(ci=[0.25], full=[0.1, 0.25, 0.5])  # ci: two cells, full: the 3 × 3 grid
+TUNE_STEPS = by_profile(ci=600, full=5_000)  # each probe of the ReLU's L1 bisection
 describe(steps=STEPS, seeds=len(SEEDS), correlations=CORRELATIONS, grid=f"{len(CHILD_MEANS)} × {len(CHILD_SPREADS)}",
-         grid_steps=GRID_STEPS, grid_seeds=len(GRID_SEEDS))
+         grid_steps=GRID_STEPS, grid_seeds=len(GRID_SEEDS), tune_steps=TUNE_STEPS)
 training_seconds = 0.0
 
 # %% [markdown]
 # ## Matching pursuit from scratch
 #
-# Given unit-norm atoms $d_1, \dots, d_n$ (the rows of $D$) and an input $x$, start with the residual
-# $r_0 = x$ and the code $z = 0$. At each step $t$:
+# Given unit-norm atoms $d_1, \dots, d_n$ (the rows of $D$, as in every chapter: $\hat x = z\,D$) and an
+# input $x$ (a row vector), start with the residual $r_0 = x$ and the code $z = 0$. At each step $t$:
 #
-# $$c = D\, r_t, \qquad j = \arg\max_i \operatorname{ReLU}(c_i), \qquad z_j \mathrel{+}= c_j, \qquad
+# $$c = r_t\, D^\top, \qquad j = \arg\max_i \operatorname{ReLU}(c_i), \qquad z_j \mathrel{+}= c_j, \qquad
 #   r_{t+1} = r_t - c_j\, d_j .$$
 #
-# After $k$ steps the reconstruction is $\hat x = D^\top z = x - r_k$. The ReLU keeps codes non-negative, as
+# After $k$ steps the reconstruction is $\hat x = z\,D = x - r_k$. The ReLU keeps codes non-negative, as
 # in every SAE of this book: an atom is only used if it correlates *positively* with what is left; if
 # none does, the step adds nothing. That is the whole encoder, in a few lines:
 
@@ -93,7 +96,9 @@ def matching_pursuit(x: torch.Tensor, atoms: torch.Tensor, k: int) -> tuple[torc
 
 # %% [markdown]
 # Watch it on one sample of the tree (correlation $\rho = 0.3$), a parent with its child, using the *true*
-# dictionary: first the raw correlations $D x$, then each step.
+# dictionary. Each panel shows how strongly what is left correlates with every concept, $r_t D^\top$:
+# first the input itself (the one-shot read-out $x D^\top$ that a ReLU or TopK encoder sees), then the
+# residual after each step. Dark bars are the sample's true concepts.
 
 # %%
 tree = paper_tree()
@@ -102,22 +107,40 @@ example = hierarchical_data(2_000, correlation=0.3, seed=0)
 i = int(torch.nonzero((example.codes[:, 0] > 0) & (example.codes[:, 1] > 0))[0])
 x = example.x[i:i + 1]
 print("true code:", {names[j]: round(v, 3) for j, v in enumerate(example.codes[i].tolist()) if v > 0})
-correlations = (x @ example.dictionary.T)[0]
-print("one-shot read-out D x, largest five:",
-      {names[j]: round(correlations[j].item(), 3) for j in correlations.argsort(descending=True)[:5].tolist()})
-residual = x.clone()
-for step in range(1, 4):
-    z_step, residual = matching_pursuit(residual, example.dictionary, 1)
-    j = int(z_step.argmax())
-    print(f"step {step}: picks {names[j]} with coefficient {z_step[0, j]:.2e}; "
-          f"|residual| = {residual.norm():.2e}; largest correlation left {(residual @ example.dictionary.T).max():.2e}")
+residual, panels, steps_taken = x.clone(), [], []
+for step in range(4):
+    panels.append((residual @ example.dictionary.T)[0])
+    if step < 3:
+        z_step, residual = matching_pursuit(residual, example.dictionary, 1)
+        steps_taken.append((names[int(z_step.argmax())], z_step.max().item(), residual.norm().item()))
+is_true = example.codes[i] > 0
+fig = make_subplots(rows=1, cols=4, shared_yaxes=True, subplot_titles=["x (before any step)"] + [
+    f"after step {t + 1}: took {name} ({c:.2g})" for t, (name, c, _) in enumerate(steps_taken)])
+for col, corr in enumerate(panels, start=1):
+    fig.add_trace(go.Bar(x=list(names), y=corr.tolist(), showlegend=False,
+                         marker_color=["#2ca02c" if t else "#c7c7c7" for t in is_true.tolist()]), row=1, col=col)
+fig.update_yaxes(title_text="correlation with the residual", row=1, col=1)
+fig.update_layout(height=360, width=1100, title="Matching pursuit on one sample: phantoms vanish with the concept "
+                                                "that cast them")
+fig.show()
+phantom_before = panels[0][~is_true].max().item()
+phantom_after = panels[2][~is_true].abs().max().item()
+print(" | ".join(f"step {t + 1}: {name}, coefficient {c:.2e}, |residual| {r:.2e}"
+                 for t, (name, c, r) in enumerate(steps_taken)))
+print(f"largest phantom (a concept not in the sample): {phantom_before:.3f} in x, "
+      f"{phantom_after:.1e} after two steps")
+report.check("On the tree sample, phantoms are large in x and vanish after two MP steps",
+             ours=f"largest phantom {phantom_before:.3f} → {phantom_after:.1e}",
+             passed=phantom_before > 0.2 and phantom_after < 1e-4, kind="mechanics")
 
 # %% [markdown]
 # The one-shot read-out sees the parent and the child, but also phantoms: the child's siblings at $\rho$
 # times the child's size, and the other top-level concepts at $\rho$ times the parent's. MP takes the
 # strongest concept first. Removing it leaves a residual orthogonal to it *and to everything that was a
 # phantom because of it*, so the second step finds the other concept exactly. After that the residual is
-# zero up to rounding, and a third step adds only a rounding-size coefficient. Let us check that MP
+# zero up to rounding, and a third step adds only a rounding-size coefficient (the library's `MPSAE` stops
+# a row there: it treats a coefficient below $\sqrt{\varepsilon} \approx 3.5\cdot10^{-4}$ of the input's
+# norm in float32 as rounding noise, not signal). Let us check that MP
 # recovers the exact code for every sample, with the true dictionary, at every correlation.
 
 # %%
@@ -128,7 +151,8 @@ for rho in CORRELATIONS:
     exact_errors[rho] = (z - sample.codes).abs().max().item()
 print({rho: f"{err:.1e}" for rho, err in exact_errors.items()})
 report.check("With the true dictionary, MP recovers every sample's exact code at every correlation",
-             ours=f"largest code error {max(exact_errors.values()):.1e}", passed=max(exact_errors.values()) < 1e-4)
+             ours=f"largest code error {max(exact_errors.values()):.1e}", passed=max(exact_errors.values()) < 1e-4,
+             kind="mechanics")
 
 # %% [markdown]
 # ## Its guarantees, checked numerically
@@ -138,7 +162,7 @@ report.check("With the true dictionary, MP recovers every sample's exact code at
 # 1. **The residual is orthogonal to the atom just used**: $d_j^\top r_{t+1} = c_j - c_j\, d_j^\top d_j = 0$.
 # 2. **Energy is removed, never added**: $\|r_{t+1}\|^2 = \|r_t\|^2 - c_j^2$ (Pythagoras, using 1), so the
 #    reconstruction error can only go down as $k$ grows.
-# 3. **Nothing is lost**: $x = D^\top z + r_k$ exactly, at every $k$.
+# 3. **Nothing is lost**: $x = z\,D + r_k$ exactly, at every $k$.
 #
 # They hold for *any* dictionary, learned or not, so we check them on random atoms and inputs in
 # higher dimension, running the library's `MPSAE.trace`, which keeps every residual. First, the library
@@ -154,7 +178,7 @@ z_ours, r_ours = matching_pursuit(inputs, atoms, k=12)
 x_hat, z_lib = library_mp(inputs)
 agreement = max((z_ours - z_lib).abs().max().item(), (inputs - r_ours - x_hat).abs().max().item())
 report.check("Our 10-line MP and the library's MPSAE give the same codes and reconstructions",
-             ours=f"largest difference {agreement:.1e}", passed=agreement < 1e-4)
+             ours=f"largest difference {agreement:.1e}", passed=agreement < 1e-4, kind="mechanics")
 
 # %%
 trace = library_mp.trace(inputs, k=64)
@@ -168,7 +192,7 @@ never_up = (energy[1:] - energy[:-1]).max().item()
 codes = torch.zeros(512, 256).scatter_add(1, trace.indices, trace.coefficients)
 lossless = (inputs - codes @ library_mp.atoms() - res[-1]).abs().max().item()
 print(f"|<r_t+1, d_j>| ≤ {orthogonality:.1e};  Pythagoras error ≤ {pythagoras:.1e};  "
-      f"largest energy increase {never_up:.1e};  |x - Dz - r| ≤ {lossless:.1e}")
+      f"largest energy increase {never_up:.1e};  |x - zD - r| ≤ {lossless:.1e}")
 
 fig, ax = plt.subplots(figsize=(6, 3.6))
 ax.semilogy(energy[:, :40].numpy() / energy[0, :40].numpy(), color="tab:green", alpha=0.3)
@@ -177,39 +201,49 @@ plt.tight_layout()
 plt.show()
 
 # %%
-report.check("MP guarantees: residual ⟂ chosen atom, energy drops by c², never rises, x = Dz + r",
+report.check("MP guarantees: residual ⟂ chosen atom, energy drops by c², never rises, x = zD + r",
              paper="by construction (Mallat & Zhang 1993)",
              ours=f"max deviations {orthogonality:.0e}, {pythagoras:.0e}, {max(never_up, 0):.0e}, {lossless:.0e}",
-             passed=orthogonality < 1e-4 and pythagoras < 1e-4 and never_up < 1e-5 and lossless < 1e-4)
+             passed=orthogonality < 1e-4 and pythagoras < 1e-4 and never_up < 1e-5 and lossless < 1e-4,
+             kind="mechanics")
 
 # %% [markdown]
 # ## Learning the dictionary: the MP-SAE
 #
 # An MP-SAE is this encoder with a learned dictionary: the atoms are the rows of `W_dec` (kept unit
-# norm), the decoder is $D^\top z$, and the loss is the reconstruction error alone. Sparsity comes from
+# norm), the decoder is $z\,D$, and the loss is the reconstruction error alone. Sparsity comes from
 # the number of steps $k$, not from a penalty, so nothing pays the model to merge concepts. Gradients flow
 # through all $k$ unrolled steps (through every coefficient $c_j = d_j^\top r_t$ and every subtraction),
 # while the *choices* $j$ are treated as constants, like TopK's choice of latents. The library's `MPSAE`
-# does exactly this, choosing the atoms without building a graph and then recomputing the coefficients
-# of the chosen atoms differentiably.
+# does exactly this. It chooses the atoms without building a graph, then backpropagates through the
+# unrolled steps with a hand-written backward pass that walks the steps in reverse and rebuilds each
+# step's residual from the last one, so training memory does not grow with $k$ (its unit tests check the
+# gradients against autograd through the plain loop).
 #
 # We train with the same recipe and the same data as the ReLU and TopK SAEs of chapter 4 (`run_on_tree`,
 # the pre-bias fixed at zero, 20 atoms for 20 concepts), with $k = 3$ steps, one more than any sample
 # needs. Because a step only adds an atom that correlates positively with the residual, a spare step
 # costs nothing once the residual is zero. With exactly $k = 2$ steps, training can stall in a poor local
-# optimum: two atoms that each mix a parent with its child, which two steps cannot untangle. (The paper
-# fixes no $k$: it stops each sample's pursuit once the residual is small or the chosen support stops
-# changing.) We check this after the sweep below.
+# optimum: two atoms that each mix a parent with its child, which two steps cannot untangle. (The authors'
+# code can also stop each sample's pursuit early, once the residual is small or the chosen support stops
+# changing, with $k$ as a cap; their CLIP experiment, chapter 8, uses $k = 5$. We try that stopping rule
+# at the end of this chapter.) We check the $k = 2$ stall after the sweep below.
 #
 # %% [markdown]
 # ## Recovery across sibling correlations
 #
-# Now the paper's main synthetic experiment: ReLU, TopK and MP SAEs on the tree at sibling correlation
-# 0, 0.3, 0.6 and 0.9, each on several seeds (a seed fixes the dictionary, the data, the initialisation
-# and the batch order; the three families share the first two).
+# Now the paper's main synthetic experiment: ReLU and MP SAEs on the tree at sibling correlation 0, 0.3,
+# 0.6 and 0.9, each on several seeds (a seed fixes the dictionary, the data, the initialisation and the
+# batch order; the two families share the first two). The other families of chapter 4 join in the
+# absorption grid below. As in chapter 4, the ReLU's L1 weight is bisected so that its L0 lands on the
+# tree's 1.36 (`tune_l1`, short runs on seed 0 at $\rho = 0$; we reuse that weight everywhere below).
 
 # %%
 start = time.perf_counter()
+tuning = tune_l1(tree.expected_l0(), steps=TUNE_STEPS, correlation=0.0)
+print("L1 bisection (weight, held-out L0):", ", ".join(f"({w:.2e}, {l0:.2f})" for w, l0 in tuning.probes),
+      f"→ {tuning.l1_coeff:.2e}")
+FAMILIES = {"relu": {"l1_coeff": tuning.l1_coeff}, "mp": {}}
 sweep = {rho: run_on_tree(FAMILIES, steps=STEPS, seeds=SEEDS, correlation=rho) for rho in CORRELATIONS}
 training_seconds += time.perf_counter() - start
 results = pd.DataFrame([{"correlation": rho, "SAE": r.name, "seed": r.seed, **r.scores}
@@ -230,7 +264,7 @@ for col, metric in enumerate(["mean_cos", "min_cos", "absorption"], start=1):
                                  mode="lines+markers", name=family, legendgroup=family, showlegend=col == 1,
                                  line_color=FAMILY_COLORS[family]), row=1, col=col)
     fig.update_xaxes(title_text="sibling correlation ρ", row=1, col=col)
-fig.update_layout(height=380, title="Three SAE families on the tree (medians over seeds)")
+fig.update_layout(height=380, title="ReLU and MP SAEs on the tree (medians over seeds)")
 fig.show()
 
 # %% [markdown]
@@ -248,8 +282,8 @@ plot_cosine_panels(panels, labels=names,
 # %% [markdown]
 # At $\rho = 0$ the MP-SAE finds the dictionary exactly, and at $\rho = 0.3$ it is nearly exact; from $0.6$
 # on it mixes siblings, and at $0.9$ little is left, as in the paper. ReLU SAEs absorb at every
-# correlation up to 0.6 (and at 0.9 fail more broadly); TopK SAEs lose more latents the more siblings
-# correlate. MP's absorption and hierarchical error stay near zero wherever it recovers the tree. We state recovery as:
+# correlation up to 0.6 (and at 0.9 fail more broadly). MP's absorption and hierarchical error stay near
+# zero wherever it recovers the tree. We state recovery as:
 # **every true concept's matched atom has cosine ≥ 0.9** (≥ 0.99 at $\rho = 0$), and mean matched cosine
 # ≥ 0.97 (medians over seeds).
 
@@ -258,30 +292,42 @@ def med(rho, family, metric):
     return medians.loc[(rho, family), metric]
 
 
+def worst_over_seeds(rho):
+    return results[(results.correlation == rho) & (results.SAE == "mp")].min_cos.min()
+
+
 for rho, need in [(0.0, 0.99), (0.3, 0.9)]:
     report.check(f"MP-SAE recovers the true dictionary at ρ = {rho}: every matched cosine ≥ {need}, mean ≥ 0.97",
                  paper="exact recovery",
-                 ours=f"worst {med(rho, 'mp', 'min_cos'):.3f}, mean {med(rho, 'mp', 'mean_cos'):.3f}",
+                 ours=f"worst {med(rho, 'mp', 'min_cos'):.3f}, mean {med(rho, 'mp', 'mean_cos'):.3f} (medians; "
+                      f"worst over seeds {worst_over_seeds(rho):.3f})",
                  passed=med(rho, "mp", "min_cos") >= need and med(rho, "mp", "mean_cos") >= 0.97)
 report.check("MP-SAE recovery degrades as siblings correlate more: partial at 0.6, poor at 0.9",
              paper="partial at 0.6, degraded at 0.9",
              ours=" → ".join(f"{med(rho, 'mp', 'mean_cos'):.2f}" for rho in CORRELATIONS) + " (mean matched cos)",
              passed=med(0.3, "mp", "mean_cos") > med(0.6, "mp", "mean_cos") > med(0.9, "mp", "mean_cos")
              and med(0.6, "mp", "min_cos") < 0.9 and med(0.9, "mp", "mean_cos") < 0.8)
+
+
+def spread(rho, family, metric):
+    """Median [min – max] over seeds of one score."""
+    return median_and_range(results.query("correlation == @rho and SAE == @family")[metric], digits=3)
+
+
 for rho in (0.0, 0.3):
-    others = min(med(rho, "relu", "absorption"), med(rho, "topk", "absorption"))
-    report.check(f"MP-SAE absorbs far less than ReLU and TopK at ρ = {rho} (≤ 0.07 and ≤ ¼ of the lower)",
-                 paper="MP ≈ 0.001–0.07 vs 0.42–0.70",
-                 ours=f"MP {med(rho, 'mp', 'absorption'):.3f}; ReLU {med(rho, 'relu', 'absorption'):.2f}; "
-                      f"TopK {med(rho, 'topk', 'absorption'):.2f}",
-                 passed=med(rho, "mp", "absorption") <= min(0.07, others / 4))
+    report.check(f"MP-SAE absorbs far less than ReLU at ρ = {rho} (median ≤ 0.07 and ≤ ¼ of ReLU's)",
+                 paper="MP ≈ 0.001–0.07 vs ReLU 0.45–0.70",
+                 ours=f"MP {spread(rho, 'mp', 'absorption')}; ReLU {spread(rho, 'relu', 'absorption')} "
+                      "(median [min – max] over seeds)",
+                 passed=med(rho, "mp", "absorption") <= min(0.07, med(rho, "relu", "absorption") / 4))
 report.check("MP-SAE keeps parent ⟂ child (hierarchical error) where ReLU does not, at ρ ≤ 0.3",
              ours=", ".join(f"ρ={rho}: MP {med(rho, 'mp', 'hierarchical'):.3f} "
                             f"vs ReLU {med(rho, 'relu', 'hierarchical'):.2f}" for rho in (0.0, 0.3)),
              passed=all(med(rho, "mp", "hierarchical") < 0.05 and med(rho, "relu", "hierarchical") > 0.3
                         for rho in (0.0, 0.3)))
-report.check("ReLU SAEs absorb at ρ = 0, 0.3 and 0.6 (absorption in the paper's range)", paper="0.45 – 0.70",
-             ours=", ".join(f"{med(rho, 'relu', 'absorption'):.2f}" for rho in (0.0, 0.3, 0.6)),
+report.check("ReLU SAEs absorb at ρ = 0, 0.3 and 0.6 (median absorption in the paper's range)",
+             paper="0.45 – 0.70",
+             ours=", ".join(f"ρ={rho}: {spread(rho, 'relu', 'absorption')}" for rho in (0.0, 0.3, 0.6)),
              passed=all(0.45 <= med(rho, "relu", "absorption") <= 0.70 for rho in (0.0, 0.3, 0.6)))
 mp_dead = int(results.loc[results.SAE == "mp", "dead"].max())
 report.check("No MP-SAE atom died in any run, so we use neither atom dropout nor a revive term",
@@ -291,11 +337,11 @@ report.check("No MP-SAE atom died in any run, so we use neither atom dropout nor
 # %% [markdown]
 # ### Why $k = 3$
 #
-# The same seeds at $\rho = 0$, trained with exactly $k = 2$ steps, next to the sweep's $k = 3$ runs:
+# The sweep's first seed at $\rho = 0$, trained with exactly $k = 2$ steps, next to the sweep's $k = 3$ runs:
 
 # %%
 start = time.perf_counter()
-k2_runs = run_on_tree({"mp k=2": {"family": "mp", "k": 2}}, steps=STEPS, seeds=SEEDS, correlation=0.0)
+k2_runs = run_on_tree({"mp k=2": {"family": "mp", "k": 2}}, steps=STEPS, seeds=SEEDS[:1], correlation=0.0)
 training_seconds += time.perf_counter() - start
 k_table = pd.DataFrame([{"SAE": "mp k=3" if r.name == "mp" else r.name, "seed": r.seed, **r.scores}
                         for r in k2_runs + [r for r in sweep[0.0] if r.name == "mp"]]).set_index(["SAE", "seed"])
@@ -344,46 +390,61 @@ report.record(f"MP at ρ = 0.3: runs whose worst atom is the sibling-orthogonali
 # ## Absorption in the shape of the paper's Table 1
 #
 # The paper's Table 1 reports absorption over a grid of child magnitudes: the mean and the spread of the
-# children's activations (parents and leaves keep $\mathcal{N}(1.5, 0.25^2)$). Across its cells MP scores
-# about 0.001–0.07, vanilla ReLU SAEs 0.45–0.70 and BatchTopK 0.42–0.54. The grid values themselves
-# are not in our sources, so we choose children at half,
-# equal and double the parent's mean magnitude, with spreads of 0.1, 0.25 and 0.5 (the `ci` profile runs
-# the four corners, with fewer steps and one seed), at sibling correlation 0 so that only the hierarchy
-# is at play. Why the child's magnitude matters: an absorbed child atom points along
-# $(\mu_{\text{parent}}\, p + \mu_{\text{child}}\, u)$, so its cosine with the parent is
-# $1.5/\sqrt{1.5^2 + \mu_{\text{child}}^2}$, which is $0.89$, $0.71$ and $0.45$ on our grid; and a wide spread makes
-# a fixed mixture a worse fit.
+# children's activations (parents and leaves keep $\mathcal{N}(1.5, 0.25^2)$), for the four families of its
+# code. Across its cells MP scores about 0.001–0.07, vanilla ReLU SAEs 0.45–0.70 and BatchTopK 0.42–0.54
+# (our sources give no range for Matryoshka). The grid values themselves are not in our sources, so we
+# choose children at half, equal and double the parent's mean magnitude, with spreads of 0.1, 0.25 and
+# 0.5 (the `ci` profile runs two cells, half and double the parent's mean at spread 0.25, with fewer steps
+# and one seed; the full profile three seeds per cell), at sibling correlation 0 so that only the hierarchy is at play. Every family of
+# chapter 4 takes part: ReLU (the bisected L1 weight), BatchTopK and Matryoshka (an average of 1.36
+# active latents), MP ($k = 3$), and per-sample TopK ($k = 2$) as a fifth row. Why the child's magnitude
+# matters: an absorbed child atom points along $(\mu_{\text{parent}}\, p + \mu_{\text{child}}\, u)$, so
+# its cosine with the parent is $1.5/\sqrt{1.5^2 + \mu_{\text{child}}^2}$, which is $0.89$, $0.71$ and $0.45$
+# on our grid; and a wide spread makes a fixed mixture a worse fit.
 
 # %%
+GRID_FAMILIES = {"relu": FAMILIES["relu"], "batchtopk": {}, "matryoshka": {}, "mp": {}, "topk": {}}
 start = time.perf_counter()
 grid = []
 for mean in CHILD_MEANS:
-    for spread in CHILD_SPREADS:
-        runs = run_on_tree(FAMILIES, steps=GRID_STEPS, seeds=GRID_SEEDS, correlation=0.0,
-                           child_magnitude=(mean, spread), progress=False)
-        grid += [{"child mean": mean, "child spread": spread, "SAE": r.name, "absorption": r.scores["absorption"]}
+    for spread_ in CHILD_SPREADS:
+        runs = run_on_tree(GRID_FAMILIES, steps=GRID_STEPS, seeds=GRID_SEEDS, correlation=0.0,
+                           child_magnitude=(mean, spread_), progress=False)
+        grid += [{"child mean": mean, "child spread": spread_, "SAE": r.name, "seed": r.seed,
+                  "absorption": r.scores["absorption"], "dead": r.scores["dead"], "l0": r.scores["l0"]}
                  for r in runs]
 training_seconds += time.perf_counter() - start
-table1 = (pd.DataFrame(grid).groupby(["SAE", "child mean", "child spread"], sort=False)["absorption"].median()
+grid = pd.DataFrame(grid)
+table1 = (grid.groupby(["SAE", "child mean", "child spread"], sort=False)["absorption"].median()
           .unstack("child spread"))
-table1.round(3)
+plot_grid_heatmaps({family: table1.loc[family].values for family in GRID_FAMILIES}, x=CHILD_SPREADS,
+                   y=CHILD_MEANS, x_label="child spread", y_label="child mean", zmin=0, zmax=0.8,
+                   title=f"Absorption per cell (median over {len(GRID_SEEDS)} seeds), one panel per family").show()
 
 # %%
 cells = table1.stack().unstack("SAE")  # one row per cell, one column per family
-paper_ranges = {"mp": (1e-3, 7e-2), "relu": (0.45, 0.70), "topk": (0.42, 0.54)}
-beside = pd.DataFrame({family: {"paper": f"{lo:g} – {hi:g}",
-                                "ours": f"{cells[family].min():.3f} – {cells[family].max():.3f}",
-                                "ours (median cell)": f"{cells[family].median():.3f}"}
-                       for family, (lo, hi) in paper_ranges.items()}).T
+paper_ranges = {"relu": (0.45, 0.70), "batchtopk": (0.42, 0.54), "matryoshka": None, "mp": (1e-3, 7e-2),
+                "topk": None}
+beside = pd.DataFrame({family: {
+    "paper: range over its cells": f"{r[0]:g} – {r[1]:g}" if r else (
+        "not in our sources" if family == "matryoshka" else "not in the paper (per-sample TopK)"),
+    "ours: range over cells (cell medians)": f"{cells[family].min():.3f} – {cells[family].max():.3f}",
+    "ours: all runs, median [min – max]": median_and_range(grid.loc[grid.SAE == family, "absorption"], 3),
+    "dead latents (max)": int(grid.loc[grid.SAE == family, "dead"].max()),
+    "L0 (median)": round(grid.loc[grid.SAE == family, "l0"].median(), 2)}
+    for family, r in paper_ranges.items()}).T
 beside
 
 # %% [markdown]
-# ReLU's absorption follows the geometry: it is highest when children are weak and falls as they grow
-# (and a little as their spread grows). MP's absorption is near zero in the median cell and below ReLU's
-# in every cell. Where MP does absorb, the cell is printed below: in our runs it is where children are
-# much weaker than their parent with little spread, so that an atom leaning toward the parent costs MP
-# almost no reconstruction error, and a run can settle there. Our grid is our own, so our ranges need
-# not match the paper's; the TopK numbers also carry the dead-latent dilution discussed in chapter 4.
+# Both our columns give the same score as the paper's; the paper's range is over its cells (whose values
+# we do not have), ours over our cells, and then over every run (cells × seeds), so the spread from seed
+# to seed shows. ReLU's absorption follows the geometry: it is highest when children are weak and falls
+# as they grow. MP's absorption is below ReLU's in every cell and near zero wherever children are at
+# least as strong as their parent (both checked below); with children half as strong as their parent it
+# absorbs too, more than the paper's range (recorded below). For BatchTopK and TopK, read the dead-latent column beside their scores: as in chapter
+# 4, a dead latent matched to a child pulls the score down without recovering anything. Why MP absorbs
+# weak children: an atom that leans toward the parent costs MP little reconstruction error when the child
+# is small beside its parent, and a run can settle there. Its largest cell is printed below.
 
 # %%
 print("MP's largest absorption: {:.3f} at child mean {}, spread {}".format(cells["mp"].max(), *cells["mp"].idxmax()))
@@ -392,17 +453,32 @@ report.check("ReLU absorption falls as children get stronger (every spread)", pa
              ours="; ".join(f"spread {s}: " + " → ".join(f"{v:.2f}" for v in relu_by_mean[s])
                             for s in CHILD_SPREADS),
              passed=all(relu_by_mean[s].is_monotonic_decreasing for s in CHILD_SPREADS))
-report.check("MP-SAE absorbs less than ReLU in every cell, and in the median cell far less than ReLU and TopK",
+one_shot = ["relu", "batchtopk", "topk"]
+strong = grid[grid["child mean"] >= 1.5]  # children at least as strong as their parent (1.5)
+strong_runs = strong.groupby("SAE")["absorption"].median()
+report.check("MP-SAE absorbs less than ReLU in every cell", paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70",
+             ours="; ".join(f"child mean {m}, spread {s}: MP {cells.loc[(m, s), 'mp']:.3f} vs ReLU "
+                            f"{cells.loc[(m, s), 'relu']:.2f}" for m, s in cells.index),
+             passed=bool((cells["mp"] < cells["relu"]).all()))
+report.check("Where children are at least as strong as their parent, MP absorbs ≤ 0.07 and ≤ ¼ of ReLU, "
+             "BatchTopK and TopK (medians over those cells and seeds)",
              paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70; BatchTopK 0.42 – 0.54",
-             ours=f"median cell: MP {cells['mp'].median():.3f}, ReLU {cells['relu'].median():.2f}, "
-                  f"TopK {cells['topk'].median():.2f}",
-             passed=bool((cells["mp"] < cells["relu"]).all())
-             and cells["mp"].median() <= min(0.07, cells["relu"].median() / 4, cells["topk"].median() / 4))
-for family, (lo, hi) in paper_ranges.items():
+             ours=f"MP {strong_runs['mp']:.3f}, " + ", ".join(f"{f} {strong_runs[f]:.2f}" for f in one_shot),
+             passed=strong_runs["mp"] <= min(0.07, *(strong_runs[f] / 4 for f in one_shot)))
+weak_mp = grid[(grid["child mean"] < 1.5) & (grid.SAE == "mp")]["absorption"]
+report.record("MP-SAE absorption where children are half as strong as their parent (our cells)",
+              paper="0.001 – 0.07 over the paper's grid", ours=median_and_range(weak_mp, 3),
+              status="matches" if weak_mp.median() <= 0.07 else "differs")
+for family, r in paper_ranges.items():
+    if r is None:
+        continue
+    lo, hi = r
     # For MP the paper's range is "at most 0.07"; being lower than its 0.001 is no disagreement.
     within = bool((cells[family] <= hi).all() and (family == "mp" or (cells[family] >= lo).all()))
-    report.record(f"Absorption range over the grid, {family}", paper=f"{lo:g} – {hi:g}",
-                  ours=f"{cells[family].min():.3f} – {cells[family].max():.3f}",
+    report.record(f"Absorption range over the grid, {family} (cell medians over {len(GRID_SEEDS)} seeds)",
+                  paper=f"{lo:g} – {hi:g}",
+                  ours=f"{cells[family].min():.3f} – {cells[family].max():.3f} over {len(cells)} cells "
+                       f"(our grid, not the paper's)",
                   status="matches" if within else "differs")
 
 # %% [markdown]
@@ -411,20 +487,22 @@ for family, (lo, hi) in paper_ranges.items():
 # An MP-SAE trained with $k$ steps can run any number of steps at inference, and by guarantee 2 above its
 # error can only go down. TopK has no such guarantee: its encoder was trained to make exactly $k$ latents
 # fire, and letting more through adds latents whose sizes were never calibrated
-# {cite}`gao2024scaling`. A ReLU SAE has no $k$ at all; keeping only its $k$ largest codes, its error stops
-# changing once $k$ covers every latent it fires.
+# {cite}`gao2024scaling`. A ReLU SAE has no $k$ at all. To draw it on the same axes we keep only its $k$
+# largest codes, so its curve is flat once $k$ covers every latent it fires; that flatness is true by
+# construction and tests nothing, so we report where the plateau lies rather than assert it.
 #
 # The paper's tree is too easy for this test: no sample has more than two concepts, so a well-trained
 # SAE has nothing left to find after two steps. So we build a busier world with the same concepts:
 # top-level concepts now fire *independently* (parents with probability 0.3, leaves 0.15), so a sample
-# holds 2.6 concepts on average and sometimes many more. Every SAE gets a budget of $k = 2$ (ReLU keeps its
-# L1 weight), and we sweep the inference $k$ from 1 to 20.
+# holds 2.6 concepts on average and sometimes many more. TopK and MP get a budget of $k = 2$ (ReLU keeps
+# the bisected L1 weight), and we sweep the inference $k$ from 1 to 20.
 
 # %%
 busy = ConceptTree(tuple(Concept(0.3 if c.children else 0.15, c.children) for c in tree.roots), exclusive=False)
-ADAPTIVE_STEPS = by_profile(ci=1_500, full=15_000)
+ADAPTIVE_STEPS = by_profile(ci=1_200, full=15_000)
 start = time.perf_counter()
-adaptive = run_on_tree({"relu": {}, "topk": {"k": 2}, "mp": {"k": 2}}, steps=ADAPTIVE_STEPS, seeds=SEEDS[:1],
+adaptive = run_on_tree({"relu": FAMILIES["relu"], "topk": {"k": 2}, "mp": {"k": 2}}, steps=ADAPTIVE_STEPS,
+                       seeds=SEEDS[:1],
                        correlation=0.3, tree=busy)
 training_seconds += time.perf_counter() - start
 ks = list(range(1, 21))
@@ -444,8 +522,10 @@ fig.show()
 # MP's error keeps falling for several steps past its training $k$ and never rises; it levels off once no
 # atom correlates positively with what is left (MP only adds non-negative codes). TopK's error hardly
 # moves for one extra latent and then climbs far above its value at the training $k$: the extra latents
-# it lets through were never trained to fire together. ReLU's
-# curve falls until $k$ reaches the number of latents it fires and is flat from there.
+# it lets through were never trained to fire together. ReLU's curve falls until $k$ reaches the number
+# of latents it fires and is flat from there, by construction. What the flat part hides is where it
+# sits: a ReLU SAE's L0 is not fixed, it grows with what the input contains, so on this busier tree its
+# full code is compared with MP's best below (recorded, not asserted: the plateau itself is not a test).
 
 # %%
 mp_curve, topk_curve, relu_curve = (torch.tensor(curves[f]) for f in ["mp", "topk", "relu"])
@@ -459,41 +539,136 @@ report.check("TopK's error ends far above its training-k value (k = 20 vs k = 2)
              paper="gets worse past the training k",
              ours=f"FVU {topk_curve[1]:.3f} at k = 2 → {topk_curve[-1]:.3f} at k = 20",
              passed=bool(topk_curve[-1] > 1.3 * topk_curve[1]))
-report.check("ReLU's error is flat once k covers the latents it fires", paper="plateaus",
-             ours=f"flat from k = {relu_max_active} at FVU {relu_curve[-1]:.4f}",
-             passed=bool((relu_curve[relu_max_active - 1:] - relu_curve[-1]).abs().max() < 1e-6))
+report.record("ReLU's error plateaus with the inference budget",
+              paper="plateaus",
+              ours=f"flat past its own L0 by construction (we truncate its codes to the top k); with all its codes "
+                   f"(up to {relu_max_active} per input) FVU {relu_curve[-1]:.4f}, vs MP at k = 20 "
+                   f"{mp_curve[-1]:.4f}: its L1-tuned L0 already adapts per input",
+              status="matches" if relu_curve[-1] > mp_curve[-1] else "differs")
 
 # %% [markdown]
-# The same property lets MP choose its own $k$ per input, as the paper's MP-SAE does: run until the
-# residual is small. Back on the paper's tree at $\rho = 0$, with a trained MP-SAE, stop each sample at the
-# first step whose residual norm falls below 0.05 (the paper's threshold). The number of steps used is
-# the number of concepts in the sample.
+# ### The authors' stopping rule: L0 out of the data
+#
+# The same property lets MP choose its own $k$ per input, as the authors' code does: run until the
+# residual is small, or until the chosen support stops changing, with $k$ only as a cap. `MPSAE` has both
+# rules as options: `threshold` stops a row once $\|r\| < \text{threshold}\cdot\|x\|$ (relative to the row's
+# own norm, so that it does not depend on the data's scale; the authors' notebook uses an absolute 0.05,
+# and the tree's inputs have norms between about 1 and 2.5), and `stop_on_repeat` stops a row when its next
+# atom is one it already used. Back on the paper's tree at $\rho = 0$, we give a trained MP-SAE a cap of
+# $k = 20$ and either rule, and compare the number of atoms each sample uses with its number of concepts.
 
 # %%
 run = next(r for r in sweep[0.0] if r.name == "mp")
-norms = run.sae.trace(run.test.x, k=20).residuals.norm(dim=-1)  # (21, batch)
-steps_used = (norms >= 0.05).sum(0).float()  # residual norms only shrink, so this is the first step below 0.05
-true_l0 = (run.test.codes > 0).sum(1).float()
-print(f"steps used: mean {steps_used.mean():.3f} (true L0 {true_l0.mean():.3f}); "
-      f"equal to the sample's number of concepts for {(steps_used == true_l0).float().mean():.1%} of samples")
-report.check("Stopping at |residual| < 0.05, MP uses as many steps as the sample has concepts", paper="L0 = 1.36",
-             ours=f"mean steps {steps_used.mean():.3f} vs true L0 {true_l0.mean():.3f}; "
-                  f"exact on {(steps_used == true_l0).float().mean():.1%}",
-             passed=bool((steps_used == true_l0).float().mean() > 0.99))
+true_l0 = (run.test.codes > 0).sum(1)
+stopping_rules = {"fixed k = 20": {}, "threshold 0.05": {"threshold": 0.05},
+                  "support unchanged": {"stop_on_repeat": True}}
+used = {}
+for rule, options in stopping_rules.items():
+    stopper = MPSAE(20, 20, k=20, **options)
+    stopper.load_state_dict(run.sae.state_dict())
+    used[rule] = (stopper.encode(run.test.x) > 0).sum(1)
+l0_table = pd.DataFrame({rule: {"mean L0": n.float().mean().item(),
+                                "L0 = number of concepts": (n == true_l0).float().mean().item()}
+                         for rule, n in used.items()}).T
+print(f"true L0: mean {true_l0.float().mean():.3f}")
+pd.crosstab(true_l0.numpy(), used["threshold 0.05"].numpy(), rownames=["concepts in the sample"],
+            colnames=["atoms used, threshold 0.05"])
+
+# %%
+l0_table.round(3)
+
+# %%
+exact = l0_table.loc["threshold 0.05", "L0 = number of concepts"]
+report.check("With the threshold rule (0.05 of |x|), MP's L0 comes out of the data: as many atoms as concepts",
+             paper="L0 = 1.36 (the tree's)",
+             ours=f"mean L0 {l0_table.loc['threshold 0.05', 'mean L0']:.3f} vs true {true_l0.float().mean():.3f}; "
+                  f"exact on {exact:.1%} of samples",
+             passed=bool(exact > 0.99))
+report.check("With a fixed k = 20, MP's L0 exceeds the number of concepts (the stopping rule is what "
+             "makes L0 data-driven)",
+             ours=f"mean L0 {l0_table.loc['fixed k = 20', 'mean L0']:.2f}",
+             passed=bool(l0_table.loc["fixed k = 20", "mean L0"] > l0_table.loc["threshold 0.05", "mean L0"]))
+
+# %% [markdown]
+# The threshold rule gives each sample exactly as many atoms as it has concepts. A fixed $k = 20$ keeps
+# adding atoms for what the learned dictionary leaves unexplained (its small errors), each above the
+# library's noise floor. The support rule's numbers are in the table: it stops only when pursuit turns
+# back to an atom it already used.
+
+# %% [markdown]
+# ## A counterpoint: superposition noise
+#
+# The tree is a world MP is built for: as many concepts as dimensions, no noise, so everything left after
+# the right steps is zero. SynthSAEBench {cite}`chanin2026synthsaebench`, a later benchmark of synthetic
+# activations, reports the other side: on data with *superposition noise* (more true features than
+# dimensions, so every input carries interference from the features it does not contain, plus noise),
+# MP-SAEs reconstruct better than other SAEs **without** learning the ground-truth features: the extra
+# steps spend atoms on fitting the noise. We test that claim in a small world of our own: 64 true
+# features in 32 dimensions (each active with probability 0.05, so 3.2 per input on average, magnitudes
+# around 1), plus Gaussian noise of standard deviation 0.1 per dimension. TopK ($k = 3$), BatchTopK (an
+# average of 3.2) and MP ($k = 3$) SAEs with 64 latents each are trained the same way (Adam, learning rate
+# $3\cdot10^{-3}$, batches of 200 fresh samples). We score reconstruction by FVU and recovery by the mean
+# matched cosine between learned atoms and true features (one-to-one matching, chapter 1), and the share
+# of features found at cosine ≥ 0.9.
+
+# %%
+SYNTH_STEPS = by_profile(ci=1_000, full=15_000)
+SYNTH_SEEDS = by_profile(ci=[0], full=[0, 1, 2])
+SYNTH = dict(n_features=64, d=32, p_active=0.05, noise=0.1)
+start = time.perf_counter()
+synth_rows = []
+for seed in SYNTH_SEEDS:
+    train = superposition_data(SYNTH_STEPS * 200, seed=seed, **SYNTH)
+    held_out = superposition_data(5_000, seed=seed + 100, dictionary=train.dictionary, **SYNTH)
+    for name, sae in {"topk": TopKSAE(32, 64, 3, seed=seed), "batchtopk": BatchTopKSAE(32, 64, 3.2, seed=seed),
+                      "mp": MPSAE(32, 64, 3, seed=seed)}.items():
+        train_sae(sae, train.x, steps=SYNTH_STEPS, batch_size=200, lr=3e-3, seed=seed, progress=False)
+        match = match_atoms(sae.W_dec, train.dictionary)
+        stats = evaluate(sae, held_out.x)
+        synth_rows.append({"SAE": name, "seed": seed, "fvu": stats["fvu"], "l0": stats["l0"],
+                           "matched mean cos": match.mean, "found at cos ≥ 0.9": match.fraction_above(0.9),
+                           "dead": stats["dead"]})
+training_seconds += time.perf_counter() - start
+synth = pd.DataFrame(synth_rows).groupby("SAE", sort=False).median().drop(columns="seed")
+synth.round(3)
+
+# %%
+best_other = synth.drop("mp")["matched mean cos"].max()
+mp_fits_best = bool(synth.loc["mp", "fvu"] < synth.drop("mp")["fvu"].min())
+mp_recovers_worse = bool(synth.loc["mp", "matched mean cos"] < best_other - 0.02)
+synth_summary = ("FVU " + ", ".join(f"{n} {synth.loc[n, 'fvu']:.3f}" for n in synth.index)
+                 + "; matched cos " + ", ".join(f"{n} {synth.loc[n, 'matched mean cos']:.3f}" for n in synth.index))
+report.check("Superposition plus noise (64 features in 32 dims): MP reconstructs best, and recovers the true "
+             "features as well as the best of TopK and BatchTopK (matched cos within 0.02)",
+             ours=synth_summary, passed=mp_fits_best and not mp_recovers_worse)
+report.record("SynthSAEBench: MP's better reconstruction comes with worse recovery of the true features",
+              paper="MP-SAE: lower error, worse ground-truth recovery (Chanin & Garriga-Alonso 2026)",
+              ours=synth_summary + f" ({len(SYNTH_SEEDS)} seed(s); our simple generator, not theirs)",
+              status="matches" if mp_fits_best and mp_recovers_worse else "differs")
+
+# %% [markdown]
+# In our runs MP reconstructs best, as SynthSAEBench finds, but it does not pay for it in recovery: its
+# atoms match the true features about as well as the best of TopK and BatchTopK (checked above), so the
+# SynthSAEBench row of the table below is marked "differs". Our world is much simpler than
+# SynthSAEBench's: features fire independently and uniformly, with no firing-rate spread, no
+# correlations and no hierarchy, and only 2 features per dimension. So this does not refute their
+# result; it says that superposition and noise alone, at this scale, do not produce it, and that
+# what does is something their generator has and ours lacks.
 
 # %% [markdown]
 # ## Closing note: our numbers beside the paper's
 #
-# One row per sibling correlation: the paper's verdict on MP-SAE recovery, then our medians of the mean
-# matched cosine and of absorption for each family. The paper's absorption ranges are 0.001–0.07 (MP),
-# 0.45–0.70 (ReLU) and 0.42–0.54 (BatchTopK).
+# One row per sibling correlation: the paper's verdict on MP-SAE recovery, then, for each family, the
+# median [min – max] over our seeds of the mean matched cosine and of absorption. The paper's absorption
+# ranges (0.001–0.07 for MP, 0.45–0.70 for ReLU, 0.42–0.54 for BatchTopK) are over its grid of child
+# magnitudes, not over correlations: the grid above is where we compare with them.
 
 # %%
 paper_verdict = {0.0: "exact", 0.3: "exact", 0.6: "partial", 0.9: "degraded"}
 closing = pd.DataFrame({
     "paper: MP recovery": paper_verdict,
-    **{f"{f}: mean cos": {rho: round(med(rho, f, "mean_cos"), 3) for rho in CORRELATIONS} for f in FAMILIES},
-    **{f"{f}: absorption": {rho: round(med(rho, f, "absorption"), 3) for rho in CORRELATIONS} for f in FAMILIES},
+    **{f"{f}: mean cos": {rho: spread(rho, f, "mean_cos") for rho in CORRELATIONS} for f in FAMILIES},
+    **{f"{f}: absorption": {rho: spread(rho, f, "absorption") for rho in CORRELATIONS} for f in FAMILIES},
 }).rename_axis("ρ")
 closing
 
@@ -643,8 +818,8 @@ report.check("A TopK encoder reading the same atoms gets worse past its best k",
 print(f"profile: {current_profile()}; SAE training time in this run: {training_seconds:.0f} s "
       f"({len(CORRELATIONS) * len(FAMILIES) * len(SEEDS)} sweep runs × {STEPS} steps, "
       f"{len(SEEDS)} k = 2 runs × {STEPS}, "
-      f"{len(CHILD_MEANS) * len(CHILD_SPREADS) * len(FAMILIES) * len(GRID_SEEDS)} grid runs × {GRID_STEPS}, "
-      f"3 adaptive runs × {ADAPTIVE_STEPS})")
+      f"{len(CHILD_MEANS) * len(CHILD_SPREADS) * len(GRID_FAMILIES) * len(GRID_SEEDS)} grid runs × {GRID_STEPS}, "
+      f"3 adaptive runs × {ADAPTIVE_STEPS}, {len(tuning.probes)} L1 probes × {TUNE_STEPS})")
 report.save()
 report.show()
 

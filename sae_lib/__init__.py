@@ -14,21 +14,21 @@ from . import plots  # noqa: F401  (sets up plotly so figures show in Jupyter an
 from .checkpoint import CheckpointError, load_sae, save_sae
 from .hierarchy import (PAPER_TRAINING, Concept, ConceptTree, HierarchicalData, TreeRun,
                         conditionally_orthogonal_dictionary, hierarchical_data, paper_tree, run_on_tree, train_on_tree,
-                        tree_sae, tree_scores)
+                        tree_sae, tree_scores, tune_l1, median_and_range)
 from .metrics import (AtomMatch, absorption_score, aligned_atoms, babel, coactivation, cosine_matrix, effective_rank,
                       error_vs_k, evaluate, feature_response, frontier_at, fvu, gram_errors, l0, linear_probe_accuracy,
                       match_atoms, mean_max_cosine, modality_score, r_squared, support_babel)
 from .models import (LoadedModel, StandInForbiddenError, fall_back_to_standin, hub_unreachable_reason, mechanics_only,
                      standins_allowed)
 from .profile import by_profile, current_profile, default_device, describe
-from .saes import FAMILIES, SAE, MPSAE, PursuitTrace, ReLUSAE, TopKSAE
+from .saes import FAMILIES, SAE, MPSAE, BatchTopKSAE, MatryoshkaSAE, PursuitTrace, ReLUSAE, TopKSAE
 from .synthetic import PairedModalities, SyntheticData, paired_modalities, random_dictionary, superposition_data
 from .training import History, Objective, Reconstruction, train_sae
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SAE", "ReLUSAE", "TopKSAE", "MPSAE", "PursuitTrace", "FAMILIES",
+    "SAE", "ReLUSAE", "TopKSAE", "MPSAE", "BatchTopKSAE", "MatryoshkaSAE", "PursuitTrace", "FAMILIES",
     "train_sae", "History", "Objective", "Reconstruction",
     "save_sae", "load_sae", "CheckpointError",
     "l0", "fvu", "r_squared", "evaluate", "frontier_at", "feature_response", "cosine_matrix", "match_atoms",
@@ -38,6 +38,7 @@ __all__ = [
     "SyntheticData", "superposition_data", "random_dictionary", "PairedModalities", "paired_modalities",
     "Concept", "ConceptTree", "HierarchicalData", "paper_tree", "conditionally_orthogonal_dictionary",
     "hierarchical_data", "PAPER_TRAINING", "tree_sae", "train_on_tree", "tree_scores", "run_on_tree", "TreeRun",
+    "tune_l1", "median_and_range",
     "LoadedModel", "StandInForbiddenError", "fall_back_to_standin", "standins_allowed", "hub_unreachable_reason",
     "mechanics_only",
     "current_profile", "by_profile", "default_device", "describe",

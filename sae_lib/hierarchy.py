@@ -19,6 +19,7 @@ The module ends with the recipe chapters 4 and 5 share to train and score SAEs o
 from __future__ import annotations
 
 import math
+import statistics
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -319,11 +320,14 @@ PAPER_TRAINING = dict(batch_size=200, lr=3e-2, betas=(0.5, 0.9375), schedule="ws
 a warm-up over the first 100 of their 15k steps, a linear decay to 10% of the lr over the last 20%,
 gradient norm clipped at 1."""
 
-TREE_SAE_SETTINGS: dict[str, dict] = {"relu": {"l1_coeff": 3e-3}, "topk": {"k": 2}, "mp": {"k": 3}}
+TREE_SAE_SETTINGS: dict[str, dict] = {"relu": {"l1_coeff": 3e-3}, "topk": {"k": 2}, "mp": {"k": 3},
+                                      "batchtopk": {"k": 1.36}, "matryoshka": {"k": 1.36}}
 """The book's choice per family on the paper's tree. ReLU: the L1 weight that gives L0 ≈ 1.36, the
 tree's own L0 (the paper tunes it during training to reach that target). TopK: k = 2, the most features
 any input of the tree has. MP: k = 3 steps (k = 2 stalls in poor local optima in our runs; extra steps
-cost nothing once the residual is zero, since a step only adds an atom that correlates positively)."""
+cost nothing once the residual is zero, since a step only adds an atom that correlates positively).
+BatchTopK and Matryoshka: an average of k = 1.36 active latents per sample, the tree's L0 (the paper's
+setting for its BatchTopK); Matryoshka keeps its default prefixes (n/4, n/2, n) = (5, 10, 20) latents."""
 
 
 def tree_sae(family: str, d_in: int, n_latents: int | None = None, *, seed: int = 0, **settings) -> SAE:
@@ -410,3 +414,50 @@ def run_on_tree(
             bar.update()
     bar.close()
     return runs
+
+
+@dataclass
+class L1Tuning:
+    """The result of :func:`tune_l1`: the chosen weight and every probe ``(l1_coeff, L0)`` in order."""
+
+    l1_coeff: float
+    probes: list[tuple[float, float]]
+
+
+def tune_l1(
+    target_l0: float, *, steps: int, seed: int = 0, low: float = 1e-3, high: float = 3e-2, probes: int = 5,
+    n_test: int = 5_000, **data_settings,
+) -> L1Tuning:
+    """The ReLU SAE's L1 weight that lands its L0 on ``target_l0`` on tree data, by bisection in log scale.
+
+    L0 falls as the weight grows, so each probe trains one ReLU SAE (``steps`` steps of the paper's
+    recipe on ``seed``'s data, ``data_settings`` passed to :func:`hierarchical_data`), measures its L0 on
+    held-out samples, and keeps the half of ``[low, high]`` that contains the target. The answer is the
+    geometric middle of the last interval. The paper reaches its target L0 by adapting the weight during
+    training instead; a bisection is easier to read and gives one fixed weight to reuse.
+    """
+    positive_int("probes", probes)
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < low < high, got low={low!r}, high={high!r}")
+    data = hierarchical_data(steps * PAPER_TRAINING["batch_size"], seed=seed, **data_settings)
+    test = hierarchical_data(n_test, seed=1_000_000 + seed, dictionary_seed=seed, **data_settings)
+    tried = []
+    for _ in range(probes):
+        middle = math.sqrt(low * high)
+        sae = tree_sae("relu", data.x.shape[1], data.tree.n_features, seed=seed, l1_coeff=middle)
+        train_on_tree(sae, data.x, steps=steps, seed=seed, progress=False)
+        l0 = evaluate(sae, test.x)["l0"]
+        tried.append((middle, l0))
+        low, high = (middle, high) if l0 > target_l0 else (low, middle)
+    return L1Tuning(math.sqrt(low * high), tried)
+
+
+def median_and_range(values: Sequence[float], digits: int = 2) -> str:
+    """``"median [min – max]"`` of a score over seeds: how the tree chapters report a spread, so that a
+    reader sees how far one seed can land from another, not one lucky or unlucky run."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("median_and_range needs at least one value")
+    # statistics.median averages the two middle values of an even count, as pandas does (torch's
+    # median would return the lower one), so this agrees with the chapters' median tables.
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f} – {max(values):.{digits}f}]"

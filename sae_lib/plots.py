@@ -24,7 +24,8 @@ def _configure_plotly() -> None:
 
 _configure_plotly()
 
-FAMILY_COLORS = {"relu": "#1f77b4", "topk": "#ff7f0e", "mp": "#2ca02c", "e2e": "#d62728", "e2e+ds": "#9467bd"}
+FAMILY_COLORS = {"relu": "#1f77b4", "topk": "#ff7f0e", "mp": "#2ca02c", "e2e": "#d62728", "e2e+ds": "#9467bd",
+                 "batchtopk": "#8c564b", "matryoshka": "#e377c2"}
 
 
 def plot_histories(histories: Mapping[str, History], key: str = "loss", *, title: str | None = None) -> go.Figure:
@@ -128,4 +129,27 @@ def plot_image_caption_rows(rows: Sequence[tuple[str, Sequence, Sequence[str]]],
             ax.imshow(image)
         row[-1].text(0, 0.5, title + "\n" + "\n".join(f"• {c}" for c in captions), va="center", fontsize=8, wrap=True)
     fig.tight_layout()
+    return fig
+
+
+def plot_grid_heatmaps(
+    grids: Mapping[str, Sequence[Sequence[float]]], *, x: Sequence, y: Sequence, title: str, x_label: str,
+    y_label: str, zmin: float = 0.0, zmax: float = 1.0, colorscale: str = "Viridis", panel_size: int = 240,
+) -> go.Figure:
+    """One annotated heatmap per name, all on one colour scale: ``grids[name][i][j]`` is the value at
+    ``(y[i], x[j])``, e.g. a score over a grid of data settings, one panel per SAE family."""
+    fig = make_subplots(rows=1, cols=len(grids), subplot_titles=list(grids), horizontal_spacing=0.04)
+    labels_x, labels_y = [str(v) for v in x], [str(v) for v in y]
+    for col, (name, grid) in enumerate(grids.items(), start=1):
+        values = [[float(v) for v in row] for row in grid]
+        if len(values) != len(y) or any(len(row) != len(x) for row in values):
+            raise ValueError(f"panel {name!r} is not a {len(y)} × {len(x)} grid")
+        fig.add_trace(go.Heatmap(z=values, x=labels_x, y=labels_y, zmin=zmin, zmax=zmax, colorscale=colorscale,
+                                 showscale=col == len(grids), text=[[f"{v:.2f}" for v in row] for row in values],
+                                 texttemplate="%{text}", hovertemplate=f"{name}<br>{x_label} %{{x}}<br>{y_label} %{{y}}"
+                                 "<br>%{z:.3f}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text=x_label, type="category", row=1, col=col)
+        fig.update_yaxes(type="category", showticklabels=col == 1, row=1, col=col)
+    fig.update_yaxes(title_text=y_label, row=1, col=1)
+    fig.update_layout(title=title, height=panel_size + 140, width=panel_size * len(grids) + 160)
     return fig

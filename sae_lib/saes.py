@@ -9,7 +9,9 @@ The families differ only in how they choose ``z``:
 
 * :class:`ReLUSAE`: ``z = ReLU(W_enc (x - b_dec) + b_enc)``, made sparse by an L1 penalty.
 * :class:`TopKSAE`: keep the ``k`` largest pre-activations (Gao et al. 2024), plus the AuxK loss.
-* :class:`MPSAE`: ``k`` greedy matching-pursuit steps over the tied dictionary (Costa et al. 2025).
+* :class:`MPSAE`: up to ``k`` greedy matching-pursuit steps over the tied dictionary (Costa et al. 2025).
+* :class:`BatchTopKSAE`: TopK over the whole batch in training, a learned threshold at inference (Bussmann et al. 2024).
+* :class:`MatryoshkaSAE`: BatchTopK whose nested prefixes of latents must each reconstruct (Bussmann et al. 2025).
 
 Decoding always goes through :meth:`SAE.atoms`, the row-normalised ``W_dec``. So ``|z_i|`` is exactly
 the size of latent ``i``'s contribution, whatever the raw parameter's scale; the trainer also renormalises
@@ -22,7 +24,8 @@ same codes, reconstructions and gradients as the plain formulas above up to floa
 * large ReLU and TopK encoders get the pre-bias gradient from one vector-matrix product (:class:`CentredLinear`);
 * MP, and TopK with a large dictionary, decode only the ``k`` atoms each input chose (:func:`decode_chosen`);
 * MP picks its atoms with one Gram matrix instead of ``k`` dense correlation products
-  (:func:`greedy_pursuit`), and backpropagates through its steps without storing them (:class:`UnrolledPursuit`).
+  (:func:`greedy_pursuit`, refreshed every few steps so its rounding cannot decide a choice), and backpropagates
+  through its steps without storing them (:class:`UnrolledPursuit`).
 """
 
 from __future__ import annotations
@@ -299,36 +302,91 @@ class TopKSAE(SAE):
         return {"auxk": self.auxk_coeff * unexplained * variance}
 
 
+PURSUIT_REFRESH_EVERY = 16
+"""The Gram route recomputes the residual and its correlations from scratch every this many steps. Its
+cheap row updates add a rounding error at every step; left alone, that error grows with the number of
+steps until, once the residual is about 1e-4 of the input (float32, ~100 steps at d_in = 32), it decides
+which atom wins. Refreshing keeps the error at the size of a few steps' rounding, so the Gram and
+step-by-step routes, and hence different batch sizes, pick the same atoms."""
+
+
+def pursuit_noise_floor(dtype: torch.dtype) -> float:
+    """The smallest coefficient, relative to the input's norm, that pursuit still treats as signal:
+    ``sqrt(eps)`` of the dtype (3.5e-4 in float32, 1.5e-8 in float64). Once the residual is down to
+    rounding noise, every further step would otherwise pick some atom that correlates with that noise
+    and fill the code with noise-level entries (at k much larger than d_in, most of the code)."""
+    return torch.finfo(dtype).eps ** 0.5
+
+
 @torch.no_grad()
-def greedy_pursuit(residual: Tensor, atoms: Tensor, k: int, use_gram: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """``k`` matching-pursuit steps on (batch, d_in) residuals: ``(final residual, coefficients, indices)``.
+def greedy_pursuit(
+    residual: Tensor, atoms: Tensor, k: int, use_gram: bool, *, threshold: float | None = None,
+    stop_on_repeat: bool = False, keep_residuals: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor] | None]:
+    """At most ``k`` matching-pursuit steps on (batch, d_in) residuals:
+    ``(final residual, coefficients, indices, residuals after each step or None)``.
+
+    A row stops (adds nothing more) at the first step where its best correlation is at most the noise
+    floor (:func:`pursuit_noise_floor` × its starting norm; this includes "no atom correlates positively"),
+    where ``threshold`` is set and its residual norm has fallen below ``threshold`` × its starting norm,
+    or, with ``stop_on_repeat``, where the best atom is one it already used (the support stops changing).
+    The loop ends early once every row has stopped, so the outputs may have fewer than ``k`` columns.
 
     Only the correlations ``c = r @ atomsᵀ`` decide each step. Removing ``v·atom_j`` from ``r`` changes
     them by ``-v·(atom_j @ atomsᵀ)``, which is row ``j`` of the Gram matrix ``atoms @ atomsᵀ``. So with
-    ``use_gram``, one Gram product plus ``k`` row updates replace ``k`` dense products, and the final
-    residual is ``r - Σ_t v_t·atom_t``; without it, ``r`` is updated and correlated again at every step.
+    ``use_gram``, one Gram product plus cheap row updates replace a dense product per step (refreshed
+    from scratch every :data:`PURSUIT_REFRESH_EVERY` steps); without it, ``r`` is updated and correlated
+    again at every step. ``keep_residuals`` (step by step only) also returns every intermediate residual.
     """
+    use_gram = use_gram and not keep_residuals
     gram = atoms @ atoms.T if use_gram else None
+    start = residual
     r = residual.clone()
+    start_norm = start.norm(dim=-1, keepdim=True)
+    floor = pursuit_noise_floor(r.dtype) * start_norm
+    limit = None if threshold is None else (threshold * start_norm).square()
+    energy = start_norm.square() if limit is not None else None
+    support = torch.zeros(r.shape[0], atoms.shape[0], dtype=torch.bool, device=r.device) if stop_on_repeat else None
+    running = torch.ones(r.shape[0], 1, dtype=torch.bool, device=r.device)
     c = r @ atoms.T
     rows = torch.empty_like(c) if use_gram else None
-    indices, coefficients = [], []
+    indices, coefficients, residuals = [], [], [r.clone()] if keep_residuals else None
     for t in range(k):
+        if gram is not None and t > 0 and t % PURSUIT_REFRESH_EVERY == 0:
+            r = start - decode_chosen(torch.cat(coefficients, 1), torch.cat(indices, 1), atoms)
+            c = r @ atoms.T
+            if energy is not None:
+                energy = r.pow(2).sum(-1, keepdim=True)
         best, j = c.max(dim=-1, keepdim=True)
-        best.clamp_(min=0)  # no atom correlates positively: the step adds nothing
+        running &= best > floor
+        if limit is not None:
+            running &= energy >= limit
+        if support is not None:
+            running &= ~support.gather(1, j)
+            support.scatter_(1, j, running)
+        best = best * running  # a stopped row adds nothing
         indices.append(j)
         coefficients.append(best)
+        if not bool(running.any()):
+            if residuals is not None:
+                residuals.append(r.clone())
+            break
+        if energy is not None and gram is not None:
+            energy = energy - best.square()  # Pythagoras: the residual loses exactly c_j² of energy
         if gram is not None:
-            if t < k - 1:
-                c.addcmul_(torch.index_select(gram, 0, j.squeeze(1), out=rows), best, value=-1)
+            c.addcmul_(torch.index_select(gram, 0, j.squeeze(1), out=rows), best, value=-1)
         else:
             r.addcmul_(atoms.index_select(0, j.squeeze(1)), best, value=-1)
+            if residuals is not None:
+                residuals.append(r.clone())
             if t < k - 1:
                 c = r @ atoms.T
+                if energy is not None:
+                    energy = r.pow(2).sum(-1, keepdim=True)
     indices, coefficients = torch.cat(indices, dim=1), torch.cat(coefficients, dim=1)
     if gram is not None:
-        r -= decode_chosen(coefficients, indices, atoms)
-    return r, coefficients, indices
+        r = start - decode_chosen(coefficients, indices, atoms)
+    return r, coefficients, indices, residuals
 
 
 class UnrolledPursuit(torch.autograd.Function):
@@ -346,8 +404,10 @@ class UnrolledPursuit(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, residual: Tensor, atoms: Tensor, k: int, use_gram: bool):
-        final, coefficients, indices = greedy_pursuit(residual, atoms, k, use_gram)
+    def forward(ctx, residual: Tensor, atoms: Tensor, k: int, use_gram: bool, threshold: float | None,
+                stop_on_repeat: bool):
+        final, coefficients, indices, _ = greedy_pursuit(residual, atoms, k, use_gram, threshold=threshold,
+                                                         stop_on_repeat=stop_on_repeat)
         ctx.save_for_backward(atoms, final, coefficients, indices)
         ctx.mark_non_differentiable(indices)
         return final, coefficients, indices
@@ -372,26 +432,34 @@ class UnrolledPursuit(torch.autograd.Function):
             w *= on_all[t]
             g_atoms.index_add_(0, steps[t], (r * w).addcmul_(e, v, value=-1))  # dL/dD_t
             e.addcmul_(atom, w)
-        return e, g_atoms, None, None
+        return e, g_atoms, None, None, None, None
 
 
 @dataclass
 class PursuitTrace:
     """Every step of one matching-pursuit run (see :meth:`MPSAE.trace`)."""
 
-    indices: Tensor  # (batch, k): atom chosen at each step
-    coefficients: Tensor  # (batch, k): amount added to that atom's code (0 once pursuit has stopped)
-    residuals: Tensor  # (k + 1, batch, d_in): residual before the first step and after each step
+    indices: Tensor  # (batch, steps): atom chosen at each step (steps ≤ k: the run ends once every row stopped)
+    coefficients: Tensor  # (batch, steps): amount added to that atom's code (0 once a row has stopped)
+    residuals: Tensor  # (steps + 1, batch, d_in): residual before the first step and after each step
 
 
 class MPSAE(SAE):
-    """Matching-pursuit SAE (Costa et al. 2025): the encoder is ``k`` unrolled greedy steps.
+    """Matching-pursuit SAE (Costa et al. 2025): the encoder is up to ``k`` unrolled greedy steps.
 
     Starting from ``r = x - b_dec``, each step correlates the residual with every atom, ``c = r @ atomsᵀ``,
     picks ``j = argmax ReLU(c)``, adds ``c_j`` to ``z_j`` (codes accumulate if an atom is picked twice)
-    and removes it from the residual, ``r -= c_j · atom_j``. Then ``x_hat = x - r``. Steps stop adding
-    anything once no atom correlates positively. The dictionary is tied (no separate encoder), the loss
-    is MSE alone, and sparsity comes from ``k``.
+    and removes it from the residual, ``r -= c_j · atom_j``. Then ``x_hat = x - r``. The dictionary is
+    tied (no separate encoder), the loss is MSE alone, and sparsity comes from ``k``, the most steps
+    a row may take (it may exceed ``d_in`` and even ``n_latents``: pursuit can pick an atom again).
+
+    When a row stops. Always: once its best correlation is at or below the noise floor
+    (:func:`pursuit_noise_floor`, about 3.5e-4 of the input's norm in float32), which includes "no atom
+    correlates positively"; steps past that point would only encode rounding noise. Optionally, the
+    authors' stopping rule: ``threshold`` stops a row once ``‖r‖ < threshold·‖x - b_dec‖`` (relative to
+    the row's own norm, so it does not depend on the data's scale; the authors' notebook uses an
+    absolute 0.05), and ``stop_on_repeat`` stops a row when its next atom is one it already used (the
+    chosen support stops changing). With either rule, L0 comes out of the data, with ``k`` as a cap.
 
     Gradients flow through all unrolled steps, with the chosen indices treated as constants, exactly as
     in the plain loop of :meth:`trace`. The fast path (:class:`UnrolledPursuit`) gets there without
@@ -402,14 +470,32 @@ class MPSAE(SAE):
     gram_limit_bytes: ClassVar[int] = 256 * 2**20
     """The pursuit uses the Gram matrix only while it takes at most this much memory (n_latents ≤ 8192 in float32)."""
 
-    def __init__(self, d_in: int, n_latents: int, k: int, *, seed: int | None = None):
+    def __init__(self, d_in: int, n_latents: int, k: int, *, threshold: float | None = None,
+                 stop_on_repeat: bool = False, seed: int | None = None):
         super().__init__(d_in, n_latents, seed=seed)
         self.k = self.check_k(k, k)
-        self._config_extras = {"k": self.k}
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                      or not 0 < threshold < 1):
+            raise ValueError(f"threshold must be None or a number in (0, 1) (a fraction of the input's norm), "
+                             f"got {threshold!r}")
+        if not isinstance(stop_on_repeat, bool):
+            raise TypeError(f"stop_on_repeat must be True or False, got {stop_on_repeat!r}")
+        self.threshold = None if threshold is None else float(threshold)
+        self.stop_on_repeat = stop_on_repeat
+        self._config_extras = {"k": self.k, "threshold": self.threshold, "stop_on_repeat": self.stop_on_repeat}
+
+    def check_k(self, k: int | None, default: int) -> int:
+        """Like :meth:`SAE.check_k`, but without the ``n_latents`` cap: pursuit may take more steps than it
+        has atoms, since it can pick an atom again to refine its coefficient."""
+        k = default if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer (the most pursuit steps per input), got {k!r}")
+        return k
 
     def _use_gram(self, batch: int, k: int, itemsize: int) -> bool:
         """The Gram route costs one n×n×d product instead of k-1 batch×n×d ones; take it when that is
-        cheaper and the n×n matrix fits in :attr:`gram_limit_bytes` (it does not for, say, 46k latents)."""
+        cheaper and the n×n matrix fits in :attr:`gram_limit_bytes` (it does not for, say, 46k latents).
+        Both routes pick the same atoms (see :data:`PURSUIT_REFRESH_EVERY`), so this is a speed choice only."""
         n = self.n_latents
         return n < (k - 1) * batch and n * n * itemsize <= self.gram_limit_bytes
 
@@ -417,7 +503,8 @@ class MPSAE(SAE):
         x = self.check_input(x)
         lead, flat = x.shape[:-1], x.reshape(-1, self.d_in)
         use_gram = self._use_gram(flat.shape[0], k, flat.element_size())
-        residual, coefficients, indices = UnrolledPursuit.apply(flat - self.b_dec, self.atoms(), k, use_gram)
+        residual, coefficients, indices = UnrolledPursuit.apply(flat - self.b_dec, self.atoms(), k, use_gram,
+                                                                self.threshold, self.stop_on_repeat)
         z = dense_codes(coefficients, indices, self.n_latents)
         x_hat = flat - residual
         return x_hat.reshape(*lead, self.d_in), z.reshape(*lead, self.n_latents)
@@ -430,19 +517,121 @@ class MPSAE(SAE):
 
     @torch.no_grad()
     def trace(self, x: Tensor, k: int | None = None) -> PursuitTrace:
-        """The plain pursuit loop, keeping every residual: for teaching, and to check the fast path."""
+        """The plain pursuit loop, step by step, keeping every residual: for teaching, and to check the
+        fast path. It stops where :meth:`encode` stops, so it may hold fewer than ``k`` steps."""
         k = self.check_k(k, self.k)
-        atoms = self.atoms()
         r = self.check_input(x).reshape(-1, self.d_in) - self.b_dec
-        residuals, indices, coefficients = [r], [], []
-        for _ in range(k):
-            c = F.relu(r @ atoms.T)
-            coef, j = c.max(dim=-1)
-            r = r - coef.unsqueeze(-1) * atoms[j]
-            residuals.append(r)
-            indices.append(j)
-            coefficients.append(coef)
-        return PursuitTrace(torch.stack(indices, 1), torch.stack(coefficients, 1), torch.stack(residuals))
+        _, coefficients, indices, residuals = greedy_pursuit(
+            r, self.atoms(), k, use_gram=False, threshold=self.threshold, stop_on_repeat=self.stop_on_repeat,
+            keep_residuals=True)
+        return PursuitTrace(indices, coefficients, torch.stack(residuals))
 
 
-FAMILIES: dict[str, type[SAE]] = {cls.family: cls for cls in (ReLUSAE, TopKSAE, MPSAE)}
+class BatchTopKSAE(TopKSAE):
+    """BatchTopK SAE (Bussmann, Leask & Nanda 2024): TopK over the whole batch instead of each row.
+
+    In training, the batch's ``k·B`` largest pre-activations are kept (B rows), wherever they fall: a
+    busy input may use many latents and a simple one few, while the batch averages ``k`` per row.
+    At inference a batch should not change an input's code, so one threshold replaces the selection:
+    ``z = pre·[pre > threshold]``. The threshold is a running estimate, updated at every training step
+    from the smallest activation the batch kept (an exponential moving average with weight
+    ``threshold_momentum`` on the old value), so L0 varies per input. Until the first training step it
+    is unknown (stored as -1), and inference falls back to the batch selection. AuxK and the other
+    settings are :class:`TopKSAE`'s.
+    """
+
+    family = "batchtopk"
+
+    def __init__(self, d_in: int, n_latents: int, k: int | float, *, threshold_momentum: float = 0.99,
+                 **topk_settings):
+        super().__init__(d_in, n_latents, k, **topk_settings)
+        if isinstance(threshold_momentum, bool) or not isinstance(threshold_momentum, (int, float)) \
+                or not 0 <= threshold_momentum < 1:
+            raise ValueError(f"threshold_momentum must be a number in [0, 1), got {threshold_momentum!r}")
+        self.threshold_momentum = float(threshold_momentum)
+        self._config_extras["threshold_momentum"] = self.threshold_momentum
+        self.register_buffer("threshold", torch.tensor(-1.0))
+
+    def check_k(self, k: int | float | None, default: int | float) -> int | float:
+        """``k`` is the *average* number of active latents per row, so it need not be an integer (the
+        batch keeps ``round(k·B)``): any number in (0, n_latents]."""
+        k = default if k is None else k
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k <= self.n_latents:
+            raise ValueError(f"k must be a number in (0, n_latents={self.n_latents}] (average active latents "
+                             f"per row), got {k!r}")
+        return k
+
+    def _batch_select(self, pre: Tensor, k: int | float) -> Tensor:
+        """Keep the ``round(k·rows)`` largest positive pre-activations of the whole batch; zero the rest."""
+        flat = pre.reshape(-1)
+        keep = min(max(1, round(k * (flat.numel() // self.n_latents))), flat.numel())
+        values, indices = flat.topk(keep)
+        values = F.relu(values)
+        if self.training:
+            kept = values.detach()[values.detach() > 0]
+            if kept.numel():
+                smallest = kept.min()
+                if self.threshold < 0:
+                    self.threshold.copy_(smallest)
+                else:
+                    self.threshold.lerp_(smallest, 1 - self.threshold_momentum)
+        return torch.zeros_like(flat).scatter(0, indices, values).reshape(pre.shape)
+
+    def encode(self, x: Tensor, k: int | float | None = None) -> Tensor:
+        """Training mode, or no threshold yet, or an explicit ``k``: the batch's top ``k·B``. Otherwise
+        (inference): every pre-activation above the learned threshold."""
+        pre = self.pre_activations(self.check_input(x))
+        if self.training or k is not None or self.threshold < 0:
+            return self._batch_select(pre, self.check_k(k, self.k))
+        return pre * (pre > self.threshold)
+
+    def forward(self, x: Tensor, k: int | float | None = None) -> tuple[Tensor, Tensor]:
+        z = self.encode(x, k)
+        return self.decode(z), z
+
+
+class MatryoshkaSAE(BatchTopKSAE):
+    """Matryoshka SAE (Bussmann, Nabeshima, Karvonen & Nanda 2025): nested dictionaries in one.
+
+    ``prefixes`` are increasing latent counts ending at ``n_latents``, e.g. ``(4, 10, 20)``. The first
+    ``m`` latents alone must reconstruct the input as well as they can, for every ``m`` in ``prefixes``:
+    the loss adds, to the full reconstruction's MSE, the MSE of each shorter prefix's reconstruction
+    (so the total is the sum of the prefix losses, with equal weights). The early latents then carry
+    the general concepts (a parent) and later ones the specifics (its children), which is meant to keep
+    a child's latent from absorbing its parent. The codes themselves are chosen as in
+    :class:`BatchTopKSAE` (the paper's choice).
+    """
+
+    family = "matryoshka"
+
+    def __init__(self, d_in: int, n_latents: int, k: int, *, prefixes: tuple[int, ...] | list[int] | None = None,
+                 **batchtopk_settings):
+        super().__init__(d_in, n_latents, k, **batchtopk_settings)
+        prefixes = tuple(prefixes) if prefixes is not None else (max(1, n_latents // 4), max(1, n_latents // 2),
+                                                                n_latents)
+        if not prefixes or any(isinstance(m, bool) or not isinstance(m, int) for m in prefixes) \
+                or list(prefixes) != sorted(set(prefixes)) or prefixes[0] < 1 or prefixes[-1] != n_latents:
+            raise ValueError(f"prefixes must be strictly increasing positive integers ending at "
+                             f"n_latents={n_latents}, got {prefixes!r}")
+        self.prefixes = prefixes
+        self._config_extras["prefixes"] = list(prefixes)
+
+    def prefix_reconstructions(self, z: Tensor) -> list[Tensor]:
+        """The reconstruction from the first ``m`` latents alone, for each ``m`` in :attr:`prefixes`."""
+        atoms, out, done = self.atoms(), [], 0
+        partial = self.b_dec.expand(*z.shape[:-1], self.d_in)
+        for m in self.prefixes:
+            partial = partial + z[..., done:m] @ atoms[done:m]
+            out.append(partial)
+            done = m
+        return out
+
+    def extra_losses(self, x, x_hat, z, dead_mask):
+        terms = super().extra_losses(x, x_hat, z, dead_mask)
+        shorter = self.prefix_reconstructions(z)[:-1]  # the full one is the main MSE already
+        if shorter:
+            terms["prefix_mse"] = sum((x - x_m).pow(2).mean() for x_m in shorter)
+        return terms
+
+
+FAMILIES: dict[str, type[SAE]] = {cls.family: cls for cls in (ReLUSAE, TopKSAE, MPSAE, BatchTopKSAE, MatryoshkaSAE)}

@@ -144,7 +144,7 @@ def test_sibling_mixing_gives_the_requested_cosine():
     assert math.isclose(sum(sibling_mixing(1, 0.5)), 1.0)  # an only child keeps its direction
 
 
-@pytest.mark.parametrize("family", ["relu", "topk", "mp"])
+@pytest.mark.parametrize("family", ["relu", "topk", "mp", "batchtopk", "matryoshka"])
 def test_tree_recipe_trains_without_a_pre_bias_and_is_deterministic(family):
     data = hierarchical_data(4_000, correlation=0.3, seed=0)
     runs = []
@@ -176,3 +176,25 @@ def test_tree_sae_settings_and_errors():
     assert tree_sae("relu", 20, 40).n_latents == 40
     with pytest.raises(ValueError, match="unknown SAE family"):
         tree_sae("jumprelu", 20)
+
+
+def test_tune_l1_bisects_toward_the_target_l0():
+    from sae_lib import tune_l1
+
+    result = tune_l1(1.36, steps=80, probes=4, n_test=500, correlation=0.3)
+    weights = [w for w, _ in result.probes]
+    assert len(weights) == 4 and len(set(weights)) == 4
+    for (w, l0), (w_next, _) in zip(result.probes, result.probes[1:]):
+        assert (w_next > w) == (l0 > 1.36)  # too many active latents: the next probe penalises more
+    with pytest.raises(ValueError, match="low < high"):
+        tune_l1(1.36, steps=10, low=0.1, high=0.01)
+
+
+def test_median_and_range_reports_the_spread_over_seeds():
+    from sae_lib import median_and_range
+
+    assert median_and_range([0.5, 0.1, 0.3]) == "0.30 [0.10 – 0.50]"
+    assert median_and_range([0.01234], digits=3) == "0.012 [0.012 – 0.012]"
+    assert median_and_range([0.2, 0.4]) == "0.30 [0.20 – 0.40]"  # an even count: the middle two averaged
+    with pytest.raises(ValueError, match="at least one"):
+        median_and_range([])

@@ -33,3 +33,14 @@ def test_image_caption_rows_make_one_row_per_entry():
     fig = plot_image_caption_rows([("a", [picture, picture], ["one", "two"]), ("b", [], ["three"])])
     assert len(fig.axes) == 2 * 3  # two rows of (two thumbnails + one caption panel)
     assert "three" in fig.axes[-1].texts[0].get_text()
+
+
+def test_plot_grid_heatmaps_one_panel_per_name_on_one_scale():
+    from sae_lib.plots import plot_grid_heatmaps
+
+    fig = plot_grid_heatmaps({"relu": [[0.5, 0.6]], "mp": [[0.0, 0.1]]}, x=[0.1, 0.5], y=[1.5], title="t",
+                             x_label="spread", y_label="mean")
+    assert [t.type for t in fig.data] == ["heatmap", "heatmap"]
+    assert all(t.zmin == 0 and t.zmax == 1 for t in fig.data) and fig.data[1].z[0][1] == 0.1
+    with pytest.raises(ValueError, match="grid"):
+        plot_grid_heatmaps({"relu": [[0.5]]}, x=[0.1, 0.5], y=[1.5], title="t", x_label="a", y_label="b")
