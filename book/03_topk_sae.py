@@ -350,9 +350,10 @@ exercises.check_topk_activation(topk_codes_solution, solution=True)
 # $e = x - \hat x$ (held constant: no gradient flows into the main reconstruction through it),
 # encode $x$ with the **dead** latents only (`dead_mask` is a boolean vector over latents), keep
 # the top `sae.k_aux` of their codes (or all of them, if fewer are dead), decode them with the
-# dead latents' unit atoms into $\hat e$, and return `sae.auxk_coeff` times the mean squared
-# error between $e$ and $\hat e$ (a mean over every entry, like the main loss). Your
-# `topk_codes` (or the solution's) does the selection; `sae.atoms()` gives the unit atoms.
+# dead latents' unit atoms into $\hat e$, and return the AuxK term of the formula above:
+# `sae.auxk_coeff` times the fraction of $e$'s energy that $\hat e$ leaves unexplained, times
+# the batch's variance $\sigma^2$ (no gradient through it either). Your `topk_codes` (or the
+# solution's) does the selection; `sae.atoms()` gives the unit atoms.
 # :::
 
 # %%
@@ -376,7 +377,9 @@ def auxk_loss_solution(sae, x, x_hat, dead_mask):
     pre = (x - sae.b_dec) @ sae.W_enc[:, dead_mask] + sae.b_enc[dead_mask]
     codes = topk_codes_solution(pre, min(sae.k_aux, int(dead_mask.sum())))
     error_hat = codes @ sae.atoms()[dead_mask]
-    return sae.auxk_coeff * (error_hat - error).pow(2).mean()
+    unexplained = (error_hat - error).pow(2).mean() / error.pow(2).mean()
+    variance = (x - x.mean(0)).pow(2).mean().detach()
+    return sae.auxk_coeff * unexplained * variance
 
 
 exercises.check_auxk(auxk_loss_solution, solution=True)

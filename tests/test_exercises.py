@@ -145,7 +145,8 @@ def auxk(sae, x, x_hat, dead_mask):
     pre = (x - sae.b_dec) @ sae.W_enc[:, dead_mask] + sae.b_enc[dead_mask]
     z_aux = topk_activation(pre, min(sae.k_aux, int(dead_mask.sum())))
     residual_hat = z_aux @ sae.atoms()[dead_mask]
-    return sae.auxk_coeff * (residual_hat - residual).pow(2).mean()
+    unexplained = (residual_hat - residual).pow(2).mean() / residual.pow(2).mean()
+    return sae.auxk_coeff * unexplained * (x - x.mean(0)).pow(2).mean()
 
 
 def test_topk_activation(capsys):
@@ -165,15 +166,18 @@ def test_auxk(capsys):
     def every_latent(sae, x, x_hat, dead_mask):
         return auxk(sae, x, x_hat, torch.ones_like(dead_mask))
 
-    def divided_by_the_error(sae, x, x_hat, dead_mask):  # Gao et al.'s ratio, not the book's MSE
+    def not_normalised(sae, x, x_hat, dead_mask):  # raw MSE: its ratio to the main loss depends on scale
         residual = (x - x_hat).detach()
         pre = (x - sae.b_dec) @ sae.W_enc[:, dead_mask] + sae.b_enc[dead_mask]
         z_aux = topk_activation(pre, min(sae.k_aux, int(dead_mask.sum())))
-        unexplained = (z_aux @ sae.atoms()[dead_mask] - residual).pow(2).sum(-1).mean()
-        return sae.auxk_coeff * unexplained / residual.pow(2).sum(-1).mean()
+        return sae.auxk_coeff * (z_aux @ sae.atoms()[dead_mask] - residual).pow(2).mean()
+
+    def without_the_variance(sae, x, x_hat, dead_mask):  # the fraction alone: not on the MSE's scale
+        return auxk(sae, x, x_hat, dead_mask) / (x - x.mean(0)).pow(2).mean()
 
     rejects(ex.check_auxk, every_latent, capsys, "dead")
-    rejects(ex.check_auxk, divided_by_the_error, capsys)
+    rejects(ex.check_auxk, not_normalised, capsys)
+    rejects(ex.check_auxk, without_the_variance, capsys)
 
 
 # ---------------------------------------------------------------- chapter 4
