@@ -54,8 +54,17 @@ def _read_config(path: Path) -> dict:
 
 
 def _constructor_arguments(cls: type[SAE]) -> set[str]:
-    """The settings a family's config must hold: its constructor's arguments, except the seed."""
-    return {name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "seed")}
+    """The settings a family's config must hold: its constructor's arguments, except the seed, and those
+    of the parent class it passes ``**settings`` on to (BatchTopK builds on TopK, Matryoshka on both)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is SAE.__mro__[1]:
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names - {"self", "seed"}
 
 
 def load_sae(
