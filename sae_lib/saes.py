@@ -31,6 +31,7 @@ same codes, reconstructions and gradients as the plain formulas above up to floa
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -488,9 +489,9 @@ class MPSAE(SAE):
         """Like :meth:`SAE.check_k`, but without the ``n_latents`` cap: pursuit may take more steps than it
         has atoms, since it can pick an atom again to refine its coefficient."""
         k = default if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if not is_integer(k) or k < 1:
             raise ValueError(f"k must be a positive integer (the most pursuit steps per input), got {k!r}")
-        return k
+        return int(k)
 
     def _use_gram(self, batch: int, k: int, itemsize: int) -> bool:
         """The Gram route costs one n×n×d product instead of k-1 batch×n×d ones; take it when that is
@@ -545,10 +546,8 @@ class BatchTopKSAE(TopKSAE):
     def __init__(self, d_in: int, n_latents: int, k: int | float, *, threshold_momentum: float = 0.99,
                  **topk_settings):
         super().__init__(d_in, n_latents, k, **topk_settings)
-        if isinstance(threshold_momentum, bool) or not isinstance(threshold_momentum, (int, float)) \
-                or not 0 <= threshold_momentum < 1:
-            raise ValueError(f"threshold_momentum must be a number in [0, 1), got {threshold_momentum!r}")
-        self.threshold_momentum = float(threshold_momentum)
+        self.threshold_momentum = real_number("threshold_momentum", threshold_momentum, low=0, high=1,
+                                              high_open=True)
         self._config_extras["threshold_momentum"] = self.threshold_momentum
         self.register_buffer("threshold", torch.tensor(-1.0))
 
@@ -556,10 +555,10 @@ class BatchTopKSAE(TopKSAE):
         """``k`` is the *average* number of active latents per row, so it need not be an integer (the
         batch keeps ``round(k·B)``): any number in (0, n_latents]."""
         k = default if k is None else k
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k <= self.n_latents:
+        if isinstance(k, bool) or not isinstance(k, numbers.Real) or not 0 < k <= self.n_latents:
             raise ValueError(f"k must be a number in (0, n_latents={self.n_latents}] (average active latents "
                              f"per row), got {k!r}")
-        return k
+        return int(k) if is_integer(k) else float(k)
 
     def _batch_select(self, pre: Tensor, k: int | float) -> Tensor:
         """Keep the ``round(k·rows)`` largest positive pre-activations of the whole batch; zero the rest."""
@@ -609,11 +608,11 @@ class MatryoshkaSAE(BatchTopKSAE):
         super().__init__(d_in, n_latents, k, **batchtopk_settings)
         prefixes = tuple(prefixes) if prefixes is not None else (max(1, n_latents // 4), max(1, n_latents // 2),
                                                                 n_latents)
-        if not prefixes or any(isinstance(m, bool) or not isinstance(m, int) for m in prefixes) \
+        if not prefixes or not all(is_integer(m) for m in prefixes) \
                 or list(prefixes) != sorted(set(prefixes)) or prefixes[0] < 1 or prefixes[-1] != n_latents:
             raise ValueError(f"prefixes must be strictly increasing positive integers ending at "
                              f"n_latents={n_latents}, got {prefixes!r}")
-        self.prefixes = prefixes
+        self.prefixes = tuple(int(m) for m in prefixes)
         self._config_extras["prefixes"] = list(prefixes)
 
     def prefix_reconstructions(self, z: Tensor) -> list[Tensor]:

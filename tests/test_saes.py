@@ -520,7 +520,7 @@ def test_numpy_integers_are_accepted_wherever_an_int_is():
     i = np.int64
     for sae in (ReLUSAE(i(D), i(N), seed=i(0)), TopKSAE(i(D), i(N), i(K), k_aux=i(3), seed=i(0)),
                 MPSAE(i(D), i(N), i(K), seed=i(0))):
-        assert all(type(v) in (int, float, str) for v in sae.config().values())  # JSON-ready
+        assert all(type(v) in (int, float, str, bool, type(None)) for v in sae.config().values())  # JSON
         assert sae.encode(inputs(4)).shape == (4, N)
         if not isinstance(sae, ReLUSAE):
             assert ((sae.encode(inputs(4), k=i(2)) != 0).sum(1) <= 2).all()
