@@ -586,7 +586,7 @@ columns = ["image→text R@1", "text→image R@1", "final temperature", "centroi
            "topk: shared atoms", "mp: shared atoms", "topk: overlap, shared concepts", "mp: overlap, shared concepts",
            "topk: overlap, unshared controls", "mp: overlap, unshared controls", "topk: R²", "mp: R²"]
 by_setting = sweep.groupby("setting", sort=False)[columns]
-table = by_setting.mean().round(2).astype(str) + " ± " + by_setting.std().round(2).astype(str)
+table = by_setting.mean().round(2).astype(str) + " ± " + by_setting.std().round(2).astype(str).replace("nan", "—")
 table.loc[:, "seeds"] = sweep.groupby("setting", sort=False).size()
 table.T
 
