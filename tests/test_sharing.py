@@ -27,8 +27,9 @@ def planted_codes():
 
 def test_concept_atoms_and_overlap():
     img, txt, colour, background = planted_codes()
-    assert concept_atoms(img, colour, "red").tolist() == [1.0, 1.0, 0.0, 0.0]
-    assert concept_atoms(txt, colour, "blue").tolist() == [0.0, 0.0, 0.0, 0.0]  # blue switches nothing on
+    # mean difference 1 over a standard deviation of sqrt(1/3): sqrt(3) standard deviations
+    torch.testing.assert_close(concept_atoms(img, colour, "red"), torch.tensor([3**0.5, 3**0.5, 0.0, 0.0]))
+    torch.testing.assert_close(concept_atoms(txt, colour, "blue"), -torch.tensor([3**0.5, 0.0, 3**0.5, 0.0]))
     assert concept_overlap(img, txt, colour, colour, "red") == pytest.approx(0.5)  # (1,1,0,0)·(1,0,1,0)/2
     assert concept_overlap(img, txt, background, background, "striped") == 0.0
     with pytest.raises(ValueError, match="some rows but not all"):
@@ -45,7 +46,7 @@ def test_sharing_table_and_summary():
     assert table.set_index("value").loc["red", "overlap"] == pytest.approx(0.5)
     assert set(table.kind) == {"shared", "image only"}
     summary = sharing_summary(z, is_image, labels, kinds)
-    assert summary["overlap, shared concepts"] == pytest.approx(0.25)  # red 0.5, blue 0
+    assert summary["overlap, shared concepts"] == pytest.approx(0.5)  # red and blue: 0.5 each
     assert summary["overlap, unshared controls"] == 0.0
     assert summary["single-modality atoms"] == pytest.approx(3 / 4)  # atoms 1, 2, 3; atom 0 scores 0.5
     with pytest.raises(ValueError, match="matched pairs"):
