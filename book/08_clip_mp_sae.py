@@ -7,28 +7,32 @@
 # ---
 
 # %% [markdown]
-# # 8. MP-SAE on CLIP's shared image-text space
+# # 8. MP-SAE on a shared image-text space
 #
-# CLIP {cite}`radford2021clip` embeds a picture and a sentence in the *same* 512-dimensional space,
-# trained so that a photo and its caption point in similar directions. If the linear-representation
-# picture of chapter 1 holds there, a concept such as "cat" should be one direction that a cat photo
-# and the word "cat" both use. A sparse autoencoder trained on image and caption embeddings together
-# should then find atoms that fire for both.
+# CLIP {cite}`radford2021clip` embeds a picture and a sentence in the *same* space, trained so that a
+# photo and its caption point in similar directions. If the linear-representation picture of chapter 1
+# holds there, a concept such as "red" should be one direction that a red picture and the word "red"
+# both use, and a sparse autoencoder trained on image and caption embeddings together should find atoms
+# that fire for both.
 #
-# It mostly does not. SAEs trained on CLIP-like embeddings learn a **split dictionary**: most atoms
-# fire for one modality only {cite}`papadimitriou2025interpreting`. The MP-SAE paper
-# {cite}`costa2025flat` trains one shared dictionary on MS-COCO image and caption embeddings (expansion
-# factor 25, $k = 5$) and finds that the answer depends on the encoder: a TopK SAE gives the split
-# (its *modality scores* pile up at 0 and 1), while MP-SAE, whose encoder is the residual-guided pursuit
-# of chapter 5, puts most of its atoms near 0.5: shared by both modalities.
+# SAEs trained on CLIP-like embeddings often learn a **split dictionary** instead: most atoms fire for
+# one modality only {cite}`papadimitriou2025interpreting`. The MP-SAE paper {cite}`costa2025flat` trains
+# one shared dictionary on MS-COCO image and caption embeddings (expansion factor 25, $k = 5$ atoms per
+# input) and reports that the answer depends on the encoder: a TopK SAE gives the split (its *modality
+# scores* pile up at 0 and 1), while MP-SAE, the residual-guided pursuit of chapter 5, puts most of its
+# atoms near 0.5, shared by both modalities.
 #
-# This chapter replicates that experiment:
-# * load CLIP ViT-B/32 through open_clip, pretrained when the model hub is reachable, and embed
-#   images and captions;
-# * define the modality score, and check it on cases whose answer we know;
-# * see the split-versus-shared effect on a toy whose shared concepts we plant ourselves;
-# * train TopK and MP-SAE on CLIP's embeddings: modality histograms, R² against sparsity, coherence,
-#   and the atoms that bridge the two modalities.
+# This chapter runs that experiment on an embedding space whose content we know:
+# * **the model.** CLIP ViT-B/32 when its weights can be had. Offline (this book's CI) no installable
+#   package carries CLIP-style weights, so the book ships its own **CLIP in miniature**: an image tower
+#   and a different text tower, trained contrastively as CLIP is, on pictures the book draws, with
+#   captions it writes. Its checkpoint lives inside `sae_lib`; `scripts/train_mini_clip.py` retrains it.
+# * **ground truth.** Every picture carries known concepts (colour, shape, size, count, position), and
+#   two that only one modality carries (a background texture only in the picture, a word only in the
+#   caption). So besides the paper's modality score we can ask directly: does a concept use the same
+#   atoms in its pictures and in its captions?
+# * **how robust the answer is.** A sweep over the contrastive temperature, caption completeness and
+#   seeds, shipped as a small results file.
 
 # %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
@@ -38,119 +42,147 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
 
 # %%
+import json
 import resource
 import time
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import torch
 
-from sae_lib import MPSAE, TopKSAE, by_profile, default_device, describe, evaluate, train_sae
-from sae_lib.clip import harvest, load_clip, pair_embeddings
-from sae_lib.image_data import coco_captions, offline_image_captions
-from sae_lib.metrics import babel, coactivation, effective_rank, linear_probe_accuracy, modality_score, support_babel
+from sae_lib import MPSAE, TopKSAE, by_profile, default_device, describe, evaluate, mechanics_only, train_sae
+from sae_lib.clip import harvest, pair_embeddings, try_load_clip, untrained_clip
+from sae_lib.image_data import CONCEPT_KINDS, SHARED_CONCEPTS, coco_captions, generated_scenes
+from sae_lib.metrics import linear_probe_accuracy, modality_score
+from sae_lib.mini_clip import load_mini_clip, modality_gap, packaged_path, retrieval_accuracy, untrained_mini_clip
 from sae_lib.plots import plot_frontier, plot_image_caption_rows, plot_modality_histograms
 from sae_lib.report import ReplicationReport
+from sae_lib.sharing import atom_concepts, sharing_summary, sharing_table, split_and_shared, train_shared_dictionaries
 from sae_lib.synthetic import paired_modalities
 
 START_WALL, START_CPU = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
 report = ReplicationReport("08_clip_mp_sae")
 DEVICE = default_device()
-K = 5  # the paper's k
-EXPANSION = by_profile(ci=2, full=25)  # the paper's expansion factor is 25
-STEPS = by_profile(ci=600, full=10_000)
-BATCH = by_profile(ci=128, full=1024)
+SWEEP = json.loads((packaged_path() / "sweep.json").read_text())  # scripts/sweep_mini_clip.py
+ANALYSIS = SWEEP["analysis"]  # the SAE settings every model of the sweep got; we repeat them here
+MECHANICS = mechanics_only()  # planted random weights (tests): check only what holds on any weights
+K = ANALYSIS["k"]  # the paper's k = 5 for its vision-language experiment
+PAIRS = 48 if MECHANICS else ANALYSIS["pairs"]  # held-out scenes, one caption each
+EXPANSION = 2 if MECHANICS else by_profile(ci=ANALYSIS["n_atoms"] // 64, full=25)  # the paper: 25
+STEPS = 60 if MECHANICS else by_profile(ci=ANALYSIS["steps"], full=10_000)
+BATCH = 32 if MECHANICS else ANALYSIS["batch_size"]
 TRAIN_KS = by_profile(ci=(K,), full=(2, 5, 10, 20))  # one SAE per family and k, for the R²-sparsity curve
-N_SHAPES = by_profile(ci=180, full=600)  # generated pictures
-CROPS = by_profile(ci=2, full=8)  # random crops of each scikit-image photo
-CAPTIONS_PER_IMAGE = by_profile(ci=1, full=None)  # None: all of them (five per image in MS-COCO)
-N_COCO = by_profile(ci=0, full=5_000)  # MS-COCO 2017 val images, when the hub is reachable (0: offline set only)
-describe(k=K, expansion=EXPANSION, steps=STEPS, batch=BATCH, shapes=N_SHAPES, crops_per_photo=CROPS,
-         captions_per_image=CAPTIONS_PER_IMAGE or "all", coco_images=N_COCO)
+TOY_STEPS = 60 if MECHANICS else 1000
+N_COCO = 0 if MECHANICS else by_profile(ci=0, full=5_000)  # MS-COCO 2017 val, with real CLIP only
+describe(k=K, expansion=EXPANSION, steps=STEPS, batch=BATCH, pairs=PAIRS, coco_images=N_COCO,
+         mechanics_only=MECHANICS)
+
+
+def claim(text: str, *, ours: str, passed: bool, paper: str = "—", kind: str | None = None) -> None:
+    """Assert a claim about what the model represents; with planted random weights only record it."""
+    if MECHANICS:
+        report.record(text, ours=ours, status="not asserted (planted random weights)", paper=paper, kind=kind)
+    else:
+        report.check(text, ours=ours, passed=passed, paper=paper, kind=kind)
+
 
 # %% [markdown]
-# ## Loading CLIP
+# ## The model
 #
-# `load_clip` builds `open_clip.create_model_and_transforms("ViT-B-32", pretrained="openai")`: OpenAI's
-# original ViT-B/32, the CLIP most readers mean and the one the literature on CLIP's modality gap
-# studies {cite}`liang2022mind`. (We could not confirm which checkpoint the MP-SAE paper used; pass
-# another open_clip tag, such as `"laion2b_s34b_b79k"`, to compare.) Without internet it falls back to
-# the same architecture with **random weights** and says so in a banner. Everything below checks
-# `clip.pretrained` before it draws a conclusion about what CLIP represents; set
-# `SAE_BOOK_NO_STANDINS=1` to make the fallback an error instead.
+# `try_load_clip` builds `open_clip.create_model_and_transforms("ViT-B-32", pretrained="openai")`,
+# OpenAI's original ViT-B/32, and returns it, or says why it cannot (no hub, no local cache). It never
+# substitutes random weights. When CLIP cannot be had, the chapter analyses the book's mini CLIP, loaded
+# from the checkpoint shipped in `sae_lib/assets/mini_clip`; nothing is trained here. The paper's
+# numbers are set beside ours only when the model is CLIP itself.
 
 # %%
-clip = load_clip(device=DEVICE)
-PRETRAINED = clip.pretrained
-print(f"model: {clip.name}  |  pretrained weights: {PRETRAINED}  |  embedding size: {clip.extras['embed_dim']}")
+clip, why_not = try_load_clip(device=DEVICE)
+mini = load_mini_clip()
+model = clip if clip is not None else mini
+REAL_CLIP = clip is not None and not MECHANICS
+print(f"analysing: {model.name}  |  embedding size {model.extras['embed_dim']}"
+      + ("" if clip is not None else f"\n(CLIP ViT-B/32 is not available here: {why_not[:160]})")
+      + ("\nmechanics only: the weights were planted by a test, so no claim about them is asserted" if MECHANICS else ""))
 
 # %% [markdown]
-# ## Images and captions
+# ## A CLIP in miniature
 #
-# The paper uses MS-COCO {cite}`lin2014coco`: photos with five human captions each. The `full` profile
-# streams the 5,000 COCO 2017 validation images when the hub is reachable. Everywhere, and as the only
-# data in the `ci` profile, the book also uses an offline set:
-# * the sample photographs that ship inside scikit-image (an astronaut, a cat, a cup of coffee, a
-#   rocket, ...), each with three captions written for this book, whole and as random crops;
-# * pictures the book draws itself: one coloured shape at a position, with generated captions. Each
-#   carries its true concepts (colour, shape, position), a small ground truth for later checks.
+# CLIP's space is shaped by two ingredients: two *different* encoders, and a contrastive objective on
+# matched pairs. The mini CLIP keeps both at toy scale.
+#
+# **Data.** Each scene is a 32×32 picture of one to three shapes of one colour and one size, in one
+# half of the picture, on a plain or striped background. Its caption is written from five templates
+# with synonyms ("crimson" for red, "a pair of" for two, "box" for square) and the concepts in varying
+# order. Each caption also says "photo" or "sketch" at random: the pictures are all alike, so that word
+# tells nothing about the picture, just as the stripes appear in no caption. Those two are the
+# **unshared controls**.
+#
+# **Towers.** The image tower is a three-stage convolutional network with a two-layer head; the text
+# tower is a word embedding, one transformer layer and a mean over the words. Both end in a linear map
+# to a shared 64-dimensional space.
+#
+# **Objective.** CLIP's symmetric InfoNCE: in a batch of 256 pairs, each picture must pick out its own
+# caption among the 256 and each caption its picture; the logits are cosines divided by a temperature
+# $T$, which is **learned** as in CLIP (starting, as CLIP does, at 0.07).
 
 # %%
-offline = offline_image_captions(n_shapes=N_SHAPES, crops_per_photo=CROPS, seed=0)
-coco = None
-if N_COCO:
-    try:
-        coco = coco_captions(N_COCO)
-    except Exception as error:  # no internet, hub down, dataset moved: say so and carry on offline
-        print(f"MS-COCO could not be loaded ({type(error).__name__}: {str(error)[:200]}); using the offline set only.")
-print(f"offline set: {len(offline)} images ({offline.source.count('photo')} photo views, "
-      f"{offline.source.count('shapes')} generated shapes)" + (f"; MS-COCO: {len(coco)} images" if coco else ""))
+scenes = generated_scenes(PAIRS, seed=ANALYSIS["seed"])
+plot_image_caption_rows([(", ".join(f"{c}={v}" for c, v in scenes.concepts[i].items() if c != "medium"),
+                          [scenes.images[i]], scenes.captions[i]) for i in range(4)]);
 
-preview = [0, 3 * (CROPS + 1), 5 * (CROPS + 1), offline.source.index("shapes"), offline.source.index("shapes") + 1]
-plot_image_caption_rows([(f"{offline.source[i]}: {offline.concepts[i]}", [offline.images[i]], offline.captions[i])
-                         for i in preview]);
+# %%
+record = mini.extras["record"]
+cfg = mini.extras["config"]
+notes, run = record["notes"], record["run"]
+checkpoints = pd.DataFrame(run["checkpoints"]).set_index("step")
+print(f"shipped mini CLIP: temperature {'learned' if cfg.temperature is None else cfg.temperature}, "
+      f"captions naming each concept with probability {notes['completeness']}, {notes['steps']} steps of "
+      f"{notes['batch_size']} pairs; {notes['total_seconds']:.0f} s to train ({notes['command']})")
+training = go.Figure()
+training.add_scatter(y=run["loss"], name="InfoNCE loss")
+training.add_scatter(y=run["temperature"], name="learned temperature T", yaxis="y2")
+training.update_layout(title="Training the mini CLIP (recorded by scripts/train_mini_clip.py)", height=330,
+                       xaxis_title="step", yaxis_title="loss", yaxis2=dict(title="T", overlaying="y", side="right"))
+training.show()
+checkpoints.round(3)
 
 # %% [markdown]
-# ## Embedding both modalities
+# ## Did it learn? Retrieval on held-out pairs
 #
-# `harvest` runs CLIP's image tower on every picture and its text tower on every caption, in batches
-# with a progress bar, and scales each embedding to unit length: CLIP compares embeddings by cosine,
-# so their length carries no meaning, and unit-length embeddings are what SAEs on CLIP are trained on
-# {cite}`papadimitriou2025interpreting`. We do not centre each modality separately: that would erase
-# the modality gap, which is part of what we study.
-#
-# It then **balances** the modalities: each caption is paired with a copy of its image, so there are
-# exactly as many image rows as caption rows, and an image with five captions weighs as much as its
-# captions do. The SAEs train on `x`, all rows of both modalities, without being told which is which.
+# The chapter's pairs are scenes drawn with a seed training never used, with one caption each that
+# names every shared concept. We split them into pools of 100 pairs; each picture ranks the pool's
+# captions (image→text), each caption the pool's pictures (text→image). Chance is 1 in 100 for the
+# right one first (R@1), 5 in 100 for it among the first five (R@5). Different scenes can share all
+# five concepts, and then no model can tell their captions apart, so R@1 cannot reach 1.
 
 # %%
-offline_emb = harvest(clip, offline.images, offline.captions, captions_per_image=CAPTIONS_PER_IMAGE)
-emb = harvest(clip, coco.images, coco.captions, captions_per_image=CAPTIONS_PER_IMAGE) if coco else offline_emb
-x, is_image = emb.x.to(DEVICE), emb.is_image.to(DEVICE)
-print(f"training rows: {tuple(x.shape)} ({int(is_image.sum())} image rows, {int((~is_image).sum())} caption rows; "
-      f"{len(emb.image_embeddings)} distinct images)")
+emb = harvest(model, scenes.images, scenes.captions, batch_size=64, progress=False)
+img_u, txt_u = emb.image_embeddings, emb.caption_embeddings  # row i of each is a matched pair
+POOL = min(100, PAIRS)
+retrieval = retrieval_accuracy(img_u, txt_u, pool=POOL)
+pd.Series({**retrieval, "chance R@1": 1 / POOL, "chance R@5": 5 / POOL}).round(3).to_frame(model.name)
 
 # %%
-norms = emb.x.norm(dim=1)
-report.check("Harvesting: one 512-d embedding per row, unit length, modalities exactly balanced",
-             ours=f"{tuple(emb.x.shape)}, |norm - 1| ≤ {(norms - 1).abs().max():.1e}, "
-                  f"{int(emb.is_image.sum())} image / {int((~emb.is_image).sum())} caption rows",
-             passed=emb.x.shape[1] == 512 and bool(torch.allclose(norms, torch.ones_like(norms), atol=1e-5))
-             and int(emb.is_image.sum()) * 2 == len(emb.x))
-pairs_ok = bool((emb.image_index[emb.is_image] == emb.image_index[~emb.is_image]).all())
-report.check("Harvesting: row i (an image) and row n + i (one of its captions) describe the same image",
-             ours="all pairs aligned" if pairs_ok else "misaligned", passed=pairs_ok)
+worst_r1 = min(retrieval["image→text R@1"], retrieval["text→image R@1"])
+claim("The model aligns the modalities: held-out retrieval R@1, both directions, at least 20x chance",
+      ours=", ".join(f"{k} {v:.2f}" for k, v in retrieval.items()) + f" (chance R@1 {1 / POOL:.2f})",
+      passed=worst_r1 >= 20 / POOL)
+report.check("Harvesting: unit-length rows, image row i and caption row n + i come from the same scene",
+             ours=f"{tuple(emb.x.shape)}, max |norm - 1| = {(emb.x.norm(dim=1) - 1).abs().max():.1e}",
+             passed=bool(torch.allclose(emb.x.norm(dim=1), torch.ones(len(emb.x)), atol=1e-5))
+             and bool((emb.image_index[emb.is_image] == emb.image_index[~emb.is_image]).all()), kind="mechanics")
 
 # %% [markdown]
 # Bad input fails early, with an error that names the problem:
 
 # %%
 bad_inputs = {
-    "a grey-scale image": lambda: harvest(clip, [offline.images[0].convert("L")], [["a photo"]]),
-    "an image array of the wrong shape": lambda: harvest(clip, [np.zeros((64, 64), dtype=np.uint8)], [["a photo"]]),
-    "an empty caption list": lambda: harvest(clip, [offline.images[0]], [[]]),
-    "2 images but 1 caption list": lambda: harvest(clip, offline.images[:2], offline.captions[:1]),
-    "captions naming an image that does not exist": lambda: pair_embeddings(emb.image_embeddings[:2], emb.caption_embeddings[:3], [0, 1, 2]),
+    "a grey-scale image": lambda: harvest(model, [scenes.images[0].convert("L")], [["a photo"]]),
+    "an image array of the wrong shape": lambda: harvest(model, [np.zeros((64, 64), dtype=np.uint8)], [["a photo"]]),
+    "an empty caption list": lambda: harvest(model, [scenes.images[0]], [[]]),
+    "2 images but 1 caption list": lambda: harvest(model, scenes.images[:2], scenes.captions[:1]),
+    "captions naming an image that does not exist": lambda: pair_embeddings(img_u[:2], txt_u[:3], [0, 1, 2]),
 }
 messages = {}
 for case, call in bad_inputs.items():
@@ -162,113 +194,107 @@ for case, call in bad_inputs.items():
     print(f"{case:>45}: {messages[case]}")
 report.check("Bad input (wrong image mode or shape, empty captions, mismatched counts) raises a clear error",
              ours=f"{sum(m is not None for m in messages.values())}/{len(messages)} cases raise",
-             passed=all(messages.values()))
+             passed=all(messages.values()), kind="mechanics")
 
 # %% [markdown]
-# ## The modality gap
+# ## The modality gap, at initialisation and after training
 #
-# Before any SAE, look at the geometry. CLIP's training pulls each image towards its own caption and
-# away from the others, so an image should be closer to its caption than to a random one. Yet the two
-# modalities are known to live in separate cones, far apart: the **modality gap** {cite}`liang2022mind`.
+# Liang et al. {cite}`liang2022mind` found that in CLIP and other contrastive models the two modalities
+# occupy separate regions of the sphere, the **modality gap**, and traced it to initialisation: a
+# randomly initialised deep network maps all its inputs into a narrow cone, and two different towers
+# give two different cones. They show that contrastive training can preserve the gap, and that how much
+# of it survives depends on the temperature. We measure it as they define it, before and after training:
+# * the **centroid distance** $\lVert \bar x_{\text{img}} - \bar x_{\text{txt}} \rVert$ between the
+#   modalities' means (unit-length embeddings: 0 is no gap, 2 the most possible);
+# * the **share of variance along the gap**: how much of the spread of all embeddings lies along the
+#   line joining the two means (it would be about $1/d$ if that line were nothing special);
+# * the **cone**: the mean cosine between two embeddings of the same modality (0 for random directions).
 
 # %%
-img_u, txt_u = emb.x[emb.is_image], emb.x[~emb.is_image]  # row i of each is a matched pair
-n = len(img_u)
-# The mean cosine over all pairs of unit vectors is the dot product of their means (no n x n matrix needed).
-all_pairs = img_u.mean(0) @ txt_u.mean(0)
-# Pairs that show the same image (a caption with its own image, or with a copy of it) are "matched".
-per_image = torch.zeros(len(emb.image_embeddings), dtype=torch.long).index_add_(0, emb.image_index[:n], torch.ones(n, dtype=torch.long))
-img_sum = torch.zeros(len(per_image), img_u.shape[1]).index_add_(0, emb.image_index[:n], img_u)
-txt_sum = torch.zeros(len(per_image), txt_u.shape[1]).index_add_(0, emb.image_index[:n], txt_u)
-same_sum, same_count = (img_sum * txt_sum).sum(), (per_image**2).sum()
-matched = same_sum / same_count
-unmatched = (all_pairs * n**2 - same_sum) / (n**2 - same_count)
-geometry = pd.Series({
-    "mean cosine, image vs image": (img_u.mean(0) @ img_u.mean(0)).item(),
-    "mean cosine, caption vs caption": (txt_u.mean(0) @ txt_u.mean(0)).item(),
-    "mean cosine, image vs its caption": matched.item(),
-    "mean cosine, image vs other captions": unmatched.item(),
-    "distance between the modality means": (img_u.mean(0) - txt_u.mean(0)).norm().item(),
-})
-geometry.round(3).to_frame("value")
+initial = untrained_clip(device=DEVICE) if clip is not None else untrained_mini_clip(cfg)
+emb_init = harvest(initial, scenes.images, scenes.captions, batch_size=64, progress=False)
+
+
+def gap_row(img: torch.Tensor, txt: torch.Tensor) -> dict:
+    cone = {f"cone ({side})": float(e.mean(0) @ e.mean(0)) for side, e in (("images", img), ("captions", txt))}
+    return {**modality_gap(img, txt), **cone}
+
+
+gap = pd.DataFrame({"at initialisation": gap_row(emb_init.image_embeddings, emb_init.caption_embeddings),
+                    "trained": gap_row(img_u, txt_u)})
+gap.round(3)
 
 # %%
-if PRETRAINED:
-    report.check("CLIP pulls an image towards its own caption: matched pairs are closer than unmatched ones",
-                 paper="CLIP's contrastive objective", ours=f"{matched:.3f} vs {unmatched:.3f}",
-                 passed=bool(matched > unmatched + 0.02))
+init_gap, trained_gap = gap.loc["centroid distance", "at initialisation"], gap.loc["centroid distance", "trained"]
+init_cones = min(gap.loc["cone (images)", "at initialisation"], gap.loc["cone (captions)", "at initialisation"])
+report.check("At initialisation each tower maps its inputs into a narrow cone, and the cones are apart",
+             paper="cone effect: gap present at initialisation (Liang et al. 2022)",
+             ours=f"within-modality mean cosine ≥ {init_cones:.2f}, centroid distance {init_gap:.2f}",
+             passed=init_cones > 0.3 and init_gap > 0.5, kind="mechanics")
+if clip is not None:
+    claim("Contrastive training keeps a modality gap", paper="CLIP keeps a clear gap (Liang et al. 2022)",
+          ours=f"centroid distance {init_gap:.2f} at initialisation, {trained_gap:.2f} trained", passed=trained_gap > 0.3)
 else:
-    report.record("Matched image-caption pairs vs unmatched ones (stand-in: random towers, no alignment)",
-                  ours=f"{matched:.3f} vs {unmatched:.3f}", status="stand-in")
-    print("Stand-in: the two towers are random and untrained, so nothing pulls an image towards its caption.\n"
-          "Each modality sits in its own cone and the two cones barely overlap: a caricature of the modality gap.")
+    report.record("Contrastive training keeps the modality gap it starts with",
+                  paper="CLIP keeps a clear gap (Liang et al. 2022)",
+                  ours=f"mini CLIP: centroid distance {init_gap:.2f} at initialisation, {trained_gap:.2f} trained",
+                  status="reproduced" if trained_gap > 0.3 else "differs")
+print(f"centroid distance: {init_gap:.2f} at initialisation -> {trained_gap:.2f} after training")
 
 # %% [markdown]
-# ## What the generated pictures tell us
+# The cone effect is mechanics: it holds for any random initialisation of these towers, and the check
+# above is marked so. What training does to the gap depends on the model. The table of checkpoints
+# above shows the mini CLIP's gap every hundred steps, and the sweep at the end of the chapter shows
+# how it depends on the temperature. Where the gap stays large, the setting resembles the toy below; where
+# training closes it, the two modalities share one region of the sphere.
+
+# %%
+gap_steps = go.Figure()
+gap_steps.add_scatter(x=checkpoints.index, y=checkpoints["centroid distance"], name="centroid distance", mode="lines+markers")
+gap_steps.add_scatter(x=checkpoints.index, y=checkpoints["variance along the gap"], name="share of variance along the gap",
+                      mode="lines+markers")
+gap_steps.add_scatter(x=checkpoints.index, y=checkpoints["image→text R@1"], name="held-out image→text R@1",
+                      mode="lines+markers")
+gap_steps.update_layout(title="The mini CLIP's modality gap during training", xaxis_title="step", height=330)
+gap_steps.show()
+
+# %% [markdown]
+# ## Which concepts each modality carries
 #
-# On the generated shapes we know the truth: every picture has one colour, one shape and one position,
-# and its captions name all three. A first question: are those concepts *in* the embeddings? We ask a
-# **linear probe**, the standard tool for this: a ridge regression that reads the concept from the
-# embedding, scored on pictures it was not fitted to (leave-one-out). Chance is one over the number of
-# values: 1/6 for colour, 1/4 for shape, 1/5 for position.
+# A **linear probe** (ridge regression scored leave-one-out, chapter 1) asks whether a concept can be
+# read off an embedding. For the shared concepts both modalities should carry it; for the controls, only
+# one can: the stripes are in no caption, and "photo" or "sketch" is in no picture. A probe for a
+# control on the *other* modality is a check that the probe itself cannot invent a concept (it should be
+# at chance). How well each concept survives in each modality is printed below, the weakest one too:
+# a concept the image tower barely encodes cannot be shared well, whatever the SAE.
 
 # %%
-shapes = [i for i, s in enumerate(offline.source) if s == "shapes"]
-shape_img = offline_emb.image_embeddings[torch.tensor(shapes)]
-caption_owner = offline_emb.image_index[~offline_emb.is_image].tolist()
-shape_txt = offline_emb.caption_embeddings[torch.tensor([caption_owner.index(i) for i in shapes])]  # first captions
-decodable = pd.DataFrame({
-    concept: {"images": linear_probe_accuracy(shape_img, [offline.concepts[i][concept] for i in shapes]),
-              "captions": linear_probe_accuracy(shape_txt, [offline.concepts[i][concept] for i in shapes]),
-              "chance": 1 / len({offline.concepts[i][concept] for i in shapes})}
-    for concept in ("colour", "shape", "position")
-})
-decodable.round(2)
-
-# %% [markdown]
-# These concepts are decodable **even with random weights**, and that is the lesson. A randomly
-# initialised ViT still projects pixel patches linearly and tags them with (random) position embeddings,
-# so colour, and to a lesser degree shape and position, pass through to the output where a linear probe
-# can read them; a random text tower keeps which words a caption contains. (We measured this on the
-# stand-in with three different random initialisations: colour from pictures 0.89-0.93, every concept
-# from captions 1.00.) So decodability alone is no evidence that CLIP *learned* a concept. What the check
-# does establish is that harvesting kept every embedding with its own picture and caption: shuffle them
-# and it fails.
+labels = {concept: scenes.labels(concept) for concept in CONCEPT_KINDS}
+P = min(1000, PAIRS)  # the probe's exact leave-one-out costs n³: the first 1,000 pairs are plenty
+probe_rows = {}
+for concept, kind in CONCEPT_KINDS.items():
+    probe_rows[concept] = {"kind": kind, "images": linear_probe_accuracy(img_u[:P], labels[concept][:P]),
+                           "captions": linear_probe_accuracy(txt_u[:P], labels[concept][:P]),
+                           "chance": 1 / len(set(labels[concept][:P]))}
+probes = pd.DataFrame(probe_rows).T
+probes
 
 # %%
-report.check("Generated shapes: colour is linearly decodable from image embeddings (random weights too)",
-             ours=f"{decodable.loc['images', 'colour']:.2f} (chance {decodable.loc['chance', 'colour']:.2f})",
-             passed=decodable.loc["images", "colour"] >= 0.7)
-report.check("Generated shapes: colour, shape and position are decodable from caption embeddings (random weights too)",
-             ours=", ".join(f"{c} {decodable.loc['captions', c]:.2f}" for c in decodable.columns),
-             passed=bool((decodable.loc["captions"] >= 0.95).all()))
-report.record("Generated shapes: shape and position decodable from image embeddings",
-              ours=f"shape {decodable.loc['images', 'shape']:.2f} (chance {decodable.loc['chance', 'shape']:.2f}), "
-                   f"position {decodable.loc['images', 'position']:.2f} (chance {decodable.loc['chance', 'position']:.2f})",
+shared_probes = probes[probes.kind == "shared"]
+margin = shared_probes[["images", "captions"]].min(axis=1) - shared_probes.chance
+claim("Every shared concept is linearly decodable from both modalities, above chance (by ≥ 0.05)",
+      ours=", ".join(f"{c} {r.images:.2f}/{r.captions:.2f}" for c, r in shared_probes.iterrows()) + " (images/captions)",
+      passed=bool((margin >= 0.05).all()))
+print(f"weakest: {margin.idxmin()} from {'images' if shared_probes.loc[margin.idxmin(), 'images'] < shared_probes.loc[margin.idxmin(), 'captions'] else 'captions'}"
+      f", {margin.min():.2f} above chance")
+cross = max(probes.loc["background", "captions"] - 0.5, probes.loc["medium", "images"] - 0.5)
+claim("A control cannot be read from the modality that does not carry it (probe within 0.1 of chance)",
+      ours=f"background from captions {probes.loc['background', 'captions']:.2f}, "
+           f"medium from images {probes.loc['medium', 'images']:.2f} (chance 0.50)", passed=cross < 0.1)
+report.record("Controls in the modality that carries them (training gives no reason to keep them)",
+              ours=f"background from images {probes.loc['background', 'images']:.2f}, "
+                   f"medium from captions {probes.loc['medium', 'captions']:.2f} (chance 0.50)",
               status="exploration")
-
-# %% [markdown]
-# The question that needs *learned* weights is whether the two modalities agree: does a picture of a
-# red star sit closest to a caption about a red star? For each generated picture we find the most
-# similar caption among all the shape captions and read off its colour and shape.
-
-# %%
-retrieved = (shape_img @ shape_txt.T).argmax(1)
-zero_shot = {concept: float(np.mean([offline.concepts[shapes[int(j)]][concept] == offline.concepts[i][concept]
-                                     for i, j in zip(shapes, retrieved)]))
-             for concept in ("colour", "shape", "position")}
-print("picture → closest caption, same concept value:", {c: round(a, 2) for c, a in zero_shot.items()},
-      "| chance:", decodable.loc["chance"].round(2).to_dict())
-if PRETRAINED:
-    report.check("Generated shapes: a picture's closest caption names its colour (cross-modal agreement)",
-                 paper="CLIP zero-shot", ours=f"{zero_shot['colour']:.2f} (chance {decodable.loc['chance', 'colour']:.2f})",
-                 passed=zero_shot["colour"] >= 0.5)
-    report.record("Generated shapes: a picture's closest caption names its shape / position",
-                  ours=f"shape {zero_shot['shape']:.2f}, position {zero_shot['position']:.2f}", status="exploration")
-else:
-    report.record("Generated shapes: a picture's closest caption names its colour / shape / position",
-                  ours=", ".join(f"{c} {a:.2f}" for c, a in zero_shot.items()), status="stand-in (chance)")
-    print("Stand-in: random towers do not agree across modalities, so this is no better than chance, as it should be.")
 
 # %% [markdown]
 # ## Scoring an atom's modality
@@ -297,11 +323,15 @@ repeated = torch.cat([constructed[:4], constructed[4:].repeat(5, 1)])
 scores_5 = modality_score(repeated, torch.cat([is_img_case[:4], is_img_case[4:].repeat(5)]))
 report.check("Modality score on constructed atoms: image-only 1, text-only 0, both equally 0.5, silent NaN",
              ours=str([round(v, 3) for v in scores.tolist()]),
-             passed=scores[:3].tolist() == [1.0, 0.0, 0.5] and bool(scores[3].isnan()))
+             passed=scores[:3].tolist() == [1.0, 0.0, 0.5] and bool(scores[3].isnan()), kind="mechanics")
 report.check("Modality score is balanced: five captions per image give the same scores as one",
-             ours=str([round(v, 3) for v in scores_5.tolist()]), passed=bool(torch.allclose(scores[:3], scores_5[:3])))
+             ours=str([round(v, 3) for v in scores_5.tolist()]), passed=bool(torch.allclose(scores[:3], scores_5[:3])),
+             kind="mechanics")
 
 # %% [markdown]
+# We call an atom **single-modality** when its score is below 0.1 or above 0.9, and **shared** when it
+# lies between 0.25 and 0.75.
+#
 # ## A toy where we know the answer
 #
 # Why would the encoder decide whether atoms are shared? Here is a toy with planted structure (our own
@@ -312,195 +342,342 @@ report.check("Modality score is balanced: five captions per image give the same 
 # $$x_{\text{img}} = \frac{\sum_i s_i c_i + \gamma\, g_{\text{img}} + \epsilon}{\lVert\cdot\rVert},\qquad
 #   x_{\text{txt}} = \frac{\sum_i s_i c_i + \gamma\, g_{\text{txt}} + \epsilon'}{\lVert\cdot\rVert}.$$
 #
-# With $\gamma = 2$ the geometry looks like CLIP's: two cones whose means are about 1 apart, and an image
-# only moderately similar to its own caption (cosine about 0.35). The truth is fully shared: every concept appears in both
-# modalities. We train TopK and MP (4 atoms per sample, 192 atoms) with and without the gap.
+# The truth is fully shared: every concept appears in both modalities. With $\gamma = 0$ there is no
+# gap; with $\gamma = 2$ the two modalities sit in two cones, as in CLIP. We train TopK and MP (4 atoms
+# per sample, 192 atoms) on each.
 
 # %%
-def split_and_shared(score: torch.Tensor) -> tuple[float, float]:
-    """Share of alive atoms that are single-modality (score < 0.1 or > 0.9), and that are shared (0.25-0.75)."""
-    alive = score[~score.isnan()]
-    return float(((alive < 0.1) | (alive > 0.9)).float().mean()), float(((alive > 0.25) & (alive < 0.75)).float().mean())
-
-
 toy_rows, toy_scores = [], {}
 for gap_size in (0.0, 2.0):
     toy = paired_modalities(3000, n_concepts=48, d=64, gap=gap_size, seed=1)
+    toy_gap = modality_gap(toy.x[toy.is_image], toy.x[~toy.is_image])["centroid distance"]
     for family, sae in (("topk", TopKSAE(64, 192, k=4, seed=0)), ("mp", MPSAE(64, 192, k=4, seed=0))):
-        train_sae(sae, toy.x, steps=1000, batch_size=256, lr=3e-3, seed=0, desc=f"toy {family}, gap {gap_size}")
+        train_sae(sae, toy.x, steps=TOY_STEPS, batch_size=256, lr=3e-3, seed=0, progress=False)
         with torch.no_grad():
             score = modality_score(sae(toy.x)[1], toy.is_image)
         toy_scores[(family, gap_size)] = score
         split, shared = split_and_shared(score)
-        toy_rows.append({"gap": gap_size, "family": family, "R²": evaluate(sae, toy.x)["r2"],
-                         "single-modality atoms": split, "shared atoms (0.25-0.75)": shared})
-toy_table = pd.DataFrame(toy_rows).set_index(["gap", "family"])
+        toy_rows.append({"γ": gap_size, "centroid distance": toy_gap, "family": family, "R²": evaluate(sae, toy.x)["r2"],
+                         "single-modality atoms": split, "shared atoms": shared})
+toy_table = pd.DataFrame(toy_rows).set_index(["γ", "family"])
 plot_modality_histograms({f: toy_scores[(f, 2.0)] for f in ("topk", "mp")},
-                         title="Toy with a CLIP-sized modality gap: modality score of each atom").show()
+                         title="Toy with a modality gap (γ = 2): modality score of each atom").show()
 toy_table.round(2)
-
-# %% [markdown]
-# Without a gap, both SAEs find shared atoms: there is nothing else to find. With the gap, the TopK
-# dictionary splits although every true concept is shared, while MP-SAE keeps most atoms shared. (Over
-# five seeds of data and training, TopK left 54-60% of its atoms single-modality, MP-SAE 4-22%.)
-#
-# Our reading of why (an intuition, not a proof): TopK reads atom $i$ with one fixed linear filter, $w_i^\top x + b_i$. In
-# the image cone and the text cone the same concept arrives on top of different offsets, so the cheapest
-# way for a linear filter to fire cleanly is to specialise: one atom for "concept + image offset", another
-# for "concept + text offset". MP reads atoms from the **residual**: whatever its first atoms explain,
-# offset included, is subtracted before the next atom is chosen, so a concept's atom can be read the same
-# way in either modality once the modality-specific part is gone. The concept is accessible, but not
-# by one linear read-out of the raw embedding.
 
 # %%
 split_of = toy_table["single-modality atoms"]
 t0, m0, t2, m2 = split_of[(0.0, "topk")], split_of[(0.0, "mp")], split_of[(2.0, "topk")], split_of[(2.0, "mp")]
-report.check("Toy without a gap: both SAEs learn shared atoms (under 10% single-modality)",
-             ours=f"TopK {t0:.0%}, MP {m0:.0%}", passed=t0 < 0.1 and m0 < 0.1)
-report.check("Toy with a CLIP-sized gap: TopK splits its dictionary, MP-SAE keeps it shared",
-             paper="TopK bimodal, MP near 0.5 (on CLIP)",
-             ours=f"single-modality atoms: TopK {t2:.0%}, MP {m2:.0%}", passed=t2 > 0.35 and m2 < t2 - 0.25)
+claim("Toy without a gap: both SAEs learn shared atoms (under 10% single-modality)",
+      ours=f"TopK {t0:.0%}, MP {m0:.0%}", passed=t0 < 0.1 and m0 < 0.1)
+claim("Toy with a gap: TopK splits its dictionary, MP-SAE keeps most of it shared",
+      ours=f"single-modality atoms: TopK {t2:.0%}, MP {m2:.0%}", passed=t2 > 0.35 and m2 < t2 - 0.25)
 
 # %% [markdown]
-# The toy shows that the effect *can* come from the encoder alone. Whether CLIP behaves like the toy
-# is the paper's claim, and it needs CLIP's real weights.
+# Without a gap, both SAEs find shared atoms: there is nothing else to find. With the gap, the TopK
+# dictionary splits although every true concept is shared, while MP-SAE keeps most atoms shared.
 #
-# ## One dictionary for CLIP's images and captions
+# Our reading of why (an intuition, not a proof): TopK reads atom $i$ with one fixed linear filter,
+# $w_i^\top x + b_i$. In the image cone and the text cone the same concept arrives on top of different
+# offsets, so the cheapest way for a linear filter to fire cleanly is to specialise: one atom for
+# "concept + image offset", another for "concept + text offset". MP reads atoms from the **residual**:
+# whatever its first atoms explain, offset included, is subtracted before the next atom is chosen, so a
+# concept's atom can be read the same way in either modality once the modality-specific part is gone.
 #
-# Now the experiment itself: a TopK SAE and an MP-SAE with $n = 25 \times 512$ atoms in the `full`
-# profile (the paper's setting; the `ci` profile shrinks the expansion with the data) and $k = 5$,
-# trained on the balanced image and caption rows. Chapter 5 builds MP-SAE and explains its pursuit.
-# We train on all the rows and score on them too: the question is what the dictionary looks like, not
-# how it generalises.
+# The toy shows that the effect *can* come from the encoder. Whether a trained model's space is like
+# the toy is the question for the rest of the chapter.
+#
+# ## One dictionary for both modalities
+#
+# Now the experiment: a TopK SAE and an MP-SAE with the same number of atoms and $k = 5$, trained on the
+# image and caption rows together, without being told which is which. The `ci` profile uses 8 atoms per
+# embedding dimension, as the sweep below does; the `full` profile the paper's 25. Chapter 5 builds
+# MP-SAE and explains its pursuit. We train on all the rows and score on them too: the question is what
+# the dictionary looks like, not how it generalises.
 
 # %%
-saes = {}
-for k in TRAIN_KS:
-    for family, cls in (("topk", TopKSAE), ("mp", MPSAE)):
-        sae = cls(x.shape[1], EXPANSION * x.shape[1], k=k, seed=0).to(DEVICE)
-        train_sae(sae, x, steps=STEPS, batch_size=BATCH, lr=1e-3, seed=0, desc=f"{family}, k={k}")
-        saes[(family, k)] = sae
+x, is_image = emb.x.to(DEVICE), emb.is_image.to(DEVICE)
+n_atoms = EXPANSION * x.shape[1]
+saes = {(family, k): sae for k in TRAIN_KS
+        for family, sae in train_shared_dictionaries(x, k=k, n_atoms=n_atoms, steps=STEPS, batch_size=BATCH,
+                                                     lr=ANALYSIS["lr"], progress=False).items()}
 main = {family: saes[(family, K)] for family in ("topk", "mp")}
 with torch.no_grad():
     codes = {family: sae(x)[1] for family, sae in main.items()}
-clip_scores = {family: modality_score(z, is_image).cpu() for family, z in codes.items()}
-summary = pd.DataFrame({family: {**evaluate(sae, x), **dict(zip(("single-modality atoms", "shared atoms (0.25-0.75)"),
-                                                                  split_and_shared(clip_scores[family])))}
+scores = {family: modality_score(z, is_image).cpu() for family, z in codes.items()}
+summary = pd.DataFrame({family: {**{m: evaluate(sae, x)[m] for m in ("r2", "l0", "alive")},
+                                 **sharing_summary(codes[family].cpu(), emb.is_image, labels, CONCEPT_KINDS)}
                         for family, sae in main.items()}).T
-plot_modality_histograms(clip_scores, title=f"{clip.name}: modality score of each atom (k = {K})").show()
-summary[["r2", "l0", "alive", "dead", "single-modality atoms", "shared atoms (0.25-0.75)"]].round(3)
+plot_modality_histograms(scores, title=f"{model.name}: modality score of each atom ({n_atoms} atoms, k = {K})").show()
+summary.round(3)
 
 # %%
-(topk_split, topk_shared), (mp_split, mp_shared) = (split_and_shared(clip_scores[f]) for f in ("topk", "mp"))
-if PRETRAINED:
-    report.check("CLIP: TopK's dictionary is more split by modality than MP-SAE's",
-                 paper="TopK bimodal (split dictionary)", ours=f"single-modality atoms: TopK {topk_split:.0%}, MP {mp_split:.0%}",
-                 passed=topk_split > mp_split)
+(topk_split, topk_shared), (mp_split, mp_shared) = (split_and_shared(scores[f]) for f in ("topk", "mp"))
+more = "MP-SAE" if mp_shared > topk_shared else "TopK"
+print(f"shared atoms by modality score: TopK {topk_shared:.0%}, MP {mp_shared:.0%} -> {more} has more; "
+      f"single-modality: TopK {topk_split:.0%}, MP {mp_split:.0%}")
+if REAL_CLIP:
     report.check("CLIP: MP-SAE puts more of its atoms near the middle (shared) than TopK",
-                 paper="MP mass near 0.5", ours=f"shared atoms: MP {mp_shared:.0%}, TopK {topk_shared:.0%}",
+                 paper="MP mass near 0.5, TopK bimodal", ours=f"shared atoms: MP {mp_shared:.0%}, TopK {topk_shared:.0%}",
                  passed=mp_shared > topk_shared)
 else:
-    print("STAND-IN: these histograms say nothing about CLIP. With random towers the image and caption\n"
-          "embeddings share no structure, so there is nothing for either SAE to share.")
-    report.check("Stand-in control: with unaligned random towers, neither SAE invents shared atoms (≥ 90% single-modality)",
-                 ours=f"single-modality atoms: TopK {topk_split:.0%}, MP {mp_split:.0%}",
-                 passed=topk_split >= 0.9 and mp_split >= 0.9)
-    report.record("CLIP: TopK split vs MP shared (needs pretrained weights)", paper="TopK bimodal, MP near 0.5",
-                  ours=f"stand-in: single-modality atoms TopK {topk_split:.0%}, MP {mp_split:.0%}", status="not run")
+    report.record(f"{model.name}: which family has more shared atoms (modality score 0.25-0.75)",
+                  ours=f"TopK {topk_shared:.0%}, MP {mp_shared:.0%} (single-modality: TopK {topk_split:.0%}, "
+                       f"MP {mp_split:.0%})", status="measured" if not MECHANICS else "not asserted (planted random weights)")
 
 # %% [markdown]
-# On the stand-in, the control matters: MP-SAE does not manufacture shared atoms when the two
-# modalities share nothing, so shared atoms in a pretrained run say something about CLIP.
+# Which family shares more here, and whether that matches the paper, is printed above rather than
+# written into this text: it depends on how the model was trained, as the sweep at the end shows. On
+# the mini CLIP we do not set the paper's CLIP numbers beside ours; the model is a different one.
 #
+# ## Ground truth: do a concept's pictures and captions use the same atoms?
+#
+# A modality score near 0.5 says an atom fires about as much for pictures as for captions. It does not
+# say that it fires for *the same thing* in both. With known concepts we can ask that directly. For a
+# concept value (say colour = red) and one modality, take the mean code of the rows that have it minus
+# the mean code of the rows that do not, negative entries set to zero: the atoms that value switches on.
+# The **overlap** is the cosine between that profile for pictures and for captions: 1 means the same
+# atoms in the same proportions, 0 disjoint atoms.
+#
+# The controls tell us what overlap chance gives. For the background, the caption side is split by a
+# value the captions never mention; for "photo"/"sketch", the picture side is split by a word the
+# pictures cannot show. Any overlap there is noise, and a shared concept must beat it.
+
+# %%
+tables = {family: sharing_table(codes[family].cpu(), emb.is_image, labels, CONCEPT_KINDS) for family in main}
+overlaps = tables["topk"].rename(columns={"overlap": "topk"}).assign(mp=tables["mp"]["overlap"])
+overlaps["concept value"] = overlaps["concept"] + "=" + overlaps["value"]
+bars = go.Figure([go.Bar(x=overlaps["concept value"], y=overlaps[f], name=f) for f in ("topk", "mp")])
+controls = overlaps[overlaps.kind != "shared"]["concept value"].tolist()
+bars.add_vrect(x0=controls[0], x1=controls[-1], fillcolor="grey", opacity=0.15, line_width=0,
+               annotation_text="unshared controls", annotation_position="top left")
+bars.update_layout(title=f"{model.name}: overlap of each concept's picture atoms and caption atoms", height=380,
+                   yaxis_title="cosine of atom profiles", xaxis_tickangle=-45, barmode="group")
+bars.show()
+overlaps.groupby("kind")[["topk", "mp"]].mean().round(3)
+
+# %%
+by_kind = overlaps.groupby("kind")[["topk", "mp"]].mean()
+control_max = overlaps.loc[overlaps.kind != "shared", ["topk", "mp"]].max()
+for family in ("topk", "mp"):
+    claim(f"{family}: shared concepts use the same atoms in both modalities more than any control does",
+          ours=f"mean overlap, shared concepts {by_kind.loc['shared', family]:.2f}; highest control "
+               f"{control_max[family]:.2f}",
+          passed=by_kind.loc["shared", family] > control_max[family])
+report.record(f"{model.name}: mean overlap of shared concepts, TopK vs MP (ground truth)",
+              ours=f"TopK {by_kind.loc['shared', 'topk']:.2f}, MP {by_kind.loc['shared', 'mp']:.2f}; "
+                   f"controls TopK {overlaps.loc[overlaps.kind != 'shared', 'topk'].mean():.2f}, "
+                   f"MP {overlaps.loc[overlaps.kind != 'shared', 'mp'].mean():.2f}",
+              status="measured" if not MECHANICS else "not asserted (planted random weights)")
+
+# %% [markdown]
+# ### Which atom serves which concept, in which modality
+#
+# For the atoms each family uses most, the concept value each is most selective for among pictures and
+# among captions (selectivity: how much more the atom fires when the value is present, as a share of
+# its mean activation), and the atom's modality score. A shared atom in the ground-truth sense names
+# the same concept on both sides.
+
+# %%
+atom_tables = {}
+for family in ("topk", "mp"):
+    usage = (codes[family] != 0).float().mean(0).cpu()
+    top = usage.argsort(descending=True)[:8].tolist()
+    table = atom_concepts(codes[family].cpu(), emb.is_image, labels, top)
+    table.insert(0, "modality score", scores[family][top].numpy())
+    table.insert(0, "fires on", usage[top].numpy())
+    atom_tables[family] = table
+pd.concat(atom_tables, names=["family", "atom"]).round(2)
+
+# %% [markdown]
+# How well does the modality score predict ground-truth sharing? Over every atom that fires on at least
+# 1% of rows: among atoms the score calls shared and among the others, the share whose picture side and
+# caption side name the same concept value.
+
+# %%
+agreement = {}
+for family in ("topk", "mp"):
+    usage = (codes[family] != 0).float().mean(0).cpu()
+    used = torch.nonzero(usage >= 0.01).flatten().tolist()
+    table = atom_concepts(codes[family].cpu(), emb.is_image, labels, used)
+    band = ((scores[family][used] > 0.25) & (scores[family][used] < 0.75)).numpy()
+    agreement[family] = {"atoms used": len(used), "score says shared": int(band.sum()),
+                         "same concept | score says shared": table["same concept"][band].mean() if band.any() else np.nan,
+                         "same concept | score says not": table["same concept"][~band].mean() if (~band).any() else np.nan}
+pd.DataFrame(agreement).T.round(2)
+
+# %% [markdown]
 # ## R² against sparsity
 #
 # Explained variance $R^2$ as the number of atoms per input grows. Each trained SAE is also run with a
 # different $k$ at inference (chapter 5's adaptive sparsity): MP's residual energy can only fall with
 # each step, so its $R^2$ can only rise; TopK was trained for one $k$. In the `full` profile we also
-# train both families at $k \in \{2, 5, 10, 20\}$, which traces the trade-off between sparsity and
-# reconstruction for each family.
+# train both families at $k \in \{2, 5, 10, 20\}$.
 
 # %%
-inference_ks = sorted({1, 2, 3, 5, 8, 12, 20, 30})
+inference_ks = sorted({1, 2, 3, 5, 8, 12, 20})
 points = []
 for (family, k_train), sae in saes.items():
     for k in inference_ks:
         result = evaluate(sae, x, k=k)
         points.append({"family": f"{family} (trained k={k_train})", "l0": result["l0"], "r2": result["r2"], "k": k})
     points.append({"family": f"{family}, trained at each k", **{m: evaluate(sae, x)[m] for m in ("l0", "r2")}, "k": k_train})
-plot_frontier(points, x="l0", y="r2", label="k", log_y=False, title=f"{clip.name}: R² against sparsity").show()
+plot_frontier(points, x="l0", y="r2", label="k", log_y=False, title=f"{model.name}: R² against sparsity").show()
 mp_curve = [p["r2"] for p in points if p["family"] == f"mp (trained k={K})"]
 report.check("MP-SAE's R² never falls as inference k grows (residual energy is non-increasing)",
-             paper="monotone (MP guarantee)", ours=" → ".join(f"{r:.3f}" for r in mp_curve),
-             passed=all(b >= a - 1e-6 for a, b in zip(mp_curve, mp_curve[1:])))
-r2_gap = summary.loc["mp", "r2"] - summary.loc["topk", "r2"]
-report.record(f"R² at k = {K}: MP-SAE vs TopK" + ("" if PRETRAINED else " (stand-in embeddings)"),
-              paper="MP-SAE more expressive at equal sparsity",
+             ours=" → ".join(f"{r:.3f}" for r in mp_curve),
+             passed=all(b >= a - 1e-6 for a, b in zip(mp_curve, mp_curve[1:])), kind="mechanics")
+report.record(f"R² at k = {K}: MP-SAE vs TopK on {model.name}",
               ours=f"MP {summary.loc['mp', 'r2']:.3f}, TopK {summary.loc['topk', 'r2']:.3f}",
-              status=("reproduced" if r2_gap > 0 else "differs") if PRETRAINED else "stand-in")
+              status="measured" if not MECHANICS else "not asserted (planted random weights)")
 
 # %% [markdown]
-# ## Coherence and co-activation
-#
-# Two geometric views of what each SAE learned:
-# * **Babel coherence** {cite}`tropp2004greed`: $\mu_1(p)$ is the largest summed $|\cos|$ between one
-#   atom and $p$ others. Over the whole dictionary with $p = k - 1$ it is the worst case for $k$ atoms
-#   used together; restricted to the atoms an input actually uses, it measures how correlated the atoms
-#   chosen together really are. A linear encoder needs the atoms it uses together to be nearly
-#   orthogonal, or they interfere; MP only needs each new atom to correlate with what is still
-#   unexplained (conditional orthogonality, chapter 5).
-# * **Effective rank** {cite}`roy2007effective` of the co-activation matrix (how often two atoms fire
-#   on the same input): how many independent patterns of atoms working together there are.
-
-# %%
-geometry_rows = {}
-for family, sae in main.items():
-    atoms, z = sae.atoms().detach(), codes[family]
-    together = coactivation(z)
-    fired = together.diagonal() > 0
-    geometry_rows[family] = {
-        f"Babel μ1({K - 1}), whole dictionary": babel(atoms, K - 1),
-        "Babel of atoms chosen together (mean)": support_babel(atoms, z).mean().item(),
-        "effective rank of co-activation": effective_rank(together[fired][:, fired]),
-        "alive atoms": int(fired.sum()),
-    }
-    report.record(f"{family}: Babel of the dictionary / of atoms chosen together / co-activation effective rank",
-                  ours=f"{geometry_rows[family][f'Babel μ1({K - 1}), whole dictionary']:.2f} / "
-                       f"{geometry_rows[family]['Babel of atoms chosen together (mean)']:.2f} / "
-                       f"{geometry_rows[family]['effective rank of co-activation']:.1f}",
-                  status="exploration" if PRETRAINED else "stand-in")
-pd.DataFrame(geometry_rows).round(3)
-
-# %% [markdown]
-# We report these numbers without a claim: the paper makes none for CLIP that we could pin to a number,
-# and on the stand-in they describe random towers.
+# We leave out Babel coherence and the effective rank of co-activations, which earlier drafts showed:
+# the paper states no claim about them on CLIP that we could pin to a number, and on this model they
+# would add numbers without a question.
 #
 # ## Atoms that bridge the modalities
 #
-# Finally, what a shared atom looks like: for the atoms whose modality score is closest to 0.5 (among
-# those that fire often), the images and the captions that activate them most. With pretrained weights
-# a bridging atom should show a concept in pictures and the same concept in words. On the stand-in, the
-# "closest to 0.5" atoms are still one-modality atoms, and the rows below show it.
+# What a shared atom looks like: for the two atoms of each family whose modality score is closest to
+# 0.5 (among those that fire often), the pictures and the captions that activate them most.
 
 # %%
 def top_examples(family: str, atom: int, n: int = 3) -> tuple[str, list, list[str]]:
-    """The ``n`` images and ``n`` captions on which ``atom`` fires most strongly."""
+    """The ``n`` pictures and ``n`` captions on which ``atom`` fires most strongly."""
     z = codes[family][:, atom].cpu()
     ranked = [r for r in z.argsort(descending=True).tolist() if z[r] > 0]
-    images = list(dict.fromkeys(int(emb.image_index[r]) for r in ranked if emb.is_image[r]))[:n]
+    pictures = list(dict.fromkeys(int(emb.image_index[r]) for r in ranked if emb.is_image[r]))[:n]
     captions = [emb.captions[int(emb.caption_index[r])] for r in ranked if not emb.is_image[r]][:n]
-    pictures = (coco if coco else offline).images
-    return (f"{family} atom {atom}: modality score {clip_scores[family][atom]:.2f}",
-            [pictures[i] for i in images], captions)
+    return (f"{family} atom {atom}: modality score {scores[family][atom]:.2f}",
+            [scenes.images[i] for i in pictures], captions)
 
 
 bridge_rows = []
 for family in ("mp", "topk"):
     frequency = (codes[family] != 0).float().mean(0).cpu()
-    candidates = torch.where(frequency >= 0.01, (clip_scores[family] - 0.5).abs(), torch.tensor(float("inf")))
+    candidates = torch.where(frequency >= 0.01, (scores[family] - 0.5).abs(), torch.tensor(float("inf")))
     for atom in candidates.topk(2, largest=False).indices.tolist():
         bridge_rows.append(top_examples(family, atom))
 plot_image_caption_rows(bridge_rows);
+
+# %% [markdown]
+# ## How the answer depends on training: the sweep
+#
+# One trained model is one draw. `scripts/sweep_mini_clip.py` trains the mini CLIP in twelve ways:
+# with the temperature fixed at 0.01 or 0.03 or learned as in CLIP, with captions that name every
+# concept or each concept only with probability 0.5, and with two seeds each. Every model gets the
+# analysis above (the same held-out pairs with full captions, TopK and MP with the settings printed
+# below). The run takes long, so its results ship as a small file, shown here; the command reproduces
+# it.
+#
+# The shipped model's settings were fixed by a rule stated before any result, not by what they do to
+# the SAEs: CLIP's own recipe (a learned temperature), with captions that name every shared concept,
+# so that every concept has a picture side and a caption side to compare. The file also records which
+# setting gives the best held-out retrieval.
+
+# %%
+sweep = pd.DataFrame(SWEEP["rows"])
+print(f"reproduce with: {SWEEP['command']}  (training time summed over the models: "
+      f"{SWEEP['training seconds, all models'] / 60:.0f} min on the machine that made it)")
+print(f"SAE settings: {SWEEP['analysis']}")
+print(f"rule for the shipped model: {SWEEP['rule']} -> {SWEEP['shipped']}; "
+      f"best held-out retrieval: {SWEEP['best retrieval']}")
+if SWEEP["missing"]:
+    print("not in this file (not trained in time):", "; ".join(SWEEP["missing"]))
+columns = ["image→text R@1", "text→image R@1", "final temperature", "centroid distance",
+           "topk: shared atoms", "mp: shared atoms", "topk: overlap, shared concepts", "mp: overlap, shared concepts",
+           "topk: overlap, unshared controls", "mp: overlap, unshared controls", "topk: R²", "mp: R²"]
+by_setting = sweep.groupby("setting", sort=False)[columns]
+table = by_setting.mean().round(2).astype(str) + " ± " + by_setting.std().round(2).astype(str).replace("nan", "—")
+table.loc[:, "seeds"] = sweep.groupby("setting", sort=False).size()
+table.T
+
+# %%
+shipped_setting = (f"T={'learned' if cfg.temperature is None else cfg.temperature}, "
+                   f"captions={notes['completeness']}")
+report.check("The shipped mini CLIP uses the settings of the sweep's stated rule",
+             ours=f"shipped {shipped_setting}; rule: {SWEEP['shipped']}", passed=shipped_setting == SWEEP["shipped"],
+             kind="mechanics")
+means = by_setting.mean()
+fig = go.Figure()
+for family in ("topk", "mp"):
+    fig.add_bar(x=means.index, y=means[f"{family}: shared atoms"], name=f"{family}: shared atoms (modality score)",
+                error_y=dict(array=by_setting.std()[f"{family}: shared atoms"].fillna(0)))
+    fig.add_scatter(x=means.index, y=means[f"{family}: overlap, shared concepts"], mode="markers",
+                    marker=dict(size=12, symbol="diamond"), name=f"{family}: concept overlap (ground truth)")
+fig.update_layout(title="Sharing across training settings (mean ± sd over seeds; scripts/sweep_mini_clip.py)",
+                  height=420, yaxis_title="share of atoms / cosine", xaxis_tickangle=-20)
+fig.show()
+
+# %%
+direction = (means["mp: shared atoms"] - means["topk: shared atoms"]).round(2)
+truth = (means["mp: overlap, shared concepts"] - means["topk: overlap, shared concepts"]).round(2)
+verdict = pd.DataFrame({"MP − TopK, shared atoms (modality score)": direction,
+                        "MP − TopK, concept overlap (ground truth)": truth,
+                        "centroid distance": means["centroid distance"].round(2)})
+verdict
+
+# %%
+for setting, row in verdict.iterrows():
+    report.record(f"Sweep, {setting}: MP minus TopK (mean of {sweep.setting.eq(setting).sum()} seeds)",
+                  ours=f"shared atoms {row.iloc[0]:+.2f}, concept overlap {row.iloc[1]:+.2f}",
+                  status="measured")
+signs = set(np.sign(direction[direction.abs() >= 0.05]))
+print("MP − TopK, shared atoms by modality score (where it exceeds 0.05):",
+      "MP more in every such setting" if signs == {1.0} else "TopK more in every such setting" if signs == {-1.0}
+      else "the sign depends on the setting")
+print("MP − TopK, concept overlap:", "TopK higher in every setting" if (truth < 0).all()
+      else "MP higher in every setting" if (truth > 0).all() else "the sign depends on the setting")
+gap_link = {f: means["centroid distance"].corr(means[f"{f}: shared atoms"], method="spearman") for f in ("topk", "mp")}
+print("rank correlation across settings, centroid distance vs shared atoms:",
+      {f: round(float(r), 2) for f, r in gap_link.items()})
+claim("Across the sweep's settings, the wider the modality gap after training, the fewer shared atoms "
+      "(negative rank correlation, both families)",
+      ours=", ".join(f"{f} {r:.2f}" for f, r in gap_link.items()) + f" over {len(means)} settings",
+      passed=all(r < 0 for r in gap_link.values()))
+
+# %% [markdown]
+# The table, the figure and the lines printed above are the answer to "does MP-SAE share more atoms
+# than TopK?" on a model we can fully inspect: the sign and size of the difference per setting, by the
+# paper's modality score and by ground truth, beside how far apart the two modalities sit after
+# training. Read the two measures together: more atoms in the shared band of the modality score need
+# not mean that a concept's pictures and captions use more of the same atoms. Where the two measures
+# disagree, the modality score counts atoms that fire for both modalities without serving the same
+# concept in both.
+#
+# ## With CLIP itself, on MS-COCO
+#
+# When CLIP's weights can be had, the `full` profile also repeats the paper's own setting: MS-COCO
+# images with their five human captions. Ground truth is not known there, so only the modality score
+# is compared, beside the paper's claim.
+
+# %%
+coco = None
+if REAL_CLIP and N_COCO:
+    try:
+        coco = coco_captions(N_COCO)
+    except Exception as error:  # no internet, hub down, dataset moved: say so and carry on
+        print(f"MS-COCO could not be loaded ({type(error).__name__}: {str(error)[:200]})")
+if coco is not None:
+    coco_emb = harvest(clip, coco.images, coco.captions)
+    xc, ic = coco_emb.x.to(DEVICE), coco_emb.is_image.to(DEVICE)
+    coco_saes = train_shared_dictionaries(xc, k=K, n_atoms=25 * xc.shape[1], steps=STEPS, batch_size=BATCH,
+                                          lr=ANALYSIS["lr"])
+    with torch.no_grad():
+        coco_scores = {f: modality_score(sae(xc)[1], ic).cpu() for f, sae in coco_saes.items()}
+    plot_modality_histograms(coco_scores, title="CLIP on MS-COCO: modality score of each atom").show()
+    (ct_split, ct_shared), (cm_split, cm_shared) = (split_and_shared(coco_scores[f]) for f in ("topk", "mp"))
+    report.check("CLIP on MS-COCO: TopK's dictionary is more split by modality than MP-SAE's",
+                 paper="TopK bimodal (split dictionary)", ours=f"single-modality atoms: TopK {ct_split:.0%}, MP {cm_split:.0%}",
+                 passed=ct_split > cm_split)
+    report.check("CLIP on MS-COCO: MP-SAE puts more of its atoms near 0.5 (shared) than TopK",
+                 paper="MP mass near 0.5", ours=f"shared atoms: MP {cm_shared:.0%}, TopK {ct_shared:.0%}",
+                 passed=cm_shared > ct_shared)
+else:
+    reason = ("planted random weights" if MECHANICS else "CLIP's weights are not available here" if clip is None
+              else "the ci profile skips MS-COCO")
+    report.record("CLIP on MS-COCO: TopK split, MP shared (the paper's setting)", paper="TopK bimodal, MP near 0.5",
+                  ours=f"not run: {reason}", status="not run")
+    print(f"not run: {reason}")
 
 # %% [markdown]
 # ## What this means for the linear-representation assumption
@@ -508,12 +685,14 @@ plot_image_caption_rows(bridge_rows);
 # The linear-representation assumption says a concept is a direction that one linear read-out can
 # detect wherever it occurs. The toy shows how a split dictionary can follow from that assumption even
 # when every concept is shared: if the same concept arrives on top of a different offset in each
-# modality, a linear encoder (TopK) serves it best with one atom per modality, while MP-SAE, whose
-# encoder reads each atom from what earlier atoms left unexplained, keeps one atom for both. The paper
-# reports the same contrast on CLIP. Where it holds, a shared concept exists in the model but is
-# accessible only through a non-linear (residual) read-out, and a split dictionary describes the linear
-# encoder that found it as much as the model. A run with pretrained weights checks the contrast on CLIP
-# above; this page's stand-in run cannot.
+# modality, a linear encoder (TopK) serves it best with one atom per modality, while MP-SAE's residual
+# read-out can keep one atom for both. Whether a trained model looks like the toy is not settled by the
+# architecture of the SAE alone. In the mini CLIP the sweep ties it to training: the wider the gap that
+# training leaves (which depends on the temperature and on how completely captions describe the
+# pictures), the fewer shared atoms either family finds (asserted above). A claim that "MP-SAE finds
+# shared concepts where TopK cannot" should therefore come with the model's training settings and,
+# where the concepts are known, with a ground-truth check like the overlap above rather than the
+# modality score alone.
 
 # %% [markdown]
 # ## Exercises
@@ -619,27 +798,15 @@ exercises.check_coactivation(co_firing_solution, solution=True)
 # ## Replication check
 #
 # Every claim above was computed and asserted where it was made; this table gathers them. Rows marked
-# "stand-in" or "not run" are what a run without pretrained weights cannot decide; rows marked
-# "exploration" are measured and shown without a claim.
+# "measured" or "exploration" are shown without a claim; "differs" rows say where our model behaves
+# unlike the paper's; "not run" rows need CLIP's weights and MS-COCO.
 
 # %%
 report.save()
 report.show()
 
-# %% [markdown]
-# ## Closing note: times and results
-#
-# What this run cost, on this machine (the `ci` profile is budgeted for under 3 minutes on 2 CPU cores):
-
 # %%
 end_cpu = resource.getrusage(resource.RUSAGE_SELF)
-print(f"model: {clip.name} (pretrained: {PRETRAINED})  |  profile sizes: {len(emb.x)} training rows, "
-      f"{EXPANSION * 512} atoms, k = {K}")
+print(f"model: {model.name}  |  {len(emb.x)} training rows, {n_atoms} atoms, k = {K}")
 print(f"chapter time: {time.perf_counter() - START_WALL:.0f} s wall, "
       f"{end_cpu.ru_utime + end_cpu.ru_stime - START_CPU.ru_utime - START_CPU.ru_stime:.0f} s CPU (this kernel)")
-
-# %% [markdown]
-# Without pretrained weights (this book's CI), the chapter checks the machinery: harvesting, balancing,
-# bad input, the modality score on known cases, the MP guarantee, the toy with planted shared concepts,
-# and the control that random towers give no shared atoms. With pretrained weights it also asserts the
-# paper's two qualitative findings on CLIP (TopK more split, MP more shared) and records the others.

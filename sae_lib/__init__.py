@@ -7,7 +7,8 @@ Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for a
 Part III's modules need the ``[models]`` extra and are imported from where they live, so that
 ``import sae_lib`` stays light: ``gpt2`` (GPT-2 or its stand-in, text), ``splicing`` (harvest and splice
 at a hook), ``e2e`` (the end-to-end objectives), ``tiny_lm`` (a synthetic language and its small LM),
-``clip`` (CLIP through open_clip) with ``image_data`` (captioned images), all on the contract in ``models``.
+``clip`` (CLIP through open_clip) with ``image_data`` (captioned scenes), ``mini_clip`` (a CLIP in miniature,
+shipped) and ``sharing`` (do two modalities share atoms?), all on the contract in ``models``.
 """
 
 from . import plots  # noqa: F401  (sets up plotly so figures show in Jupyter and in the book)

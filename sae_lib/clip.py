@@ -1,9 +1,14 @@
 """CLIP through open_clip: load it (pretrained, or a clearly labelled stand-in) and embed images and captions.
 
+The embedding functions work for any model with CLIP's interface (``encode_image``, ``encode_text``,
+and a ``tokenizer`` and ``preprocess`` in ``extras``), such as the book's own :mod:`sae_lib.mini_clip`.
+
 CLIP maps an image and a caption into the same 512-dimensional space, trained so that an image and
 its caption point the same way. The MP-SAE paper trains one SAE on both kinds of embeddings; this
 module produces them the way that experiment needs:
 
+* :func:`try_load_clip` returns pretrained CLIP or says why it cannot; :func:`untrained_clip` builds it
+  at initialisation.
 * :func:`load_clip` follows the book's loader contract (:mod:`sae_lib.models`): it returns whether the
   weights are pretrained, falls back to random weights with a loud banner when the hub is unreachable,
   and refuses the fallback under ``SAE_BOOK_NO_STANDINS=1``.
@@ -47,6 +52,57 @@ def _quiet_logging():
         logging.disable(previous)
 
 
+def _quick_gelu(checkpoint: str) -> bool:
+    """Some tags (OpenAI's) were trained with QuickGELU; the architecture must match them."""
+    import open_clip
+
+    known = open_clip.list_pretrained_tags_by_model(ARCHITECTURE)
+    if checkpoint not in known:
+        raise ValueError(f"unknown {ARCHITECTURE} checkpoint {checkpoint!r}; open_clip knows {', '.join(known)}")
+    return bool(open_clip.get_pretrained_cfg(ARCHITECTURE, checkpoint).get("quick_gelu", False))
+
+
+def _wrap(model, preprocess, checkpoint: str | None, name: str, device) -> LoadedModel:
+    import open_clip
+
+    model = model.to(device).eval()
+    extras = {"tokenizer": open_clip.get_tokenizer(ARCHITECTURE), "preprocess": preprocess, "checkpoint": checkpoint,
+              "embed_dim": int(model.text_projection.shape[1])}
+    return LoadedModel(model=model, name=name, pretrained=checkpoint is not None, extras=extras)
+
+
+def try_load_clip(checkpoint: str = DEFAULT_CHECKPOINT, *, device: str | torch.device = "cpu") -> tuple[LoadedModel | None, str | None]:
+    """Pretrained CLIP ViT-B/32 (``checkpoint``, an open_clip tag) in eval mode, or ``(None, reason)``
+    when its weights cannot be had (no hub, no local cache). Never a stand-in: a chapter that has
+    another model to analyse asks this first."""
+    import open_clip
+
+    quick_gelu = _quick_gelu(checkpoint)
+    reason = hub_unreachable_reason()
+    if reason is not None:
+        return None, reason
+    try:
+        with _quiet_logging():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                ARCHITECTURE, pretrained=checkpoint, force_quick_gelu=quick_gelu)
+    except Exception as error:  # any failure to fetch or read the weights: the hub, the cache, the disk
+        return None, f"{type(error).__name__}: {error}"
+    return _wrap(model, preprocess, checkpoint, f"{ARCHITECTURE} ({checkpoint})", device), None
+
+
+def untrained_clip(checkpoint: str = DEFAULT_CHECKPOINT, *, device: str | torch.device = "cpu", seed: int = 0) -> LoadedModel:
+    """CLIP ViT-B/32's architecture (as ``checkpoint`` builds it) with random weights seeded by ``seed``:
+    CLIP at initialisation, for comparisons such as the modality gap before training."""
+    import open_clip
+
+    quick_gelu = _quick_gelu(checkpoint)
+    with torch.random.fork_rng(devices=[]), _quiet_logging():
+        torch.manual_seed(seed)
+        model, _, preprocess = open_clip.create_model_and_transforms(ARCHITECTURE, pretrained=None,
+                                                                     force_quick_gelu=quick_gelu)
+    return _wrap(model, preprocess, None, f"{ARCHITECTURE} (random weights)", device)
+
+
 def load_clip(checkpoint: str = DEFAULT_CHECKPOINT, *, device: str | torch.device = "cpu", seed: int = 0) -> LoadedModel:
     """CLIP ViT-B/32 with the ``checkpoint`` weights (an open_clip tag), in eval mode on ``device``.
 
@@ -55,35 +111,13 @@ def load_clip(checkpoint: str = DEFAULT_CHECKPOINT, *, device: str | torch.devic
     ``SAE_BOOK_NO_STANDINS=1``. ``extras`` holds ``tokenizer``, ``preprocess`` (the image transform),
     ``checkpoint`` (None for a stand-in) and ``embed_dim``.
     """
-    import open_clip
-
-    known = open_clip.list_pretrained_tags_by_model(ARCHITECTURE)
-    if checkpoint not in known:
-        raise ValueError(f"unknown {ARCHITECTURE} checkpoint {checkpoint!r}; open_clip knows {', '.join(known)}")
-    # Some tags (OpenAI's) were trained with QuickGELU; build the matching activation.
-    quick_gelu = bool(open_clip.get_pretrained_cfg(ARCHITECTURE, checkpoint).get("quick_gelu", False))
-    name = f"{ARCHITECTURE} ({checkpoint})"
-    model, preprocess, pretrained = None, None, True
-    reason = hub_unreachable_reason()
-    if reason is None:
-        try:
-            with _quiet_logging():
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    ARCHITECTURE, pretrained=checkpoint, force_quick_gelu=quick_gelu)
-        except Exception as error:  # any failure to fetch or read the weights: the hub, the cache, the disk
-            reason = f"{type(error).__name__}: {error}"
-    if model is None:
-        fall_back_to_standin(name, reason)
-        pretrained = False
-        with torch.random.fork_rng(devices=[]), _quiet_logging():
-            torch.manual_seed(seed)
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                ARCHITECTURE, pretrained=None, force_quick_gelu=quick_gelu)
-    model = model.to(device).eval()
-    extras = {"tokenizer": open_clip.get_tokenizer(ARCHITECTURE), "preprocess": preprocess,
-              "checkpoint": checkpoint if pretrained else None, "embed_dim": int(model.text_projection.shape[1])}
-    return LoadedModel(model=model, name=name if pretrained else f"{ARCHITECTURE} (random-weight stand-in)",
-                       pretrained=pretrained, extras=extras)
+    loaded, reason = try_load_clip(checkpoint, device=device)
+    if loaded is not None:
+        return loaded
+    fall_back_to_standin(f"{ARCHITECTURE} ({checkpoint})", reason)
+    standin = untrained_clip(checkpoint, device=device, seed=seed)
+    standin.name = f"{ARCHITECTURE} (random-weight stand-in)"
+    return standin
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -100,9 +134,9 @@ def check_image(image, index: int = 0) -> Image.Image:
     if not isinstance(image, Image.Image):
         raise TypeError(f"{where}: expected a PIL.Image or a numpy array, got {type(image).__name__}")
     if image.mode != "RGB":
-        raise ValueError(f"{where} has mode {image.mode!r}; CLIP needs 'RGB' (use image.convert('RGB'))")
+        raise ValueError(f"{where} has mode {image.mode!r}; the image tower needs 'RGB' (use image.convert('RGB'))")
     if min(image.size) < 8:
-        raise ValueError(f"{where} is {image.size[0]}x{image.size[1]} pixels: too small to show CLIP anything")
+        raise ValueError(f"{where} is {image.size[0]}x{image.size[1]} pixels: too small to show a model anything")
     return image
 
 

@@ -1,30 +1,68 @@
-"""Images with captions for CLIP: offline sets whose content is known, and MS-COCO when online.
+"""Captioned images whose content is known: generated scenes offline, MS-COCO when online.
 
-Two offline sources, so the CLIP chapter runs anywhere:
+A *scene* is a small picture the book draws itself: one to three shapes of one colour and one size,
+grouped in one half of the picture, on a plain or a striped background. Its caption is generated from
+templates with synonyms and varied word order. Every scene carries its true *concepts*, so a claim
+about what an embedding or an SAE atom encodes can be checked against ground truth:
 
-* :func:`skimage_photos`: the sample pictures that ship *inside* the scikit-image package (no
-  download), each with three captions written for this book, plus random crops for variety.
-* :func:`generated_shapes`: pictures drawn by the book (a coloured shape at a position) with
-  generated captions. Every image carries its true *concepts* (colour, shape, position), so claims
-  about what an embedding or an SAE atom encodes can be checked against ground truth.
+* **shared concepts**, shown in the picture and named by the caption: colour, shape, size, count,
+  position (see :data:`SHARED_CONCEPTS`);
+* **unshared concepts**, a control for "is this atom shared?": the background texture, visible only in
+  the picture, and the word ``photo`` or ``sketch``, present only in the caption (the pictures are all
+  alike in style, so the word says nothing about them).
 
-With internet, :func:`coco_captions` streams MS-COCO 2017 validation images with their five
-human captions each through the ``datasets`` library.
+A caption's *completeness* is the probability that it names each shared concept; at 1 every caption
+names all five. With internet, :func:`coco_captions` streams MS-COCO 2017 validation images with their
+five human captions each through the ``datasets`` library.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .models import hub_unreachable_reason
 from .util import positive_int
 
 COCO_DATASET = "lmms-lab/COCO-Caption2017"  # COCO 2017 val: 5,000 images, 5 captions each, parquet
+
+COLOURS = {"red": (215, 25, 28), "green": (26, 150, 65), "blue": (43, 87, 214),
+           "yellow": (240, 200, 20), "purple": (128, 50, 170), "orange": (245, 125, 20)}
+SHAPES = ("circle", "square", "triangle", "diamond")
+SIZES = {"small": 0.075, "large": 0.12}  # the shapes' radius, as a fraction of the picture's side
+COUNTS = {"one": 1, "two": 2, "three": 3}
+POSITIONS = ("left", "right", "top", "bottom")  # the half of the picture the shapes sit in
+BACKGROUNDS = ("plain", "striped")  # visible only in the picture
+MEDIA = ("photo", "sketch")  # named only in the caption
+
+SHARED_CONCEPTS = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES), "count": tuple(COUNTS),
+                   "position": POSITIONS}
+IMAGE_ONLY_CONCEPTS = {"background": BACKGROUNDS}
+CAPTION_ONLY_CONCEPTS = {"medium": MEDIA}
+CONCEPTS = {**SHARED_CONCEPTS, **IMAGE_ONLY_CONCEPTS, **CAPTION_ONLY_CONCEPTS}
+CONCEPT_KINDS = {**{c: "shared" for c in SHARED_CONCEPTS}, **{c: "image only" for c in IMAGE_ONLY_CONCEPTS},
+                 **{c: "caption only" for c in CAPTION_ONLY_CONCEPTS}}
+
+# Synonyms: the text tower has to learn that "crimson" and "red" mean the same.
+_COLOUR_WORDS = {"red": ("red", "crimson"), "green": ("green", "emerald"), "blue": ("blue", "azure"),
+                 "yellow": ("yellow", "golden"), "purple": ("purple", "violet"), "orange": ("orange", "amber")}
+_SHAPE_WORDS = {"circle": ("circle", "disc"), "square": ("square", "box"), "triangle": ("triangle", "wedge"),
+                "diamond": ("diamond", "lozenge")}
+_PLURAL = {"box": "boxes"}  # every other shape noun takes an s
+_SIZE_WORDS = {"small": ("small", "tiny", "little"), "large": ("large", "big", "huge")}
+_COUNT_WORDS = {"one": ("one", "a single"), "two": ("two", "a pair of"), "three": ("three", "a trio of")}
+_POSITION_WORDS = {"left": ("on the left", "to the left"), "right": ("on the right", "to the right"),
+                   "top": ("at the top", "in the upper half"), "bottom": ("at the bottom", "in the lower half")}
+_TEMPLATES = (  # {m}: medium, {n}: count, {s}: size, {c}: colour, {k}: shape noun, {p}: position
+    "a {m} of {n} {s} {c} {k} {p}",
+    "{p} , {n} {c} {k} , {s} , in a {m}",
+    "this {m} shows {n} {k} , {c} and {s} , {p}",
+    "{n} {s} {k} {p} , {c} , a {m}",
+    "{c} {k} {p} : {n} , {s} . a {m}",
+)
 
 
 @dataclass
@@ -32,9 +70,9 @@ class ImageCaptionSet:
     """Images, the captions of each image, and what is known about each image.
 
     ``captions[i]`` are the captions of ``images[i]`` (at least one). ``source[i]`` says where the image
-    comes from (``"photo"``, ``"shapes"`` or ``"coco"``) and ``concepts[i]`` holds its known concepts
-    (for a generated image ``{"colour": "red", "shape": "circle", "position": "left"}``; for a photo
-    ``{"subject": "astronaut"}``; empty for COCO).
+    comes from (``"scene"`` or ``"coco"``) and ``concepts[i]`` holds its known concepts, for a scene
+    ``{"colour": "red", "shape": "circle", ..., "background": "plain", "medium": "photo"}`` (the medium
+    of its first caption; all its captions share it); empty for COCO.
     """
 
     images: list[Image.Image]
@@ -57,189 +95,166 @@ class ImageCaptionSet:
         return ImageCaptionSet(self.images + other.images, self.captions + other.captions,
                                self.source + other.source, self.concepts + other.concepts)
 
-
-# ----------------------------------------------------------------------------- scikit-image photographs
-# Only pictures stored inside the scikit-image wheel (several others need `pooch` and a download).
-PHOTO_CAPTIONS: dict[str, list[str]] = {
-    "astronaut": ["an astronaut in an orange suit smiling at the camera",
-                  "portrait of a woman astronaut next to her helmet and an american flag",
-                  "official photo of an astronaut with a model of the space shuttle"],
-    "brick": ["a wall of grey bricks", "black and white close-up of a brick wall",
-              "rows of bricks seen at an angle"],
-    "camera": ["a man with a camera on a tripod in a field", "black and white photo of a cameraman",
-               "a photographer in a dark coat looking through his camera"],
-    "chelsea": ["a tabby cat looking to the side", "close-up of a cat's face with green eyes",
-                "an orange and brown striped cat"],
-    "clock": ["a blurred wall clock", "a clock face smeared by motion blur", "a round clock photographed while moving"],
-    "coffee": ["a cup of coffee on a red saucer", "an espresso in a red cup on a wooden table",
-               "a red coffee cup with a spoon seen from above"],
-    "coins": ["rows of old coins on a dark background", "a collection of ancient coins",
-              "black and white photo of coins arranged in a grid"],
-    "grass": ["a patch of grass in black and white", "dense blades of grass", "texture of a lawn seen from above"],
-    "gravel": ["a close-up of gravel", "grey pebbles covering the ground", "texture of many small stones"],
-    "hubble_deep_field": ["the hubble deep field full of distant galaxies", "thousands of galaxies in a dark sky",
-                          "a deep space photo with colourful galaxies"],
-    "immunohistochemistry": ["a microscope image of stained tissue", "brown and blue stained cells under a microscope",
-                             "a histology slide of human tissue"],
-    "moon": ["the cratered surface of the moon", "grey lunar surface with craters",
-             "a black and white photo of the surface of the moon"],
-    "page": ["a scanned page of printed text", "a page of a book about image segmentation", "black text on a white page"],
-    "retina": ["a photograph of the back of a human eye", "the retina with its blood vessels and optic disc",
-               "an orange fundus image of an eye"],
-    "rocket": ["a rocket on a launch pad at night", "a rocket lit up before its launch",
-               "a rocket standing between launch towers under a dark blue sky"],
-    "stereo_motorcycle": ["a red motorcycle parked in a garage", "a red motorbike in a workshop",
-                          "a motorcycle with a red tank indoors"],
-    "text": ["handwritten notes on a sheet of paper", "writing on paper seen at an angle",
-             "letters and numbers on a page"],
-    "cell": ["a single cell under a microscope", "a bright round cell on a grey background",
-             "microscopy image of one cell"],
-    "horse": ["the black silhouette of a horse", "a horse in silhouette on a white background",
-              "a black shape of a standing horse"],
-    "checkerboard": ["a black and white checkerboard", "a chess board pattern", "black and white squares in a grid"],
-    "colorwheel": ["a colour wheel with every hue", "a rainbow colour circle on black", "a circular colour gradient"],
-    "shepp_logan_phantom": ["a phantom used to test ct scanners", "a grey oval with dark ellipses inside, like a head scan",
-                            "a synthetic medical scan"],
-    "binary_blobs": ["white blobs on a black background", "random black and white blobs",
-                     "a black and white pattern of blobs"],
-    "microaneurysms": ["a close-up of blood vessels in the retina", "a grey retinal image with dark vessels",
-                       "a microscope view of thin blood vessels"],
-    "logo": ["the scikit-image logo", "a green and orange round logo", "a circular logo with a snake-like shape"],
-}
+    def labels(self, concept: str) -> list[str]:
+        """The value of ``concept`` for every image (one entry per image)."""
+        missing = [i for i, c in enumerate(self.concepts) if concept not in c]
+        if missing:
+            raise ValueError(f"image {missing[0]} has no concept {concept!r} (only generated scenes carry concepts)")
+        return [c[concept] for c in self.concepts]
 
 
-def _rotate(items: Sequence[str], shift: int) -> list[str]:
-    """The same captions starting from number ``shift``: which one comes first varies between images,
-    so keeping only the first caption of each (the ci profile) still uses all of them."""
-    shift %= len(items)
-    return list(items[shift:]) + list(items[:shift])
+# ----------------------------------------------------------------------------- scenes: sampling
+def sample_scene(rng: np.random.Generator) -> dict[str, str]:
+    """The concepts of one scene, every value equally likely and all independent of each other."""
+    return {name: str(values[rng.integers(len(values))]) for name, values in CONCEPTS.items()}
 
 
-def _to_rgb(array: np.ndarray) -> Image.Image:
-    """Any scikit-image sample (grey, boolean, float, RGBA) as an 8-bit RGB picture."""
-    array = np.asarray(array)
-    if array.dtype == bool:
-        array = np.where(array, 255, 0).astype(np.uint8)
-    elif array.dtype != np.uint8:
-        array = (255 * (array - array.min()) / max(float(np.ptp(array)), 1e-12)).astype(np.uint8)
-    if array.ndim == 2:
-        return Image.fromarray(array, mode="L").convert("RGB")
-    if array.shape[-1] == 4:  # RGBA: put it on a white background
-        rgba = Image.fromarray(array, mode="RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return Image.fromarray(array[..., :3], mode="RGB")
+def check_scene(scene: dict[str, str]) -> None:
+    for name, values in CONCEPTS.items():
+        if scene.get(name) not in values:
+            raise ValueError(f"a scene needs {name} in {', '.join(values)}; got {scene.get(name)!r}")
 
 
-def load_skimage_photo(name: str) -> Image.Image:
-    """One scikit-image sample picture as RGB, read from the installed package (never downloaded)."""
-    import skimage.data
-
-    if name not in PHOTO_CAPTIONS:
-        raise ValueError(f"unknown photo {name!r}; the book captions these: {', '.join(PHOTO_CAPTIONS)}")
-    array = getattr(skimage.data, name)()
-    if isinstance(array, tuple):  # stereo_motorcycle returns (left, right, disparity)
-        array = array[0]
-    return _to_rgb(array)
-
-
-def skimage_photos(*, crops_per_photo: int = 2, min_crop: float = 0.6, seed: int = 0,
-                   names: Sequence[str] | None = None) -> ImageCaptionSet:
-    """The captioned scikit-image pictures, each whole and as ``crops_per_photo`` random crops.
-
-    A crop keeps between ``min_crop`` and all of each side, so the subject usually stays in view; it
-    inherits its photo's captions, rotated so that each view of a photo lists a different one first. ``concepts[i]["subject"]`` is the photo's name.
-    """
-    if not (isinstance(crops_per_photo, int) and crops_per_photo >= 0):
-        raise ValueError(f"crops_per_photo must be a non-negative integer, got {crops_per_photo!r}")
-    if not 0 < min_crop <= 1:
-        raise ValueError(f"min_crop must lie in (0, 1], got {min_crop!r}")
-    rng = np.random.default_rng(seed)
-    images, captions, concepts = [], [], []
-    for name in names if names is not None else PHOTO_CAPTIONS:
-        photo = load_skimage_photo(name)
-        views = [photo]
-        for _ in range(crops_per_photo):
-            w, h = photo.size
-            cw, ch = (int(side * rng.uniform(min_crop, 1.0)) for side in (w, h))
-            left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            views.append(photo.crop((left, top, left + cw, top + ch)))
-        images += views
-        captions += [_rotate(PHOTO_CAPTIONS[name], v) for v in range(len(views))]
-        concepts += [{"subject": name} for _ in views]
-    return ImageCaptionSet(images, captions, ["photo"] * len(images), concepts)
-
-
-# ----------------------------------------------------------------------------- generated shapes
-COLOURS = {"red": (215, 25, 28), "green": (26, 150, 65), "blue": (43, 87, 214),
-           "yellow": (245, 205, 20), "purple": (128, 50, 170), "orange": (245, 125, 20)}
-SHAPES = ("circle", "square", "triangle", "star")
-POSITIONS = {"left": (0.27, 0.5), "right": (0.73, 0.5), "top": (0.5, 0.27), "bottom": (0.5, 0.73),
-             "centre": (0.5, 0.5)}
-_POSITION_WORDS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
-                   "centre": "in the centre"}
-_TEMPLATES = ("{a} {colour} {shape} {where}", "a picture of {a} {colour} {shape} {where}",
-              "a simple drawing: one {colour} {shape} {where} on a light background")
-
-
-def _shape_outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    if shape == "square":
-        s = 0.85 * r
-        return [(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)]
-    if shape == "triangle":
-        return [(cx, cy - r), (cx + 0.95 * r, cy + 0.75 * r), (cx - 0.95 * r, cy + 0.75 * r)]
-    if shape == "star":
-        angles = np.pi / 2 + np.arange(10) * np.pi / 5
-        radii = np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
-        return [(cx + q * np.cos(a), cy - q * np.sin(a)) for a, q in zip(angles, radii)]
-    raise ValueError(f"unknown shape {shape!r}; use one of {SHAPES}")
-
-
-def draw_shape(colour: str, shape: str, position: str, *, size: int = 224,
-               rng: np.random.Generator | None = None) -> Image.Image:
-    """One ``colour`` ``shape`` at ``position`` on a light background, with a little random jitter."""
-    for name, value, allowed in (("colour", colour, COLOURS), ("shape", shape, SHAPES), ("position", position, POSITIONS)):
-        if value not in allowed:
-            raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
-    rng = rng if rng is not None else np.random.default_rng(0)
-    image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(225, 256, size=3)))
-    cx, cy = POSITIONS[position]
-    cx, cy = cx * size + rng.normal(0, 0.02 * size), cy * size + rng.normal(0, 0.02 * size)
-    radius = size * rng.uniform(0.14, 0.2)
-    draw = ImageDraw.Draw(image)
+# ----------------------------------------------------------------------------- scenes: drawing
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Which points (offsets from the centre in units of the radius, y pointing down) lie inside."""
     if shape == "circle":
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=COLOURS[colour])
-    else:
-        draw.polygon(_shape_outline(shape, cx, cy, radius), fill=COLOURS[colour])
-    return image
+        return dx**2 + dy**2 <= 1.0
+    if shape == "square":
+        return np.maximum(np.abs(dx), np.abs(dy)) <= 0.82
+    if shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= 1.1
+    if shape == "triangle":  # apex up
+        return (dy <= 0.8) & (np.abs(dx) <= 0.58 * (dy + 1.0))
+    raise ValueError(f"unknown shape {shape!r}; use one of {', '.join(SHAPES)}")
 
 
-def shape_captions(colour: str, shape: str, position: str) -> list[str]:
-    """The generated captions of one shape picture (each names all three of its concepts)."""
-    article = "an" if colour[0] in "aeiou" else "a"
-    return [t.format(a=article, colour=colour, shape=shape, where=_POSITION_WORDS[position]) for t in _TEMPLATES]
+def _centres(position: str, count: int, radius: float, rng: np.random.Generator) -> np.ndarray:
+    """``count`` non-overlapping centres inside the ``position`` half of the unit square, ``(count, 2)``."""
+    lo_x, hi_x, lo_y, hi_y = {"left": (0, 0.5, 0, 1), "right": (0.5, 1, 0, 1),
+                              "top": (0, 1, 0, 0.5), "bottom": (0, 1, 0.5, 1)}[position]
+    margin = radius + 0.02
+    low, high = np.array([lo_x + margin, lo_y + margin]), np.array([hi_x - margin, hi_y - margin])
+    # 64 candidate layouts at once; keep the first whose shapes do not overlap (rejection sampling)
+    layouts = rng.uniform(low, high, size=(64, count, 2))
+    gaps = np.linalg.norm(layouts[:, :, None] - layouts[:, None], axis=-1) + 9 * np.eye(count)
+    fits = gaps.min(axis=(1, 2)) >= 2.1 * radius
+    return layouts[int(fits.argmax())]  # argmax is the first True (or layout 0 if none fits: overlap)
 
 
-def generated_shapes(n: int, *, seed: int = 0, size: int = 224) -> ImageCaptionSet:
-    """``n`` shape pictures cycling through every (colour, shape, position) in a shuffled order, so each
-    concept value appears about equally often; each with its captions and its true concepts."""
+def draw_scenes(scenes: Sequence[dict[str, str]], *, size: int = 32, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The pictures of ``scenes`` as an ``(n, size, size, 3)`` uint8 array, anti-aliased (drawn at twice
+    the size, then averaged); where the shapes sit and their exact shades vary with ``rng``.
+
+    All scenes are drawn at once, with array operations: training draws fresh pictures every step."""
+    for scene in scenes:
+        check_scene(scene)
+    positive_int("size", size)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    n, fine = len(scenes), 2 * size
+    grid = (np.arange(fine) + 0.5) / fine
+    xs, ys = (a.astype(np.float32) for a in np.meshgrid(grid, grid))
+    background = rng.uniform(225, 250, size=(n, 1)) + rng.uniform(-6, 6, size=(n, 3))
+    canvas = np.broadcast_to(background[:, None, None, :], (n, fine, fine, 3)).astype(np.float32)
+    striped = np.array([s["background"] == "striped" for s in scenes])
+    period = rng.uniform(0.12, 0.18, size=n)[:, None, None]
+    phase = rng.uniform(0, 1, size=n)[:, None, None] * period
+    stripes = (((xs + ys + phase) % period) < period / 2) & striped[:, None, None]
+    canvas[stripes] -= 45
+    radius = np.array([SIZES[s["size"]] for s in scenes]) * rng.uniform(0.9, 1.1, size=n)
+    colour = np.clip(np.array([COLOURS[s["colour"]] for s in scenes]) + rng.normal(0, 8, size=(n, 3)), 0, 255)
+    centres = np.full((n, 3, 2), np.inf)  # unused slots stay at infinity: nothing is drawn there
+    for i, scene in enumerate(scenes):
+        count = COUNTS[scene["count"]]
+        centres[i, :count] = _centres(scene["position"], count, radius[i], rng)
+    shape = np.array([s["shape"] for s in scenes])
+    for slot in range(3):
+        dx = (xs - centres[:, slot, 0, None, None]) / radius[:, None, None]
+        dy = (ys - centres[:, slot, 1, None, None]) / radius[:, None, None]
+        inside = np.zeros((n, fine, fine), dtype=bool)
+        for name in SHAPES:
+            chosen = shape == name
+            if chosen.any():
+                inside[chosen] = _shape_mask(name, dx[chosen], dy[chosen])
+        canvas = np.where(inside[..., None], colour[:, None, None, :], canvas)
+    pictures = canvas.reshape(n, size, 2, size, 2, 3).mean(axis=(2, 4))
+    return np.clip(np.rint(pictures), 0, 255).astype(np.uint8)
+
+
+def draw_scene(scene: dict[str, str], *, size: int = 32, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The picture of one ``scene``, ``(size, size, 3)`` uint8 (see :func:`draw_scenes`)."""
+    return draw_scenes([scene], size=size, rng=rng)[0]
+
+
+# ----------------------------------------------------------------------------- scenes: captions
+def caption_scene(scene: dict[str, str], rng: np.random.Generator, *, completeness: float = 1.0) -> str:
+    """One generated caption of ``scene``: a random template and random synonyms; each shared concept
+    is named with probability ``completeness`` (an unnamed one is left out, or said vaguely)."""
+    check_scene(scene)
+    if not 0.0 <= completeness <= 1.0:
+        raise ValueError(f"completeness must lie in [0, 1], got {completeness!r}")
+    named = {name: bool(rng.random() < completeness) for name in SHARED_CONCEPTS}
+    pick = lambda words: str(words[rng.integers(len(words))])  # noqa: E731
+    plural = scene["count"] != "one" or not named["count"]
+    noun = pick(_SHAPE_WORDS[scene["shape"]]) if named["shape"] else "shape"
+    if plural:
+        noun = _PLURAL.get(noun, noun + "s")
+    words = {"m": scene["medium"], "n": pick(_COUNT_WORDS[scene["count"]]) if named["count"] else "",
+             "s": pick(_SIZE_WORDS[scene["size"]]) if named["size"] else "",
+             "c": pick(_COLOUR_WORDS[scene["colour"]]) if named["colour"] else "",
+             "p": pick(_POSITION_WORDS[scene["position"]]) if named["position"] else "", "k": noun}
+    text = _TEMPLATES[rng.integers(len(_TEMPLATES))].format(**words)
+    # drop the separators an unnamed concept leaves behind ("red , , big" -> "red , big")
+    tokens = text.split()
+    kept: list[str] = []
+    for token in tokens:
+        if token in {",", ":", ".", "and"} and (not kept or kept[-1] in {",", ":", ".", "and"}):
+            continue
+        kept.append(token)
+    while kept and kept[-1] in {",", ":", ".", "and"}:
+        kept.pop()
+    while kept and kept[0] in {",", ":", ".", "and"}:
+        kept.pop(0)
+    return " ".join(kept)
+
+
+def caption_vocabulary() -> list[str]:
+    """Every word a generated caption can contain, in a fixed order (for a word tokenizer)."""
+    words: set[str] = {"shape", "shapes"}
+    for template in _TEMPLATES:
+        words.update(w for w in template.split() if not w.startswith("{"))
+    for table in (_COLOUR_WORDS, _SIZE_WORDS, _COUNT_WORDS, _POSITION_WORDS):
+        for options in table.values():
+            for option in options:
+                words.update(option.split())
+    for options in _SHAPE_WORDS.values():
+        for noun in options:
+            words.update({noun, _PLURAL.get(noun, noun + "s")})
+    words.update(MEDIA)
+    return sorted(words)
+
+
+def scene_batch(n: int, *, seed: int, size: int = 32, completeness: float = 1.0,
+                captions_per_image: int = 1) -> tuple[np.ndarray, list[list[str]], list[dict[str, str]]]:
+    """``n`` random scenes: pictures ``(n, size, size, 3)`` uint8, their captions and their concepts.
+
+    All of a scene's captions use its ``medium``; the rest (template, synonyms, which concepts are
+    named) varies from caption to caption. The same ``seed`` gives the same batch."""
     positive_int("n", n)
+    positive_int("captions_per_image", captions_per_image)
     rng = np.random.default_rng(seed)
-    combos = list(itertools.product(COLOURS, SHAPES, POSITIONS))
-    order = rng.permutation(len(combos))
-    images, captions, concepts = [], [], []
-    for i in range(n):
-        colour, shape, position = combos[order[i % len(combos)]]
-        images.append(draw_shape(colour, shape, position, size=size, rng=rng))
-        captions.append(_rotate(shape_captions(colour, shape, position), i))
-        concepts.append({"colour": colour, "shape": shape, "position": position})
-    return ImageCaptionSet(images, captions, ["shapes"] * n, concepts)
+    scenes = [sample_scene(rng) for _ in range(n)]
+    pictures = draw_scenes(scenes, size=size, rng=rng)
+    captions = [[caption_scene(s, rng, completeness=completeness) for _ in range(captions_per_image)] for s in scenes]
+    return pictures, captions, scenes
 
 
-def offline_image_captions(*, n_shapes: int, crops_per_photo: int, seed: int = 0) -> ImageCaptionSet:
-    """The offline set: captioned scikit-image photos (with crops) followed by ``n_shapes`` shapes."""
-    return skimage_photos(crops_per_photo=crops_per_photo, seed=seed) + generated_shapes(n_shapes, seed=seed)
+def generated_scenes(n: int, *, seed: int = 0, size: int = 32, completeness: float = 1.0,
+                     captions_per_image: int = 1) -> ImageCaptionSet:
+    """:func:`scene_batch` as an :class:`ImageCaptionSet` of RGB pictures (for embedding with any model)."""
+    pictures, captions, scenes = scene_batch(n, seed=seed, size=size, completeness=completeness,
+                                             captions_per_image=captions_per_image)
+    return ImageCaptionSet([Image.fromarray(p, mode="RGB") for p in pictures], captions, ["scene"] * n, scenes)
 
 
 # ----------------------------------------------------------------------------- MS-COCO (internet)

@@ -1,4 +1,11 @@
-"""The CLIP loader and harvesting, on the random-weight stand-in (no network: the hub probe is forced to fail)."""
+"""The CLIP loader and harvesting: on the random-weight stand-in (no network: the hub probe is forced to
+fail), and through a planted local Hugging Face cache, on which chapter 8 also runs once (mechanics only)."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +14,10 @@ from PIL import Image
 
 from sae_lib import StandInForbiddenError
 from sae_lib import clip as clip_module
-from sae_lib.clip import check_image, embed_captions, embed_images, harvest, load_clip, pair_embeddings
+from sae_lib.clip import check_image, embed_captions, embed_images, harvest, load_clip, pair_embeddings, try_load_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+HF_REPO = "timm/vit_base_patch32_clip_224.openai"  # where open_clip looks for OpenAI's ViT-B/32
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +138,74 @@ def test_pair_embeddings_checks_its_inputs():
         pair_embeddings(images, torch.randn(4, 6), [0, 1, 2, 2])
     with pytest.raises(ValueError, match="2 caption texts for 4"):
         pair_embeddings(images, texts, [0, 1, 2, 2], captions=["a", "b"])
+
+
+def test_try_load_clip_offline_gives_a_reason_and_no_banner(monkeypatch, capsys):
+    monkeypatch.setattr(clip_module, "hub_unreachable_reason", lambda timeout=3.0: "offline in tests")
+    loaded, reason = try_load_clip()
+    assert loaded is None and reason == "offline in tests"
+    assert "RANDOM WEIGHTS" not in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- a planted Hugging Face cache
+def _digest(tensors: dict) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def planted_cache(tmp_path_factory):
+    """A local HF cache holding open_clip's OpenAI ViT-B/32 file, with random weights (seed 7) in half
+    precision (half the disk); returns (HF_HOME, digest of the planted tensors)."""
+    from safetensors.torch import save_file
+
+    from sae_lib.clip import untrained_clip
+
+    home = tmp_path_factory.mktemp("hf_home")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = home / "hub" / f"models--{HF_REPO.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    tensors = {k: v.half().contiguous() for k, v in untrained_clip(seed=7).model.state_dict().items()}
+    save_file(tensors, snapshot / "open_clip_model.safetensors")
+    return home, _digest(tensors)
+
+
+def _planted_env(home: Path) -> dict:
+    env = dict(os.environ, HF_HOME=str(home), HF_HUB_OFFLINE="1", SAE_BOOK_MECHANICS_ONLY="1",
+               SAE_BOOK_NO_STANDINS="1", TQDM_DISABLE="1", SAE_BOOK_PROFILE="ci")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def test_load_clip_reads_exactly_the_planted_weights(planted_cache):
+    home, planted = planted_cache
+    # A fresh process: huggingface_hub reads HF_HOME and HF_HUB_OFFLINE when it is imported.
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_clip import _digest; from sae_lib.clip import load_clip; "
+            "c = load_clip(); print(c.pretrained, c.extras['checkpoint']); "
+            "print(_digest({k: v.half() for k, v in c.model.state_dict().items()}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_planted_env(home), capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["True", "openai", planted]
+
+
+def test_chapter_8_runs_on_the_planted_clip(planted_cache, tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from run_chapter import execute_chapter
+
+    home, _ = planted_cache
+    env = _planted_env(home)
+    env["SAE_BOOK_REPORTS"] = str(tmp_path)
+    execute_chapter(ROOT / "book" / "08_clip_mp_sae.py", out=tmp_path / "08.ipynb", env=env)
+    import json
+
+    checks = json.loads((tmp_path / "08_clip_mp_sae.json").read_text())
+    analysed = [c for c in checks if c["status"] == "pass"]
+    assert analysed and all(c["kind"] == "mechanics" for c in analysed)  # nothing else is asserted
+    text = (tmp_path / "08.ipynb").read_text()
+    assert "analysing: ViT-B-32 (openai)" in text and "RANDOM WEIGHTS" not in text

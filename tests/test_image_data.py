@@ -1,68 +1,87 @@
-from collections import Counter
-
 import numpy as np
 import pytest
 
-from sae_lib.image_data import (COLOURS, PHOTO_CAPTIONS, POSITIONS, SHAPES, ImageCaptionSet, draw_shape,
-                                generated_shapes, load_skimage_photo, offline_image_captions, skimage_photos)
+from sae_lib.image_data import (_COLOUR_WORDS, _COUNT_WORDS, _POSITION_WORDS, _SHAPE_WORDS, _SIZE_WORDS,
+                                CONCEPT_KINDS, CONCEPTS, COLOURS, MEDIA, ImageCaptionSet, caption_scene,
+                                caption_vocabulary, draw_scene, generated_scenes, sample_scene, scene_batch)
+
+SCENE = {"colour": "blue", "shape": "square", "size": "large", "count": "two", "position": "left",
+         "background": "plain", "medium": "photo"}
+WORDS = {"colour": _COLOUR_WORDS, "shape": _SHAPE_WORDS, "size": _SIZE_WORDS, "count": _COUNT_WORDS,
+         "position": _POSITION_WORDS}
 
 
-def test_generated_shapes_carry_their_concepts_and_captions():
-    data = generated_shapes(240, seed=0)
-    assert len(data) == 240 and set(data.source) == {"shapes"}
-    for image, captions, concepts in zip(data.images, data.captions, data.concepts):
-        assert image.mode == "RGB" and image.size == (224, 224)
-        assert concepts["colour"] in COLOURS and concepts["shape"] in SHAPES and concepts["position"] in POSITIONS
-        assert len(captions) == 3 and all(concepts["colour"] in c and concepts["shape"] in c for c in captions)
-    # 240 = two full cycles through the 120 combinations: every value equally often
-    for concept, values in (("colour", COLOURS), ("shape", SHAPES), ("position", POSITIONS)):
-        counts = Counter(c[concept] for c in data.concepts)
-        assert set(counts) == set(values) and len(set(counts.values())) == 1
+def names(caption: str, concept: str, value: str) -> bool:
+    padded = f" {caption} "
+    return any(f" {w}" in padded for w in WORDS[concept][value])
 
 
-def test_generated_shapes_are_seeded():
-    a, b, c = generated_shapes(5, seed=3), generated_shapes(5, seed=3), generated_shapes(5, seed=4)
-    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images))
-    assert a.concepts == b.concepts and a.concepts != c.concepts
+def test_full_captions_name_every_shared_concept_and_the_medium_only():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scene = sample_scene(rng)
+        caption = caption_scene(scene, rng)
+        for concept in WORDS:
+            assert names(caption, concept, scene[concept]), (concept, scene, caption)
+        assert scene["medium"] in caption.split() and "striped" not in caption and "plain" not in caption
+        other = [m for m in MEDIA if m != scene["medium"]][0]
+        assert other not in caption.split()
 
 
-def test_the_colour_is_drawn_where_the_caption_says():
-    image = np.asarray(draw_shape("blue", "square", "left", rng=np.random.default_rng(0))).astype(int)
-    blue = (np.abs(image - np.array(COLOURS["blue"])).sum(-1) < 10)
+def test_incomplete_captions_leave_concepts_out_and_every_word_is_in_the_vocabulary():
+    rng = np.random.default_rng(1)
+    vocabulary = set(caption_vocabulary())
+    named = {concept: 0 for concept in WORDS}
+    for _ in range(400):
+        scene = sample_scene(rng)
+        caption = caption_scene(scene, rng, completeness=0.5)
+        assert set(caption.split()) <= vocabulary, caption
+        assert not caption.startswith((",", ":", ".")) and ", ," not in caption
+        for concept in WORDS:
+            named[concept] += names(caption, concept, scene[concept])
+    assert all(120 < count < 280 for count in named.values()), named  # about half of 400
+    assert all(not names(caption_scene(SCENE, rng, completeness=0.0), c, SCENE[c]) for c in ("colour", "size"))
+
+
+def test_scenes_are_seeded_and_balanced():
+    a, b, c = scene_batch(64, seed=3), scene_batch(64, seed=3), scene_batch(64, seed=4)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1] and a[2] == b[2]
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].shape == (64, 32, 32, 3) and a[0].dtype == np.uint8
+    _, _, scenes = scene_batch(2000, seed=0)
+    for concept, values in CONCEPTS.items():
+        counts = [sum(s[concept] == v for s in scenes) for v in values]
+        assert min(counts) > 0.7 * 2000 / len(values), (concept, counts)
+
+
+def test_the_shapes_are_drawn_where_the_caption_says_and_only_stripes_change_the_background():
+    picture = draw_scene(SCENE, size=64, rng=np.random.default_rng(0)).astype(int)
+    blue = np.abs(picture - np.array(COLOURS["blue"])).sum(-1) < 40
     ys, xs = blue.nonzero()
-    assert blue.sum() > 1000 and xs.mean() < 224 * 0.4 and abs(ys.mean() - 112) < 20
+    assert blue.sum() > 100 and xs.max() < 32  # all of it in the left half
+    assert picture[:, 32:].reshape(-1, 3).std(0).max() < 1  # the empty right half of a plain picture is one shade
+    striped = draw_scene({**SCENE, "background": "striped"}, size=64, rng=np.random.default_rng(0)).astype(int)
+    assert (np.abs(striped - np.array(COLOURS["blue"])).sum(-1) < 40).sum() == blue.sum()  # same shapes
+    assert striped[:, 32:].reshape(-1, 3).std(0).min() > 10
+    one = draw_scene({**SCENE, "count": "one"}, size=64, rng=np.random.default_rng(0)).astype(int)
+    assert 0.3 < (np.abs(one - np.array(COLOURS["blue"])).sum(-1) < 40).sum() / blue.sum() < 0.7
 
 
-def test_bad_concepts_and_counts():
-    with pytest.raises(ValueError, match="unknown colour 'teal'"):
-        draw_shape("teal", "circle", "left")
-    with pytest.raises(ValueError, match="unknown position"):
-        draw_shape("red", "circle", "middle")
+def test_generated_scenes_carry_their_labels():
+    data = generated_scenes(12, seed=0)
+    assert len(data) == 12 and set(data.source) == {"scene"} and data.images[0].size == (32, 32)
+    assert data.labels("colour") == [c["colour"] for c in data.concepts]
+    assert set(CONCEPT_KINDS.values()) == {"shared", "image only", "caption only"}
+    with pytest.raises(ValueError, match="no concept 'mood'"):
+        data.labels("mood")
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="colour in red"):
+        draw_scene({**SCENE, "colour": "teal"})
+    with pytest.raises(ValueError, match="completeness must lie in"):
+        caption_scene(SCENE, np.random.default_rng(0), completeness=1.5)
     with pytest.raises(ValueError, match="positive integer"):
-        generated_shapes(0)
-
-
-def test_every_captioned_photo_ships_with_scikit_image():
-    # These load from the installed package; none may need a download (pooch is not installed here).
-    for name in PHOTO_CAPTIONS:
-        photo = load_skimage_photo(name)
-        assert photo.mode == "RGB" and min(photo.size) >= 100, name
-    with pytest.raises(ValueError, match="unknown photo"):
-        load_skimage_photo("eagle")
-
-
-def test_photo_crops_inherit_rotated_captions():
-    data = skimage_photos(crops_per_photo=2, seed=0, names=["astronaut", "coffee"])
-    assert len(data) == 6 and data.concepts[0] == {"subject": "astronaut"} and data.concepts[3] == {"subject": "coffee"}
-    assert data.images[1].size[0] <= data.images[0].size[0] and data.images[1].size[0] >= 0.6 * 512 - 1
-    firsts = [c[0] for c in data.captions[:3]]
-    assert len(set(firsts)) == 3 and sorted(data.captions[1]) == sorted(PHOTO_CAPTIONS["astronaut"])
-    with pytest.raises(ValueError, match="min_crop"):
-        skimage_photos(min_crop=0)
-
-
-def test_offline_set_and_its_consistency_check():
-    data = offline_image_captions(n_shapes=10, crops_per_photo=0)
-    assert len(data) == len(PHOTO_CAPTIONS) + 10 and data.source.count("shapes") == 10
+        scene_batch(0, seed=0)
     with pytest.raises(ValueError, match="one entry per image"):
-        ImageCaptionSet(data.images[:2], data.captions[:1], ["photo", "photo"])
+        ImageCaptionSet([None, None], [["a"]], ["scene", "scene"])
