@@ -105,9 +105,9 @@ N_LATENTS = RATIO * D_MODEL
 # kept aside, never trained on, for evaluation.
 
 # %%
-tokens, text_source = load_text(tokenizer, by_profile(ci=104, full=12_000), SEQ_LEN,
+tokens, text_source = load_text(tokenizer, by_profile(ci=68, full=12_000), SEQ_LEN,
                                 web=by_profile(ci=False, full=IS_GPT2))
-n_eval = by_profile(ci=8, full=max(8, len(tokens) // 10))
+n_eval = by_profile(ci=4, full=max(8, len(tokens) // 10))
 train_tokens, eval_tokens = tokens[n_eval:], tokens[:n_eval]
 print(text_source)
 describe(hook=HOOK, train_tokens=train_tokens.numel(), eval_tokens=eval_tokens.numel(),
@@ -135,10 +135,26 @@ for bad in (lambda: check_hook(model, "blocks.6.hook_resid_middle"),
 
 # %%
 acts = harvest(model, train_tokens, HOOK, batch_size=by_profile(ci=32, full=64))
-print(f"harvested {tuple(acts.shape)} (sequences, positions, d_model); "
-      f"mean norm {acts.norm(dim=-1).mean():.1f}")
+norms = acts.norm(dim=-1)
+print(f"harvested {tuple(acts.shape)} (sequences, positions, d_model); mean norm at the first "
+      f"position {norms[:, 0].mean():.1f}, at the others {norms[:, 1:].mean():.1f}")
 report.check("Harvesting returns one d_model-vector per token at the hook", kind="mechanics",
              ours=f"{tuple(acts.shape)}", passed=acts.shape == (*train_tokens.shape, D_MODEL))
+
+# %% [markdown]
+# The first position of every sequence stands apart. Pretrained transformers use it as an
+# *attention sink*, a place for heads to park attention they do not need, and its residual stream
+# is many times longer than the others'. An SAE trained on it would spend its capacity, and its
+# squared error, on one odd vector per sequence. Like most SAE work we leave it out: the SAEs train
+# on the other positions, and when spliced they replace every position but the first.
+
+# %%
+FIRST = 1  # the first position keeps its original activation
+flat = acts[:, FIRST:].reshape(-1, D_MODEL)  # the local SAEs' training data
+if REAL:
+    report.check(f"On {loaded.name}, the first position's residual stream is far longer than the "
+                 "others' (an attention sink)", ours=f"{norms[:, 0].mean():.0f} vs {norms[:, 1:].mean():.0f}",
+                 passed=bool(norms[:, 0].mean() > 3 * norms[:, 1:].mean()))
 
 # %% [markdown]
 # ## Splicing, and what it costs
@@ -161,7 +177,7 @@ report.check("Harvesting returns one d_model-vector per token at the hook", kind
 # against a broken splice.
 
 # %%
-held_out = HeldOut(model, eval_tokens, HOOK, desc="held-out text")
+held_out = HeldOut(model, eval_tokens, HOOK, desc="held-out text", first_position=FIRST)
 eval_acts = held_out.activations()
 identity = held_out.evaluate(identity_sae(D_MODEL).to(DEVICE))
 print(f"model CE on held-out text: {held_out.ce_original:.3f} nats; "
@@ -178,7 +194,7 @@ report.check("Splicing an SAE that returns its input leaves the model's output u
 # 1 for a perfect splice and 0 for one no better than zero ablation.
 
 # %%
-mean_act = acts.reshape(-1, D_MODEL).mean(0).to(DEVICE)
+mean_act = flat.mean(0).to(DEVICE)
 ablations = {"zero ablation": held_out.ce_with(torch.zeros_like)["ce_increase"],
              "mean ablation": held_out.ce_with(lambda act: mean_act.expand_as(act))["ce_increase"]}
 print("CE increase: " + ", ".join(f"{name} {value:+.3f}" for name, value in ablations.items()))
@@ -212,7 +228,6 @@ saes = {
     "topk": TopKSAE(D_MODEL, N_LATENTS, k=K, seed=0),
     "mp": MPSAE(D_MODEL, N_LATENTS, k=K, seed=0),
 }
-flat = acts.reshape(-1, D_MODEL)
 histories = {}
 for name, sae in saes.items():
     lr = 1e-3 if name == "mp" else by_profile(ci=3e-3, full=5e-4)
@@ -383,7 +398,7 @@ with torch.no_grad():
 rate = rates["topk"]
 candidates = ((rate > 1e-3) & (rate < 2e-2)).nonzero().flatten()
 top_values, top_index = codes[:, candidates].topk(10, dim=0)  # (10, candidates)
-top_tokens = train_tokens.flatten()[top_index]
+top_tokens = train_tokens[:, FIRST:].flatten()[top_index]
 share_same = torch.tensor([col.unique(return_counts=True)[1].max().item() / 10 for col in top_tokens.T])
 order = share_same.argsort(descending=True, stable=True)
 shown = candidates[order[: by_profile(ci=3, full=6)]].tolist()
@@ -393,14 +408,15 @@ print(f"{len(candidates)} candidate latents; shown: {shown}, "
 
 def highlighted(latent: int, n_contexts: int = 4, before: int = 10, after: int = 3) -> str:
     """HTML: the latent's strongest contexts, each token shaded by the latent's activation."""
-    per_token = codes[:, latent].reshape(train_tokens.shape)
+    per_token = torch.cat([torch.zeros(len(train_tokens), FIRST),  # the first position: not encoded
+                           codes[:, latent].reshape(len(train_tokens), -1)], dim=1)
     peak = per_token.max().clamp_min(1e-9)
     lines = []
     for index in per_token.flatten().topk(n_contexts).indices.tolist():
         seq, pos = divmod(index, train_tokens.shape[1])
         cells = []
         for p in range(max(0, pos - before), min(train_tokens.shape[1], pos + after + 1)):
-            strength = (per_token[seq, p] / peak).item()
+            strength = (per_token[seq, p] / peak).clamp_min(0).item()
             text = html.escape(tokenizer.decode(train_tokens[seq, p: p + 1])).replace("\n", "⏎")
             style = f"background: rgba(255,140,0,{strength:.2f});" + (" font-weight:bold;" if p == pos else "")
             cells.append(f"<span style='{style}'>{text}</span>")

@@ -491,8 +491,10 @@ if RUN_REAL_LM:
 
 # %%
 if RUN_REAL_LM:
-    r_acts = harvest(r_model, r_train[:1_500], R_HOOK, batch_size=16).reshape(-1, R_D)
-    r_held_out = HeldOut(r_model, r_eval, R_HOOK, batch_size=8, progress=False)
+    # as in chapter 6, the first position (an attention sink) is left out of training and scoring
+    # for the local SAEs; the e2e objectives splice every position
+    r_acts = harvest(r_model, r_train[:1_500], R_HOOK, batch_size=16)[:, 1:].reshape(-1, R_D)
+    r_held_out = HeldOut(r_model, r_eval, R_HOOK, batch_size=8, progress=False, first_position=1)
     r_points, r_moved = [], []
     for kind, lambdas in R_LAMBDAS.items():
         for lam in lambdas:

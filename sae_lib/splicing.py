@@ -213,10 +213,20 @@ class HeldOut:
     cross-entropy, its activation at the hook and (for up to ``CACHED_LOG_PROBS`` floats) its
     next-token log-probabilities, so an evaluation runs the model once, not twice. Splicing near the
     output is then cheap, however deep the model is.
+
+    ``first_position``: splice only from this position of each sequence on; earlier positions keep
+    their original activation, and L0, FVU and alive counts cover only the spliced positions. The
+    first position of a sequence is an *attention sink* in most pretrained LMs: every later token
+    attends to it, and its residual stream is tens of times longer than the others'. SAEs are
+    therefore usually trained and scored without it (``first_position=1``).
     """
 
     def __init__(self, model: HookedTransformer, tokens: Tensor, hook: str, *, batch_size: int = 32,
-                 progress: bool = True, desc: str | None = None):
+                 progress: bool = True, desc: str | None = None, first_position: int = 0):
+        if isinstance(first_position, bool) or not isinstance(first_position, int) or not (
+                0 <= first_position < tokens.shape[-1]):
+            raise ValueError(f"first_position must be an integer in [0, {tokens.shape[-1]}), got {first_position!r}")
+        self.first = first_position
         self.model, self.hook = model, check_hook(model, hook)
         self.tokens = check_tokens(model, tokens)
         self.start = hook_layer(hook)  # None: the hook is outside the blocks, so every run starts at the tokens
@@ -235,9 +245,10 @@ class HeldOut:
                 self.log_probs.append(F.log_softmax(logits.float(), -1) if keep_log_probs else None)
                 ce_sum += next_token_ce(logits, batch).item() * batch.shape[0] * (batch.shape[1] - 1)
         self.n_tokens = self.tokens.numel()
+        self.n_spliced = self.tokens.shape[0] * (self.tokens.shape[1] - self.first)
         self.n_predicted = self.tokens.shape[0] * (self.tokens.shape[1] - 1)
         self.ce_original = ce_sum / self.n_predicted
-        flat = torch.cat([act.reshape(-1, act.shape[-1]).float() for act in self.acts])
+        flat = torch.cat([act[:, self.first:].reshape(-1, act.shape[-1]).float() for act in self.acts])
         self.total_variance = (flat - flat.mean(0)).pow(2).sum().item()  # Σ‖x − mean‖² over all tokens
 
     def _tail(self, resid: Tensor, hooks: list) -> Tensor:
@@ -251,15 +262,17 @@ class HeldOut:
         return cached if cached is not None else F.log_softmax(self._tail(self.resid[index], []).float(), -1)
 
     def activations(self) -> Tensor:
-        """The original activations at the hook, shape (n_sequences, pos, d), on the CPU."""
-        return torch.cat(self.acts).float().cpu()
+        """The original activations at the spliced positions, shape (n_sequences, pos, d), on the CPU."""
+        return torch.cat([act[:, self.first:] for act in self.acts]).float().cpu()
 
     @torch.no_grad()
     def ce_with(self, replace) -> dict[str, float]:
         """CE and KL(original ‖ modified) when the activation at the hook becomes ``replace(act)``:
-        e.g. ``lambda act: torch.zeros_like(act)`` for zero ablation."""
+        e.g. ``torch.zeros_like`` for zero ablation. ``replace`` sees only the spliced positions."""
         def hook_fn(act, hook):
-            return replace(act).to(act.dtype)
+            if self.first == 0:
+                return replace(act).to(act.dtype)
+            return torch.cat([act[:, : self.first], replace(act[:, self.first:]).to(act.dtype)], dim=1)
 
         ce_sum, kl_sum = 0.0, 0.0
         for index, (batch, resid) in enumerate(zip(self.batches, self.resid)):
@@ -290,9 +303,9 @@ class HeldOut:
         alive = int(fired.sum())
         return {
             "ce_original": self.ce_original, "ce_spliced": costs["ce"], "ce_increase": costs["ce_increase"],
-            "kl": costs["kl"], "l0": sums["nonzero"] / self.n_tokens, "alive": alive, "dead": sae.n_latents - alive,
-            "fvu": sums["sq_err"] / self.total_variance, "mse": sums["sq_err"] / (self.n_tokens * sae.d_in),
-            "norm_ratio": sums["norm_ratio"] / self.n_tokens,
+            "kl": costs["kl"], "l0": sums["nonzero"] / self.n_spliced, "alive": alive,
+            "dead": sae.n_latents - alive, "fvu": sums["sq_err"] / self.total_variance,
+            "mse": sums["sq_err"] / (self.n_spliced * sae.d_in), "norm_ratio": sums["norm_ratio"] / self.n_spliced,
         }
 
 
