@@ -322,7 +322,8 @@ ratio = ce_sae / max(ce_random, 1e-9)
 if REAL:
     report.check(f"On {loaded.name}, the same FVU costs more CE when the error lies where the SAE "
                  "left it than in a random direction (ratio > 1.5)",
-                 kind="finding", ours=f"{ce_sae:+.3f} vs {ce_random:+.3f} (x{ratio:.1f})", passed=ratio > 1.5)
+                 kind="finding", ours=f"{ce_sae:+.3f} vs {ce_random:+.3f} (x{ratio:.1f})",
+                 passed=ratio > 1.5)
 else:
     report.record("Same FVU, different CE (SAE error vs the same error in a random direction)",
                   ours=f"x{ratio:.1f}", status="mechanics only")
