@@ -231,7 +231,8 @@ saes = {
 }
 histories = {}
 for name, sae in saes.items():
-    lr = 1e-3 if name == "mp" else by_profile(ci=3e-3, full=5e-4)
+    # SmolLM2's long residual stream made the ReLU SAE diverge at 3e-3
+    lr = 1e-3 if name == "mp" or not IS_GPT2 else by_profile(ci=3e-3, full=5e-4)
     histories[name] = train_sae(sae.to(DEVICE), flat, lr=lr, desc=f"local {name}", **train)
 plot_histories(histories, "mse", title="Reconstruction error while training (log scale)").show()
 
