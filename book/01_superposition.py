@@ -34,7 +34,17 @@
 import subprocess, sys  # noqa: E401
 
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "sae-lib[models] @ git+https://github.com/sae-book/sae-book",
+        ],
+        check=True,
+    )
 
 # %%
 import math
@@ -45,8 +55,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from sae_lib import (TopKSAE, by_profile, cosine_matrix, describe, match_atoms, mean_max_cosine,
-                     random_dictionary, superposition_data, train_sae)
+from sae_lib import (
+    TopKSAE,
+    by_profile,
+    cosine_matrix,
+    describe,
+    match_atoms,
+    mean_max_cosine,
+    random_dictionary,
+    superposition_data,
+    train_sae,
+)
 from sae_lib.report import ReplicationReport
 
 report = ReplicationReport("01_superposition")
@@ -71,15 +90,30 @@ pentagon = torch.stack([angles.cos(), angles.sin()], dim=1)  # 5 unit directions
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.3), sharex=True, sharey=True)
 for ax, p in zip(axes, [0.04, 0.4]):
-    toy = superposition_data(3000, n_features=5, d=2, p_active=p, dictionary=pentagon, seed=1)
+    toy = superposition_data(
+        3000, n_features=5, d=2, p_active=p, dictionary=pentagon, seed=1
+    )
     n_on = (toy.codes > 0).sum(1)
     for count, color in [(1, "tab:blue"), (2, "tab:orange"), (3, "tab:red")]:
         pts = toy.x[n_on == count] if count < 3 else toy.x[n_on >= 3]
-        ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.5, color=color,
-                   label=f"{count}{'+' if count == 3 else ''} feature(s) on")
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            s=4,
+            alpha=0.5,
+            color=color,
+            label=f"{count}{'+' if count == 3 else ''} feature(s) on",
+        )
     for direction in pentagon:
-        ax.annotate("", xy=1.6 * direction, xytext=(0, 0), arrowprops=dict(arrowstyle="->", lw=1.5))
-    ax.set_title(f"p_active = {p}: {(n_on == 1).float().mean():.0%} of inputs have exactly one feature")
+        ax.annotate(
+            "",
+            xy=1.6 * direction,
+            xytext=(0, 0),
+            arrowprops=dict(arrowstyle="->", lw=1.5),
+        )
+    ax.set_title(
+        f"p_active = {p}: {(n_on == 1).float().mean():.0%} of inputs have exactly one feature"
+    )
     ax.set_aspect("equal")
 axes[0].legend(loc="lower left", fontsize=8)
 fig.suptitle("Five features in two dimensions (arrows: the true directions)")
@@ -103,6 +137,7 @@ plt.show()
 # So a 768-dimensional stream has room for many thousands of directions that barely interfere.
 # Let us check the formula by sampling.
 
+
 # %%
 def expected_abs_cos(d: int) -> float:
     """Exact mean |cosine| between two independent uniform random unit vectors in R^d."""
@@ -114,20 +149,36 @@ upper = torch.triu(torch.ones(n_dirs, n_dirs, dtype=torch.bool), diagonal=1)
 fig = go.Figure()
 measured = {}
 for d in [2, 32, 512]:
-    cos = cosine_matrix(random_dictionary(n_dirs, d, seed=d), random_dictionary(n_dirs, d, seed=d))[upper]
+    cos = cosine_matrix(
+        random_dictionary(n_dirs, d, seed=d), random_dictionary(n_dirs, d, seed=d)
+    )[upper]
     measured[d] = cos.abs().mean().item()
     density, edges = np.histogram(cos.numpy(), bins=120, range=(-1, 1), density=True)
-    fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=density, name=f"d = {d}", opacity=0.6))
-    print(f"d = {d:>3}: mean |cos| measured {measured[d]:.4f}, formula {expected_abs_cos(d):.4f}")
-fig.update_layout(barmode="overlay", bargap=0, title=f"Cosine between pairs of {n_dirs} random unit vectors",
-                  xaxis_title="cosine", yaxis_title="density", height=380)
+    fig.add_trace(
+        go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=density, name=f"d = {d}", opacity=0.6)
+    )
+    print(
+        f"d = {d:>3}: mean |cos| measured {measured[d]:.4f}, formula {expected_abs_cos(d):.4f}"
+    )
+fig.update_layout(
+    barmode="overlay",
+    bargap=0,
+    title=f"Cosine between pairs of {n_dirs} random unit vectors",
+    xaxis_title="cosine",
+    yaxis_title="density",
+    height=380,
+)
 fig.show()
 
 # %%
 worst = max(abs(measured[d] / expected_abs_cos(d) - 1) for d in measured)
-report.check("Random directions are nearly orthogonal: mean |cos| matches the formula (d = 2, 32, 512)",
-             paper="exact formula", ours=f"largest relative gap {worst:.1%}", passed=worst < 0.03,
-             kind="mechanics")
+report.check(
+    "Random directions are nearly orthogonal: mean |cos| matches the formula (d = 2, 32, 512)",
+    paper="exact formula",
+    ours=f"largest relative gap {worst:.1%}",
+    passed=worst < 0.03,
+    kind="mechanics",
+)
 
 # %% [markdown]
 # ## The dictionary-learning problem
@@ -144,9 +195,15 @@ report.check("Random directions are nearly orthogonal: mean |cos| matches the fo
 
 # %%
 N_FEATURES, D_MODEL = 64, 32
-data = superposition_data(N_SAMPLES, n_features=N_FEATURES, d=D_MODEL, p_active=0.05, seed=0)
-print(f"x: {tuple(data.x.shape)}, true codes: {tuple(data.codes.shape)}, dictionary: {tuple(data.dictionary.shape)}")
-print(f"features active per input: {(data.codes > 0).sum(1).float().mean():.2f} on average")
+data = superposition_data(
+    N_SAMPLES, n_features=N_FEATURES, d=D_MODEL, p_active=0.05, seed=0
+)
+print(
+    f"x: {tuple(data.x.shape)}, true codes: {tuple(data.codes.shape)}, dictionary: {tuple(data.dictionary.shape)}"
+)
+print(
+    f"features active per input: {(data.codes > 0).sum(1).float().mean():.2f} on average"
+)
 
 # %% [markdown]
 # ### Why not PCA?
@@ -159,14 +216,23 @@ print(f"features active per input: {(data.codes > 0).sum(1).float().mean():.2f} 
 
 # %%
 centered = data.x - data.x.mean(0)
-principal = torch.linalg.svd(centered, full_matrices=False).Vh  # (32, 32): the principal directions
-best_cos_pca = cosine_matrix(data.dictionary, torch.cat([principal, -principal])).max(dim=1).values
-print(f"best cosine between a true feature and any principal direction: "
-      f"median {best_cos_pca.median():.2f}, max {best_cos_pca.max():.2f}")
+principal = torch.linalg.svd(
+    centered, full_matrices=False
+).Vh  # (32, 32): the principal directions
+best_cos_pca = (
+    cosine_matrix(data.dictionary, torch.cat([principal, -principal])).max(dim=1).values
+)
+print(
+    f"best cosine between a true feature and any principal direction: "
+    f"median {best_cos_pca.median():.2f}, max {best_cos_pca.max():.2f}"
+)
 
 # %%
-report.check("PCA cannot recover an overcomplete dictionary: no true feature has a principal direction within cos 0.9",
-             ours=f"max cos {best_cos_pca.max():.2f}", passed=bool(best_cos_pca.max() < 0.9))
+report.check(
+    "PCA cannot recover an overcomplete dictionary: no true feature has a principal direction within cos 0.9",
+    ours=f"max cos {best_cos_pca.max():.2f}",
+    passed=bool(best_cos_pca.max() < 0.9),
+)
 
 # %% [markdown]
 # ## Scoring recovery
@@ -187,18 +253,33 @@ report.check("PCA cannot recover an overcomplete dictionary: no true feature has
 # %%
 truth = data.dictionary
 shuffled = truth[torch.randperm(N_FEATURES, generator=torch.Generator().manual_seed(0))]
-noisy = torch.nn.functional.normalize(truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(99)), dim=1)
+noisy = torch.nn.functional.normalize(
+    truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(99)),
+    dim=1,
+)
 random_guess = random_dictionary(N_FEATURES, D_MODEL, seed=123)
 # A "lazy" dictionary: the first 32 features, plus 32 copies of mixtures of pairs of them.
-mixtures = torch.nn.functional.normalize(truth[:32] + truth[torch.arange(32) + 32], dim=1)
+mixtures = torch.nn.functional.normalize(
+    truth[:32] + truth[torch.arange(32) + 32], dim=1
+)
 lazy = torch.cat([truth[:32], mixtures])
 
 rows = []
-for name, learned in [("true, shuffled", shuffled), ("true + noise", noisy), ("random", random_guess),
-                      ("half true, half mixtures", lazy)]:
+for name, learned in [
+    ("true, shuffled", shuffled),
+    ("true + noise", noisy),
+    ("random", random_guess),
+    ("half true, half mixtures", lazy),
+]:
     match = match_atoms(learned, truth)
-    rows.append({"dictionary": name, "MMCS": mean_max_cosine(learned, truth),
-                 "matched mean cos": match.mean, "matched ≥ 0.9": match.fraction_above(0.9)})
+    rows.append(
+        {
+            "dictionary": name,
+            "MMCS": mean_max_cosine(learned, truth),
+            "matched mean cos": match.mean,
+            "matched ≥ 0.9": match.fraction_above(0.9),
+        }
+    )
 scores = pd.DataFrame(rows).set_index("dictionary")
 scores.round(3)
 
@@ -213,20 +294,35 @@ scores.round(3)
 # that merges features, returns in Part II as **feature absorption**.
 
 # %%
-report.check("Matching is invariant to the order of learned atoms", ours=f"{scores.loc['true, shuffled', 'matched mean cos']:.3f}",
-             passed=abs(scores.loc["true, shuffled", "matched mean cos"] - 1) < 1e-6,
-             kind="mechanics")
-print(f"random dictionary: MMCS {scores.loc['random', 'MMCS']:.2f}, "
-      f"matched mean cos {scores.loc['random', 'matched mean cos']:.2f}")
-report.check("A random dictionary's MMCS is well above zero: the floor a useless SAE would reach",
-             ours=f"{scores.loc['random', 'MMCS']:.2f}", passed=scores.loc["random", "MMCS"] > 0.2,
-             kind="mechanics")
-report.check("A random dictionary scores far below recovery (matched mean cos < 0.6)",
-             ours=f"{scores.loc['random', 'matched mean cos']:.2f}", passed=scores.loc["random", "matched mean cos"] < 0.6,
-             kind="mechanics")
+report.check(
+    "Matching is invariant to the order of learned atoms",
+    ours=f"{scores.loc['true, shuffled', 'matched mean cos']:.3f}",
+    passed=abs(scores.loc["true, shuffled", "matched mean cos"] - 1) < 1e-6,
+    kind="mechanics",
+)
+print(
+    f"random dictionary: MMCS {scores.loc['random', 'MMCS']:.2f}, "
+    f"matched mean cos {scores.loc['random', 'matched mean cos']:.2f}"
+)
+report.check(
+    "A random dictionary's MMCS is well above zero: the floor a useless SAE would reach",
+    ours=f"{scores.loc['random', 'MMCS']:.2f}",
+    passed=scores.loc["random", "MMCS"] > 0.2,
+    kind="mechanics",
+)
+report.check(
+    "A random dictionary scores far below recovery (matched mean cos < 0.6)",
+    ours=f"{scores.loc['random', 'matched mean cos']:.2f}",
+    passed=scores.loc["random", "matched mean cos"] < 0.6,
+    kind="mechanics",
+)
 lazy_found = scores.loc["half true, half mixtures", "matched ≥ 0.9"]
-report.check("One-to-one matching exposes merged features: only half of them are found at cos ≥ 0.9",
-             ours=f"{lazy_found:.2f}", passed=abs(lazy_found - 0.5) < 1e-6, kind="mechanics")
+report.check(
+    "One-to-one matching exposes merged features: only half of them are found at cos ≥ 0.9",
+    ours=f"{lazy_found:.2f}",
+    passed=abs(lazy_found - 0.5) < 1e-6,
+    kind="mechanics",
+)
 
 # %% [markdown]
 # ## A preview: an SAE solves what PCA cannot
@@ -237,21 +333,44 @@ report.check("One-to-one matching exposes merged features: only half of them are
 
 # %%
 sae = TopKSAE(D_MODEL, 128, k=4, seed=0)
-history = train_sae(sae, data.x, steps=by_profile(ci=1500, full=5000), batch_size=512, lr=3e-3, seed=0)
+history = train_sae(
+    sae, data.x, steps=by_profile(ci=1500, full=5000), batch_size=512, lr=3e-3, seed=0
+)
 preview = match_atoms(sae.W_dec, truth)
-print(f"matched mean cosine {preview.mean:.3f}; features recovered at cos ≥ 0.9: {preview.fraction_above(0.9):.0%}")
+print(
+    f"matched mean cosine {preview.mean:.3f}; features recovered at cos ≥ 0.9: {preview.fraction_above(0.9):.0%}"
+)
 
 # %%
 fig = go.Figure()
-fig.add_trace(go.Histogram(x=best_cos_pca.numpy(), name="PCA (best principal direction)", nbinsx=40, opacity=0.7))
-fig.add_trace(go.Histogram(x=preview.cosine.numpy(), name="TopK SAE (matched atom)", nbinsx=40, opacity=0.7))
-fig.update_layout(barmode="overlay", title="How well each of the 64 true features is recovered",
-                  xaxis_title="cosine with the true feature", yaxis_title="features", height=380)
+fig.add_trace(
+    go.Histogram(
+        x=best_cos_pca.numpy(),
+        name="PCA (best principal direction)",
+        nbinsx=40,
+        opacity=0.7,
+    )
+)
+fig.add_trace(
+    go.Histogram(
+        x=preview.cosine.numpy(), name="TopK SAE (matched atom)", nbinsx=40, opacity=0.7
+    )
+)
+fig.update_layout(
+    barmode="overlay",
+    title="How well each of the 64 true features is recovered",
+    xaxis_title="cosine with the true feature",
+    yaxis_title="features",
+    height=380,
+)
 fig.show()
 
 # %%
-report.check("A TopK SAE recovers the overcomplete dictionary (≥ 95% of features matched at cos ≥ 0.9)",
-             ours=f"{preview.fraction_above(0.9):.0%}", passed=preview.fraction_above(0.9) >= 0.95)
+report.check(
+    "A TopK SAE recovers the overcomplete dictionary (≥ 95% of features matched at cos ≥ 0.9)",
+    ours=f"{preview.fraction_above(0.9):.0%}",
+    passed=preview.fraction_above(0.9) >= 0.95,
+)
 
 # %% [markdown]
 # ## Exercises
@@ -277,6 +396,7 @@ from sae_lib import exercises
 # (a feature does not interfere with itself).
 # :::
 
+
 # %%
 def interference(dictionary):
     """(n, d) feature directions -> (n, n) cosines between them, 0 on the diagonal."""
@@ -290,6 +410,7 @@ interference_passed = exercises.check_interference(interference)
 # ::::{solution-start} ex-1-interference
 # :class: dropdown
 # ::::
+
 
 # %%
 def interference_solution(dictionary):
@@ -308,21 +429,26 @@ exercises.check_interference(interference_solution, solution=True)
 # (The cell uses your `interference` once it passes its check, the solution's otherwise.)
 
 # %%
-use_interference = exercises.prefer(interference, interference_solution,
-                                    interference_passed)
+use_interference = exercises.prefer(
+    interference, interference_solution, interference_passed
+)
 worst_over_mean = {}
 for d in [8, 64, 512]:
     cos = use_interference(random_dictionary(256, d, seed=d)).abs()
     mean = (cos.sum() / (256 * 255)).item()  # the diagonal's zeros left out
     worst_over_mean[d] = cos.max().item() / mean
-    print(f"d = {d:>3}: mean |interference| {mean:.3f} "
-          f"(formula {expected_abs_cos(d):.3f}), "
-          f"worst pair {cos.max():.2f}, {worst_over_mean[d]:.1f} × the mean")
+    print(
+        f"d = {d:>3}: mean |interference| {mean:.3f} "
+        f"(formula {expected_abs_cos(d):.3f}), "
+        f"worst pair {cos.max():.2f}, {worst_over_mean[d]:.1f} × the mean"
+    )
 
 # %%
-report.check("Of 256 random features, the worst pair interferes ≥ 3× the mean pair",
-             ours=", ".join(f"d = {d}: {r:.1f}×" for d, r in worst_over_mean.items()),
-             passed=min(worst_over_mean.values()) >= 3)
+report.check(
+    "Of 256 random features, the worst pair interferes ≥ 3× the mean pair",
+    ours=", ".join(f"d = {d}: {r:.1f}×" for d, r in worst_over_mean.items()),
+    passed=min(worst_over_mean.values()) >= 3,
+)
 
 # %% [markdown]
 # The mean falls like $1/\sqrt d$, as the formula above says, but the *worst* pair stays several
@@ -337,6 +463,7 @@ report.check("Of 256 random features, the worst pair interferes ≥ 3× the mean
 # pointing the opposite way is a different feature. Return a number or a one-element tensor.
 # :::
 
+
 # %%
 def mmcs(learned, true):
     """Mean over the rows of `true` of the best cosine with any row of `learned`."""
@@ -350,6 +477,7 @@ mmcs_passed = exercises.check_mmcs(mmcs)
 # ::::{solution-start} ex-1-mmcs
 # :class: dropdown
 # ::::
+
 
 # %%
 def mmcs_solution(learned, true):

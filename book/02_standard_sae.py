@@ -28,7 +28,17 @@
 import subprocess, sys  # noqa: E401
 
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "sae-lib[models] @ git+https://github.com/sae-book/sae-book",
+        ],
+        check=True,
+    )
 
 # %%
 import pandas as pd
@@ -37,8 +47,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sae_lib import (ReLUSAE, by_profile, describe, evaluate, feature_response, match_atoms, superposition_data,
-                     train_sae)
+from sae_lib import (
+    ReLUSAE,
+    by_profile,
+    describe,
+    evaluate,
+    feature_response,
+    match_atoms,
+    superposition_data,
+    train_sae,
+)
 from sae_lib.plots import plot_frontier, plot_histories
 from sae_lib.report import ReplicationReport
 
@@ -47,7 +65,14 @@ N_FEATURES, D_MODEL, N_LATENTS = 64, 32, 128
 N_SAMPLES = by_profile(ci=20_000, full=200_000)
 STEPS = by_profile(ci=1_500, full=10_000)
 BATCH, LR = 512, 3e-3
-describe(features=N_FEATURES, d_model=D_MODEL, latents=N_LATENTS, samples=N_SAMPLES, steps=STEPS, batch=BATCH)
+describe(
+    features=N_FEATURES,
+    d_model=D_MODEL,
+    latents=N_LATENTS,
+    samples=N_SAMPLES,
+    steps=STEPS,
+    batch=BATCH,
+)
 
 # %% [markdown]
 # The same toy data as chapter 1: each of 64 unit-norm features is on with probability 0.05, with a
@@ -55,10 +80,21 @@ describe(features=N_FEATURES, d_model=D_MODEL, latents=N_LATENTS, samples=N_SAMP
 # evaluation on it.
 
 # %%
-train = superposition_data(N_SAMPLES, n_features=N_FEATURES, d=D_MODEL, p_active=0.05, seed=0)
-test = superposition_data(5_000, n_features=N_FEATURES, d=D_MODEL, p_active=0.05, seed=1, dictionary=train.dictionary)
+train = superposition_data(
+    N_SAMPLES, n_features=N_FEATURES, d=D_MODEL, p_active=0.05, seed=0
+)
+test = superposition_data(
+    5_000,
+    n_features=N_FEATURES,
+    d=D_MODEL,
+    p_active=0.05,
+    seed=1,
+    dictionary=train.dictionary,
+)
 true_l0 = (test.codes > 0).sum(1).float().mean().item()
-print(f"train {tuple(train.x.shape)}, test {tuple(test.x.shape)}; true features on per input: {true_l0:.2f}")
+print(
+    f"train {tuple(train.x.shape)}, test {tuple(test.x.shape)}; true features on per input: {true_l0:.2f}"
+)
 
 # %% [markdown]
 # ## The model
@@ -85,13 +121,16 @@ print(f"train {tuple(train.x.shape)}, test {tuple(test.x.shape)}; true features 
 #
 # Here it is, from scratch:
 
+
 # %%
 class ScratchSAE(nn.Module):
     def __init__(self, d: int, n: int, seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.W_dec = nn.Parameter(F.normalize(torch.randn(n, d, generator=g), dim=1))
-        self.W_enc = nn.Parameter(self.W_dec.detach().T.clone())  # each latent starts out listening to its own atom
+        self.W_enc = nn.Parameter(
+            self.W_dec.detach().T.clone()
+        )  # each latent starts out listening to its own atom
         self.b_enc = nn.Parameter(torch.zeros(n))
         self.b_dec = nn.Parameter(torch.zeros(d))
 
@@ -104,6 +143,7 @@ class ScratchSAE(nn.Module):
 # %% [markdown]
 # And the training loop: Adam on random batches, and after every step the decoder rows are put back on
 # the unit sphere (the forward pass normalises them anyway; this keeps the stored weights tidy).
+
 
 # %%
 def train_scratch(sae, x, l1_coeff, steps, batch=BATCH, lr=LR, seed=0):
@@ -126,7 +166,9 @@ def train_scratch(sae, x, l1_coeff, steps, batch=BATCH, lr=LR, seed=0):
 L1 = 0.02
 scratch = ScratchSAE(D_MODEL, N_LATENTS)
 scratch_losses = train_scratch(scratch, train.x, L1, STEPS)
-print(f"loss: first step {scratch_losses[0]:.4f}, last 50 steps {sum(scratch_losses[-50:]) / 50:.4f}")
+print(
+    f"loss: first step {scratch_losses[0]:.4f}, last 50 steps {sum(scratch_losses[-50:]) / 50:.4f}"
+)
 
 # %% [markdown]
 # ## Did it find the features?
@@ -136,15 +178,27 @@ print(f"loss: first step {scratch_losses[0]:.4f}, last 50 steps {sum(scratch_los
 
 # %%
 scratch_match = match_atoms(scratch.W_dec, train.dictionary)
-fig = go.Figure(go.Bar(y=scratch_match.cosine.sort().values.numpy(), marker_color="#1f77b4"))
-fig.update_layout(title="Scratch SAE: cosine of each true feature with its matched atom (sorted)",
-                  xaxis_title="true feature (sorted)", yaxis_title="cosine", yaxis_range=[0, 1.02], height=340)
+fig = go.Figure(
+    go.Bar(y=scratch_match.cosine.sort().values.numpy(), marker_color="#1f77b4")
+)
+fig.update_layout(
+    title="Scratch SAE: cosine of each true feature with its matched atom (sorted)",
+    xaxis_title="true feature (sorted)",
+    yaxis_title="cosine",
+    yaxis_range=[0, 1.02],
+    height=340,
+)
 fig.show()
-print(f"matched mean cosine {scratch_match.mean:.3f}; recovered at cos ≥ 0.9: {scratch_match.fraction_above(0.9):.0%}")
+print(
+    f"matched mean cosine {scratch_match.mean:.3f}; recovered at cos ≥ 0.9: {scratch_match.fraction_above(0.9):.0%}"
+)
 
 # %%
-report.check("A ReLU SAE written from scratch recovers the features (≥ 95% matched at cos ≥ 0.9)",
-             ours=f"{scratch_match.fraction_above(0.9):.0%}", passed=scratch_match.fraction_above(0.9) >= 0.95)
+report.check(
+    "A ReLU SAE written from scratch recovers the features (≥ 95% matched at cos ≥ 0.9)",
+    ours=f"{scratch_match.fraction_above(0.9):.0%}",
+    passed=scratch_match.fraction_above(0.9) >= 0.95,
+)
 
 # %% [markdown]
 # ## The library version
@@ -158,8 +212,12 @@ lib.load_state_dict(scratch.state_dict())
 with torch.no_grad():
     gap = max((a - b).abs().max().item() for a, b in zip(scratch(test.x), lib(test.x)))
 print(f"largest difference between scratch and library outputs: {gap:.2e}")
-report.check("The library ReLUSAE computes exactly what the scratch SAE computes", ours=f"max |Δ| = {gap:.1e}",
-             passed=gap < 1e-5, kind="mechanics")
+report.check(
+    "The library ReLUSAE computes exactly what the scratch SAE computes",
+    ours=f"max |Δ| = {gap:.1e}",
+    passed=gap < 1e-5,
+    kind="mechanics",
+)
 
 # %% [markdown]
 # From here on we train with `sae_lib.train_sae`, the one loop every chapter uses. Beyond the scratch
@@ -171,12 +229,21 @@ report.check("The library ReLUSAE computes exactly what the scratch SAE computes
 sae = ReLUSAE(D_MODEL, N_LATENTS, l1_coeff=L1, seed=0)
 history = train_sae(sae, train.x, steps=STEPS, batch_size=BATCH, lr=LR, seed=0)
 lib_match = match_atoms(sae.W_dec, train.dictionary)
-print(f"library SAE: matched mean cosine {lib_match.mean:.3f}, recovered {lib_match.fraction_above(0.9):.0%}")
-plot_histories({"train_sae (MSE term)": history}, key="mse", title="Reconstruction term during training").show()
+print(
+    f"library SAE: matched mean cosine {lib_match.mean:.3f}, recovered {lib_match.fraction_above(0.9):.0%}"
+)
+plot_histories(
+    {"train_sae (MSE term)": history},
+    key="mse",
+    title="Reconstruction term during training",
+).show()
 
 # %%
-report.check("train_sae's ReLU SAE recovers the features (≥ 90% matched at cos ≥ 0.9)",
-             ours=f"{lib_match.fraction_above(0.9):.0%}", passed=lib_match.fraction_above(0.9) >= 0.9)
+report.check(
+    "train_sae's ReLU SAE recovers the features (≥ 90% matched at cos ≥ 0.9)",
+    ours=f"{lib_match.fraction_above(0.9):.0%}",
+    passed=lib_match.fraction_above(0.9) >= 0.9,
+)
 
 # %% [markdown]
 # ## The L1 trade-off
@@ -190,15 +257,36 @@ L1_SWEEP = [0.005, 0.01, 0.02, 0.03, 0.05]
 sweep, saes = [], {}
 for l1_coeff in L1_SWEEP:
     model = ReLUSAE(D_MODEL, N_LATENTS, l1_coeff=l1_coeff, seed=0)
-    train_sae(model, train.x, steps=STEPS, batch_size=BATCH, lr=LR, seed=0, desc=f"λ = {l1_coeff}")
+    train_sae(
+        model,
+        train.x,
+        steps=STEPS,
+        batch_size=BATCH,
+        lr=LR,
+        seed=0,
+        desc=f"λ = {l1_coeff}",
+    )
     match = match_atoms(model.W_dec, train.dictionary)
-    sweep.append({"family": "relu", "λ": l1_coeff, **evaluate(model, test.x), "recovered": match.fraction_above(0.9)})
+    sweep.append(
+        {
+            "family": "relu",
+            "λ": l1_coeff,
+            **evaluate(model, test.x),
+            "recovered": match.fraction_above(0.9),
+        }
+    )
     saes[l1_coeff] = model
 sweep_table = pd.DataFrame(sweep).set_index("λ")[["l0", "fvu", "recovered", "dead"]]
 sweep_table.round(3)
 
 # %%
-plot_frontier(sweep, x="l0", y="fvu", label="λ", title="ReLU SAE: each point is one L1 coefficient").show()
+plot_frontier(
+    sweep,
+    x="l0",
+    y="fvu",
+    label="λ",
+    title="ReLU SAE: each point is one L1 coefficient",
+).show()
 
 # %% [markdown]
 # Reading the table from top to bottom:
@@ -213,11 +301,17 @@ plot_frontier(sweep, x="l0", y="fvu", label="λ", title="ReLU SAE: each point is
 
 # %%
 l0s = sweep_table["l0"].tolist()
-report.check("Raising the L1 coefficient lowers L0 monotonically", ours=" > ".join(f"{v:.1f}" for v in l0s),
-             passed=all(a > b for a, b in zip(l0s, l0s[1:])))
+report.check(
+    "Raising the L1 coefficient lowers L0 monotonically",
+    ours=" > ".join(f"{v:.1f}" for v in l0s),
+    passed=all(a > b for a, b in zip(l0s, l0s[1:])),
+)
 fvus = sweep_table["fvu"].tolist()
-report.check("…and raises the reconstruction error monotonically", ours=" < ".join(f"{v:.2f}" for v in fvus),
-             passed=all(a < b for a, b in zip(fvus, fvus[1:])))
+report.check(
+    "…and raises the reconstruction error monotonically",
+    ours=" < ".join(f"{v:.2f}" for v in fvus),
+    passed=all(a < b for a, b in zip(fvus, fvus[1:])),
+)
 
 # %% [markdown]
 # ## Shrinkage
@@ -232,11 +326,33 @@ report.check("…and raises the reconstruction error monotonically", ours=" < ".
 magnitudes = torch.linspace(0.1, 2.0, 20)
 fig = go.Figure()
 for l1_coeff, model in saes.items():
-    given_back = [feature_response(model, train.dictionary, s.item()).median().item() * s.item() for s in magnitudes]
-    fig.add_trace(go.Scatter(x=magnitudes.numpy(), y=given_back, mode="lines+markers", name=f"λ = {l1_coeff}"))
-fig.add_trace(go.Scatter(x=[0, 2], y=[0, 2], mode="lines", line=dict(dash="dash", color="black"), name="faithful"))
-fig.update_layout(title="A lone feature in, how much of it comes back (median over features)",
-                  xaxis_title="magnitude s of the lone feature", yaxis_title="⟨x̂, dᵢ⟩", height=420)
+    given_back = [
+        feature_response(model, train.dictionary, s.item()).median().item() * s.item()
+        for s in magnitudes
+    ]
+    fig.add_trace(
+        go.Scatter(
+            x=magnitudes.numpy(),
+            y=given_back,
+            mode="lines+markers",
+            name=f"λ = {l1_coeff}",
+        )
+    )
+fig.add_trace(
+    go.Scatter(
+        x=[0, 2],
+        y=[0, 2],
+        mode="lines",
+        line=dict(dash="dash", color="black"),
+        name="faithful",
+    )
+)
+fig.update_layout(
+    title="A lone feature in, how much of it comes back (median over features)",
+    xaxis_title="magnitude s of the lone feature",
+    yaxis_title="⟨x̂, dᵢ⟩",
+    height=420,
+)
 fig.show()
 
 # %% [markdown]
@@ -249,13 +365,26 @@ fig.show()
 # suppression** {cite}`wright2024addressing`. At the typical magnitude $s = 1$:
 
 # %%
-response_at_1 = {lam: feature_response(m, train.dictionary, 1.0).median().item() for lam, m in saes.items()}
-print("fraction of a lone unit feature given back, by λ:", ", ".join(f"{lam}: {r:.2f}" for lam, r in response_at_1.items()))
+response_at_1 = {
+    lam: feature_response(m, train.dictionary, 1.0).median().item()
+    for lam, m in saes.items()
+}
+print(
+    "fraction of a lone unit feature given back, by λ:",
+    ", ".join(f"{lam}: {r:.2f}" for lam, r in response_at_1.items()),
+)
 values = list(response_at_1.values())
-report.check("L1 shrinks: a lone feature of magnitude 1 comes back at < 90% for every λ",
-             ours=f"max {max(values):.2f}", paper="qualitative (Wright & Sharkey 2024)", passed=max(values) < 0.9)
-report.check("Shrinkage grows with λ (the response falls monotonically)", ours=" > ".join(f"{v:.2f}" for v in values),
-             passed=all(a > b for a, b in zip(values, values[1:])))
+report.check(
+    "L1 shrinks: a lone feature of magnitude 1 comes back at < 90% for every λ",
+    ours=f"max {max(values):.2f}",
+    paper="qualitative (Wright & Sharkey 2024)",
+    passed=max(values) < 0.9,
+)
+report.check(
+    "Shrinkage grows with λ (the response falls monotonically)",
+    ours=" > ".join(f"{v:.2f}" for v in values),
+    passed=all(a > b for a, b in zip(values, values[1:])),
+)
 
 # %% [markdown]
 # Shrinkage is the first reason to look beyond the L1 penalty. Chapter 3's TopK SAE removes the penalty
@@ -279,21 +408,38 @@ WIDE = 512
 dead_runs, dead_histories = {}, {}
 for lr in [3e-3, 3e-2]:
     model = ReLUSAE(D_MODEL, WIDE, l1_coeff=L1, seed=0)
-    dead_histories[f"lr = {lr}"] = train_sae(model, train.x, steps=STEPS, batch_size=BATCH, lr=lr, seed=0,
-                                             dead_window=20_000, desc=f"512 latents, lr = {lr}")
+    dead_histories[f"lr = {lr}"] = train_sae(
+        model,
+        train.x,
+        steps=STEPS,
+        batch_size=BATCH,
+        lr=lr,
+        seed=0,
+        dead_window=20_000,
+        desc=f"512 latents, lr = {lr}",
+    )
     dead_runs[lr] = evaluate(model, test.x)
 fig = go.Figure()
 for name, h in dead_histories.items():
     fig.add_trace(go.Scatter(y=h.dead, mode="lines", name=name))
-fig.update_layout(title=f"Dead latents during training ({WIDE} latents)", xaxis_title="step",
-                  yaxis_title="latents silent for 20,000 samples", height=360)
+fig.update_layout(
+    title=f"Dead latents during training ({WIDE} latents)",
+    xaxis_title="step",
+    yaxis_title="latents silent for 20,000 samples",
+    height=360,
+)
 fig.show()
-pd.DataFrame(dead_runs).T[["l0", "fvu", "alive", "dead"]].rename_axis("learning rate").round(3)
+pd.DataFrame(dead_runs).T[["l0", "fvu", "alive", "dead"]].rename_axis(
+    "learning rate"
+).round(3)
 
 # %%
 low, high = dead_histories["lr = 0.003"].dead[-1], dead_histories["lr = 0.03"].dead[-1]
-report.check("A 10× larger learning rate kills many more latents (dead at end of training)",
-             ours=f"{low} vs {high} of {WIDE}", passed=high >= low + 50)
+report.check(
+    "A 10× larger learning rate kills many more latents (dead at end of training)",
+    ours=f"{low} vs {high} of {WIDE}",
+    passed=high >= low + 50,
+)
 
 # %% [markdown]
 # With 512 latents and only 64 true features, some latents *should* end up idle or duplicated; the
@@ -324,6 +470,7 @@ from sae_lib import ReLUSAE, exercises
 # decoder rows of any length, and `x` may have extra leading dimensions, e.g. $(2, 3, d)$.
 # :::
 
+
 # %%
 def relu_forward(sae, x):
     """(x_hat, z) of the ReLU SAE `sae` on activations x of shape (..., d)."""
@@ -337,6 +484,7 @@ relu_forward_passed = exercises.check_relu_forward(relu_forward)
 # ::::{solution-start} ex-2-forward
 # :class: dropdown
 # ::::
+
 
 # %%
 def relu_forward_solution(sae, x):
@@ -366,8 +514,12 @@ change = (after - before).abs().max().item()
 print(f"largest change in x_hat after doubling W_dec: {change:.1e}")
 
 # %%
-report.check("Rescaling W_dec leaves the output unchanged (decoding uses unit atoms)",
-             ours=f"max change {change:.1e}", passed=change < 1e-5, kind="mechanics")
+report.check(
+    "Rescaling W_dec leaves the output unchanged (decoding uses unit atoms)",
+    ours=f"max change {change:.1e}",
+    passed=change < 1e-5,
+    kind="mechanics",
+)
 
 # %% [markdown]
 # Nothing changes: the forward pass only ever sees unit atoms. That is what keeps the L1 penalty
@@ -382,6 +534,7 @@ report.check("Rescaling W_dec leaves the output unchanged (decoding uses unit at
 # train on it. You may call your `relu_forward` (or the solution's).
 # :::
 
+
 # %%
 def relu_loss(sae, x):
     """MSE per entry plus l1_coeff times the mean over inputs of sum_i z_i."""
@@ -395,6 +548,7 @@ relu_loss_passed = exercises.check_relu_loss(relu_loss)
 # ::::{solution-start} ex-2-loss
 # :class: dropdown
 # ::::
+
 
 # %%
 def relu_loss_solution(sae, x):

@@ -26,7 +26,17 @@
 import subprocess, sys  # noqa: E401
 
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "sae-lib[models] @ git+https://github.com/sae-book/sae-book",
+        ],
+        check=True,
+    )
 
 # %%
 import pandas as pd
@@ -34,8 +44,18 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from sae_lib import (ReLUSAE, TopKSAE, by_profile, describe, evaluate, feature_response, frontier_at, match_atoms,
-                     superposition_data, train_sae)
+from sae_lib import (
+    ReLUSAE,
+    TopKSAE,
+    by_profile,
+    describe,
+    evaluate,
+    feature_response,
+    frontier_at,
+    match_atoms,
+    superposition_data,
+    train_sae,
+)
 from sae_lib.plots import plot_frontier
 from sae_lib.report import ReplicationReport
 
@@ -44,10 +64,26 @@ N_FEATURES, D_MODEL, N_LATENTS = 64, 32, 128
 N_SAMPLES = by_profile(ci=20_000, full=200_000)
 STEPS = by_profile(ci=1_500, full=10_000)
 BATCH, LR, K = 512, 3e-3, 4
-describe(features=N_FEATURES, d_model=D_MODEL, latents=N_LATENTS, samples=N_SAMPLES, steps=STEPS, k=K)
+describe(
+    features=N_FEATURES,
+    d_model=D_MODEL,
+    latents=N_LATENTS,
+    samples=N_SAMPLES,
+    steps=STEPS,
+    k=K,
+)
 
-train = superposition_data(N_SAMPLES, n_features=N_FEATURES, d=D_MODEL, p_active=0.05, seed=0)
-test = superposition_data(5_000, n_features=N_FEATURES, d=D_MODEL, p_active=0.05, seed=1, dictionary=train.dictionary)
+train = superposition_data(
+    N_SAMPLES, n_features=N_FEATURES, d=D_MODEL, p_active=0.05, seed=0
+)
+test = superposition_data(
+    5_000,
+    n_features=N_FEATURES,
+    d=D_MODEL,
+    p_active=0.05,
+    seed=1,
+    dictionary=train.dictionary,
+)
 
 # %% [markdown]
 # ## The TopK activation
@@ -64,6 +100,7 @@ test = superposition_data(5_000, n_features=N_FEATURES, d=D_MODEL, p_active=0.05
 # sparsity penalty in the loss: sparsity is a hard constraint, so nothing pulls the surviving codes
 # towards zero. In code, the activation is three lines:
 
+
 # %%
 def topk_activation(pre: torch.Tensor, k: int) -> torch.Tensor:
     values, indices = pre.topk(k, dim=-1)
@@ -75,8 +112,12 @@ with torch.no_grad():
     ours = topk_activation(sae.pre_activations(test.x), K)
     gap = (ours - sae.encode(test.x)).abs().max().item()
 print(f"scratch vs library codes: max |Δ| = {gap:.1e}")
-report.check("The scratch TopK activation matches TopKSAE.encode", ours=f"max |Δ| = {gap:.1e}", passed=gap == 0.0,
-             kind="mechanics")
+report.check(
+    "The scratch TopK activation matches TopKSAE.encode",
+    ours=f"max |Δ| = {gap:.1e}",
+    passed=gap == 0.0,
+    kind="mechanics",
+)
 
 # %% [markdown]
 # ## Training and recovery
@@ -88,10 +129,15 @@ report.check("The scratch TopK activation matches TopKSAE.encode", ours=f"max |�
 history = train_sae(sae, train.x, steps=STEPS, batch_size=BATCH, lr=LR, seed=0)
 topk_match = match_atoms(sae.W_dec, train.dictionary)
 topk_eval = evaluate(sae, test.x)
-print(f"TopK (k = {K}): L0 {topk_eval['l0']:.2f}, FVU {topk_eval['fvu']:.3f}, "
-      f"recovered {topk_match.fraction_above(0.9):.0%} (matched mean cosine {topk_match.mean:.3f})")
-report.check("A TopK SAE recovers the features (≥ 95% matched at cos ≥ 0.9)",
-             ours=f"{topk_match.fraction_above(0.9):.0%}", passed=topk_match.fraction_above(0.9) >= 0.95)
+print(
+    f"TopK (k = {K}): L0 {topk_eval['l0']:.2f}, FVU {topk_eval['fvu']:.3f}, "
+    f"recovered {topk_match.fraction_above(0.9):.0%} (matched mean cosine {topk_match.mean:.3f})"
+)
+report.check(
+    "A TopK SAE recovers the features (≥ 95% matched at cos ≥ 0.9)",
+    ours=f"{topk_match.fraction_above(0.9):.0%}",
+    passed=topk_match.fraction_above(0.9) >= 0.95,
+)
 
 # %% [markdown]
 # One detail of the definition is worth checking on real inputs: the ReLU after the selection means a
@@ -102,7 +148,9 @@ report.check("A TopK SAE recovers the features (≥ 95% matched at cos ≥ 0.9)"
 with torch.no_grad():
     active = (sae.encode(test.x) != 0).sum(-1)
 n_true = (test.codes > 0).sum(-1)
-by_count = pd.DataFrame({"true features on": n_true, "codes": active}).groupby("true features on")["codes"]
+by_count = pd.DataFrame({"true features on": n_true, "codes": active}).groupby(
+    "true features on"
+)["codes"]
 by_count.agg(["count", "min", "mean", "max"]).head(6).round(2)
 
 # %% [markdown]
@@ -112,12 +160,22 @@ by_count.agg(["count", "min", "mean", "max"]).head(6).round(2)
 # single-feature inputs also get fewer than $k$; every input with two or more features gets exactly $k$.
 
 # %%
-report.check(f"No input gets more than k = {K} codes", ours=f"max {active.max()}", passed=int(active.max()) <= K,
-             kind="mechanics")
-report.check("All-zero inputs get no codes", ours=f"{int(active[n_true == 0].max())} codes at most",
-             passed=int(active[n_true == 0].max()) == 0)
-report.check(f"Inputs with ≥ 2 features on get exactly k = {K} codes",
-             ours=f"{active[n_true >= 2].min()}–{active[n_true >= 2].max()}", passed=bool((active[n_true >= 2] == K).all()))
+report.check(
+    f"No input gets more than k = {K} codes",
+    ours=f"max {active.max()}",
+    passed=int(active.max()) <= K,
+    kind="mechanics",
+)
+report.check(
+    "All-zero inputs get no codes",
+    ours=f"{int(active[n_true == 0].max())} codes at most",
+    passed=int(active[n_true == 0].max()) == 0,
+)
+report.check(
+    f"Inputs with ≥ 2 features on get exactly k = {K} codes",
+    ours=f"{active[n_true >= 2].min()}–{active[n_true >= 2].max()}",
+    passed=bool((active[n_true >= 2] == K).all()),
+)
 
 # %% [markdown]
 # ## No penalty, less shrinkage
@@ -128,27 +186,54 @@ report.check(f"Inputs with ≥ 2 features on get exactly k = {K} codes",
 
 # %%
 relu = ReLUSAE(D_MODEL, N_LATENTS, l1_coeff=0.05, seed=0)
-train_sae(relu, train.x, steps=STEPS, batch_size=BATCH, lr=LR, seed=0, desc="ReLU, λ = 0.05")
+train_sae(
+    relu, train.x, steps=STEPS, batch_size=BATCH, lr=LR, seed=0, desc="ReLU, λ = 0.05"
+)
 relu_eval = evaluate(relu, test.x)
 magnitudes = torch.linspace(0.1, 2.0, 20)
 fig = go.Figure()
-for name, model in [(f"TopK, k = {K} (L0 {topk_eval['l0']:.1f})", sae), (f"ReLU, λ = 0.05 (L0 {relu_eval['l0']:.1f})", relu)]:
-    given_back = [feature_response(model, train.dictionary, s.item()).median().item() * s.item() for s in magnitudes]
-    fig.add_trace(go.Scatter(x=magnitudes.numpy(), y=given_back, mode="lines+markers", name=name))
-fig.add_trace(go.Scatter(x=[0, 2], y=[0, 2], mode="lines", line=dict(dash="dash", color="black"), name="faithful"))
-fig.update_layout(title="A lone feature in, how much of it comes back (median over features)",
-                  xaxis_title="magnitude s of the lone feature", yaxis_title="⟨x̂, dᵢ⟩", height=400)
+for name, model in [
+    (f"TopK, k = {K} (L0 {topk_eval['l0']:.1f})", sae),
+    (f"ReLU, λ = 0.05 (L0 {relu_eval['l0']:.1f})", relu),
+]:
+    given_back = [
+        feature_response(model, train.dictionary, s.item()).median().item() * s.item()
+        for s in magnitudes
+    ]
+    fig.add_trace(
+        go.Scatter(x=magnitudes.numpy(), y=given_back, mode="lines+markers", name=name)
+    )
+fig.add_trace(
+    go.Scatter(
+        x=[0, 2],
+        y=[0, 2],
+        mode="lines",
+        line=dict(dash="dash", color="black"),
+        name="faithful",
+    )
+)
+fig.update_layout(
+    title="A lone feature in, how much of it comes back (median over features)",
+    xaxis_title="magnitude s of the lone feature",
+    yaxis_title="⟨x̂, dᵢ⟩",
+    height=400,
+)
 fig.show()
 
 # %%
 topk_response = feature_response(sae, train.dictionary, 1.0).median().item()
 relu_response = feature_response(relu, train.dictionary, 1.0).median().item()
-print(f"a lone unit feature comes back at {topk_response:.2f} (TopK) vs {relu_response:.2f} (ReLU)")
-report.check("TopK shrinks far less than ReLU at similar L0 (ReLU's L0 within 40% of k; lone unit feature given back)",
-             ours=f"TopK {topk_response:.2f} vs ReLU {relu_response:.2f}; ReLU L0 {relu_eval['l0']:.2f}, k = {K}",
-             paper="qualitative (Gao et al. 2024)",
-             passed=topk_response > relu_response + 0.3 and topk_response > 0.8
-             and abs(relu_eval["l0"] - K) <= 0.4 * K)
+print(
+    f"a lone unit feature comes back at {topk_response:.2f} (TopK) vs {relu_response:.2f} (ReLU)"
+)
+report.check(
+    "TopK shrinks far less than ReLU at similar L0 (ReLU's L0 within 40% of k; lone unit feature given back)",
+    ours=f"TopK {topk_response:.2f} vs ReLU {relu_response:.2f}; ReLU L0 {relu_eval['l0']:.2f}, k = {K}",
+    paper="qualitative (Gao et al. 2024)",
+    passed=topk_response > relu_response + 0.3
+    and topk_response > 0.8
+    and abs(relu_eval["l0"] - K) <= 0.4 * K,
+)
 
 # %% [markdown]
 # TopK still gives back a little less than it receives at small magnitudes: a weak lone feature has to
@@ -165,16 +250,40 @@ report.check("TopK shrinks far less than ReLU at similar L0 (ReLU's L0 within 40
 points = []
 for l1_coeff in [0.01, 0.02, 0.03, 0.05]:
     model = ReLUSAE(D_MODEL, N_LATENTS, l1_coeff=l1_coeff, seed=0)
-    train_sae(model, train.x, steps=STEPS, batch_size=BATCH, lr=LR, seed=0, desc=f"ReLU λ = {l1_coeff}")
-    points.append({"family": "relu", "setting": f"λ = {l1_coeff}", **evaluate(model, test.x)})
+    train_sae(
+        model,
+        train.x,
+        steps=STEPS,
+        batch_size=BATCH,
+        lr=LR,
+        seed=0,
+        desc=f"ReLU λ = {l1_coeff}",
+    )
+    points.append(
+        {"family": "relu", "setting": f"λ = {l1_coeff}", **evaluate(model, test.x)}
+    )
 topk_models = {}
 for k in [2, 3, 4, 6, 8]:
     model = sae if k == K else TopKSAE(D_MODEL, N_LATENTS, k=k, seed=0)
     if k != K:
-        train_sae(model, train.x, steps=STEPS, batch_size=BATCH, lr=LR, seed=0, desc=f"TopK k = {k}")
+        train_sae(
+            model,
+            train.x,
+            steps=STEPS,
+            batch_size=BATCH,
+            lr=LR,
+            seed=0,
+            desc=f"TopK k = {k}",
+        )
     topk_models[k] = model
     points.append({"family": "topk", "setting": f"k = {k}", **evaluate(model, test.x)})
-plot_frontier(points, x="l0", y="fvu", label="setting", title="Sparsity vs reconstruction on held-out data").show()
+plot_frontier(
+    points,
+    x="l0",
+    y="fvu",
+    label="setting",
+    title="Sparsity vs reconstruction on held-out data",
+).show()
 frontier = pd.DataFrame(points).set_index(["family", "setting"])[["l0", "fvu", "alive"]]
 frontier.round(3)
 
@@ -189,15 +298,25 @@ for p in points:
     if p["family"] == "topk":
         relu_fvu = frontier_at(relu_points, p["l0"], y="fvu")
         if relu_fvu is not None:  # inside the measured ReLU range
-            matched.append({"TopK": p["setting"], "L0": p["l0"], "FVU TopK": p["fvu"], "FVU ReLU at same L0": relu_fvu})
+            matched.append(
+                {
+                    "TopK": p["setting"],
+                    "L0": p["l0"],
+                    "FVU TopK": p["fvu"],
+                    "FVU ReLU at same L0": relu_fvu,
+                }
+            )
 matched = pd.DataFrame(matched)
 matched.round(3)
 
 # %%
-report.check("At matched L0, TopK reconstructs better than ReLU (every TopK point inside the ReLU range)",
-             ours=f"{len(matched)} points, worst ratio {(matched['FVU TopK'] / matched['FVU ReLU at same L0']).max():.2f}",
-             paper="TopK beats ReLU on the MSE–L0 frontier (Gao et al. 2024)",
-             passed=len(matched) >= 2 and bool((matched["FVU TopK"] < matched["FVU ReLU at same L0"]).all()))
+report.check(
+    "At matched L0, TopK reconstructs better than ReLU (every TopK point inside the ReLU range)",
+    ours=f"{len(matched)} points, worst ratio {(matched['FVU TopK'] / matched['FVU ReLU at same L0']).max():.2f}",
+    paper="TopK beats ReLU on the MSE–L0 frontier (Gao et al. 2024)",
+    passed=len(matched) >= 2
+    and bool((matched["FVU TopK"] < matched["FVU ReLU at same L0"]).all()),
+)
 
 # %% [markdown]
 # ## Dead latents and AuxK
@@ -225,21 +344,44 @@ report.check("At matched L0, TopK reconstructs better than ReLU (every TopK poin
 aux_runs, aux_histories = {}, {}
 for name, coeff in [("without AuxK", 0.0), ("with AuxK (α = 1/32)", 1 / 32)]:
     model = TopKSAE(D_MODEL, N_LATENTS, k=K, auxk_coeff=coeff, seed=0)
-    aux_histories[name] = train_sae(model, train.x, steps=STEPS, batch_size=BATCH, lr=1e-2, seed=0,
-                                    dead_window=20_000, desc=name)
+    aux_histories[name] = train_sae(
+        model,
+        train.x,
+        steps=STEPS,
+        batch_size=BATCH,
+        lr=1e-2,
+        seed=0,
+        dead_window=20_000,
+        desc=name,
+    )
     match = match_atoms(model.W_dec, train.dictionary)
-    aux_runs[name] = {**evaluate(model, test.x), "recovered": match.fraction_above(0.9),
-                      "dead at end of training": aux_histories[name].dead[-1]}
-fig = go.Figure([go.Scatter(y=h.dead, mode="lines", name=n) for n, h in aux_histories.items()])
-fig.update_layout(title="Dead latents during training (lr = 0.01)", xaxis_title="step",
-                  yaxis_title="latents silent for 20,000 samples", height=360)
+    aux_runs[name] = {
+        **evaluate(model, test.x),
+        "recovered": match.fraction_above(0.9),
+        "dead at end of training": aux_histories[name].dead[-1],
+    }
+fig = go.Figure(
+    [go.Scatter(y=h.dead, mode="lines", name=n) for n, h in aux_histories.items()]
+)
+fig.update_layout(
+    title="Dead latents during training (lr = 0.01)",
+    xaxis_title="step",
+    yaxis_title="latents silent for 20,000 samples",
+    height=360,
+)
 fig.show()
-pd.DataFrame(aux_runs).T[["dead at end of training", "alive", "fvu", "recovered"]].round(3)
+pd.DataFrame(aux_runs).T[
+    ["dead at end of training", "alive", "fvu", "recovered"]
+].round(3)
 
 # %%
 without, with_aux = (aux_runs[n]["dead at end of training"] for n in aux_runs)
-report.check("AuxK revives dead latents (dead count at least halved)", ours=f"{without} → {with_aux} of {N_LATENTS}",
-             paper="AuxK prevents dead latents (Gao et al. 2024)", passed=with_aux <= without / 2)
+report.check(
+    "AuxK revives dead latents (dead count at least halved)",
+    ours=f"{without} → {with_aux} of {N_LATENTS}",
+    paper="AuxK prevents dead latents (Gao et al. 2024)",
+    passed=with_aux <= without / 2,
+)
 
 # %% [markdown]
 # AuxK brings most of the dead latents back. Notice what it does *not* change here: recovery and FVU. Our toy
@@ -255,15 +397,30 @@ report.check("AuxK revives dead latents (dead count at least halved)", ours=f"{w
 
 # %%
 inference_ks = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
-curves = {k: [evaluate(topk_models[k], test.x, k=k_inf)["fvu"] for k_inf in inference_ks] for k in [2, 4, 8]}
+curves = {
+    k: [evaluate(topk_models[k], test.x, k=k_inf)["fvu"] for k_inf in inference_ks]
+    for k in [2, 4, 8]
+}
 fig = go.Figure()
 for k, fvus in curves.items():
-    fig.add_trace(go.Scatter(x=inference_ks, y=fvus, mode="lines+markers", name=f"trained with k = {k}"))
+    fig.add_trace(
+        go.Scatter(
+            x=inference_ks, y=fvus, mode="lines+markers", name=f"trained with k = {k}"
+        )
+    )
     fig.add_vline(x=k, line_dash="dot", line_color="gray")
-fig.update_layout(title="Held-out FVU when k at inference differs from k in training", xaxis_title="inference k",
-                  yaxis_title="FVU", xaxis_type="log", yaxis_type="log", height=420)
+fig.update_layout(
+    title="Held-out FVU when k at inference differs from k in training",
+    xaxis_title="inference k",
+    yaxis_title="FVU",
+    xaxis_type="log",
+    yaxis_type="log",
+    height=420,
+)
 fig.show()
-pd.DataFrame(curves, index=pd.Index(inference_ks, name="inference k")).rename(columns=lambda k: f"trained k = {k}").round(3)
+pd.DataFrame(curves, index=pd.Index(inference_ks, name="inference k")).rename(
+    columns=lambda k: f"trained k = {k}"
+).round(3)
 
 # %% [markdown]
 # Each curve falls until a little past its training $k$, then the behaviour depends on how the training
@@ -284,15 +441,25 @@ pd.DataFrame(curves, index=pd.Index(inference_ks, name="inference k")).rename(co
 # %%
 for k, fvus in curves.items():
     best = inference_ks[min(range(len(fvus)), key=fvus.__getitem__)]
-    report.check(f"TopK trained at k = {k}: the best inference k lies between k and 2k", ours=f"best k = {best}",
-                 passed=k <= best <= 2 * k)
+    report.check(
+        f"TopK trained at k = {k}: the best inference k lies between k and 2k",
+        ours=f"best k = {best}",
+        passed=k <= best <= 2 * k,
+    )
 for k in [2, 4]:
     at_k, at_4k = curves[k][inference_ks.index(k)], curves[k][inference_ks.index(4 * k)]
-    report.check(f"TopK trained at k = {k} (≤ true L0 + 1): inference at 4k is worse than at k",
-                 ours=f"FVU {at_k:.3f} → {at_4k:.3f}", paper="qualitative (Gao et al. 2024)", passed=at_4k > 1.5 * at_k)
+    report.check(
+        f"TopK trained at k = {k} (≤ true L0 + 1): inference at 4k is worse than at k",
+        ours=f"FVU {at_k:.3f} → {at_4k:.3f}",
+        paper="qualitative (Gao et al. 2024)",
+        passed=at_4k > 1.5 * at_k,
+    )
 at_8, at_32 = curves[8][inference_ks.index(8)], curves[8][inference_ks.index(32)]
-report.check("TopK trained at k = 8 (well above the true L0): inference at 4k changes the error by < 20%",
-             ours=f"FVU {at_8:.3f} → {at_32:.3f}", passed=abs(at_32 / at_8 - 1) < 0.2)
+report.check(
+    "TopK trained at k = 8 (well above the true L0): inference at 4k changes the error by < 20%",
+    ours=f"FVU {at_8:.3f} → {at_32:.3f}",
+    passed=abs(at_32 / at_8 - 1) < 0.2,
+)
 
 # %% [markdown]
 # ## Exercises
@@ -316,6 +483,7 @@ from sae_lib import exercises
 # should happen to a kept entry that is negative?
 # :::
 
+
 # %%
 def topk_codes(pre, k):
     """Codes shaped like `pre`: each row's k largest entries, ReLU'd; 0 elsewhere."""
@@ -329,6 +497,7 @@ topk_passed = exercises.check_topk_activation(topk_codes)
 # ::::{solution-start} ex-3-topk
 # :class: dropdown
 # ::::
+
 
 # %%
 def topk_codes_solution(pre, k):
@@ -356,6 +525,7 @@ exercises.check_topk_activation(topk_codes_solution, solution=True)
 # solution's) does the selection; `sae.atoms()` gives the unit atoms.
 # :::
 
+
 # %%
 def auxk_loss(sae, x, x_hat, dead_mask):
     """The AuxK term: how much of x - x_hat the dead latents fail to rebuild."""
@@ -369,6 +539,7 @@ auxk_passed = exercises.check_auxk(auxk_loss)
 # ::::{solution-start} ex-3-auxk
 # :class: dropdown
 # ::::
+
 
 # %%
 def auxk_loss_solution(sae, x, x_hat, dead_mask):

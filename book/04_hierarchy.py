@@ -34,7 +34,17 @@
 import subprocess, sys  # noqa: E401
 
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "sae-lib[models] @ git+https://github.com/sae-book/sae-book",
+        ],
+        check=True,
+    )
 
 # %%
 import matplotlib.pyplot as plt
@@ -42,19 +52,43 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from sae_lib import (absorption_score, aligned_atoms, by_profile, conditionally_orthogonal_dictionary, cosine_matrix,
-                     describe, fvu, hierarchical_data, match_atoms, median_and_range, paper_tree, run_on_tree,
-                     tune_l1)
+from sae_lib import (
+    absorption_score,
+    aligned_atoms,
+    by_profile,
+    conditionally_orthogonal_dictionary,
+    cosine_matrix,
+    describe,
+    fvu,
+    hierarchical_data,
+    match_atoms,
+    median_and_range,
+    paper_tree,
+    run_on_tree,
+    tune_l1,
+)
 from sae_lib.plots import plot_cosine_panels, plot_cosines
 from sae_lib.report import ReplicationReport
 
-torch.set_num_threads(1)  # the SAEs here are tiny (20 × 20): one thread is much faster than several
+torch.set_num_threads(
+    1
+)  # the SAEs here are tiny (20 × 20): one thread is much faster than several
 report = ReplicationReport("04_hierarchy")
-STEPS = by_profile(ci=1_500, full=15_000)  # the paper trains for 15k steps of 200 samples
-TUNE_STEPS = by_profile(ci=600, full=5_000)  # each probe of the L1 bisection (ReLU only)
+STEPS = by_profile(
+    ci=1_500, full=15_000
+)  # the paper trains for 15k steps of 200 samples
+TUNE_STEPS = by_profile(
+    ci=600, full=5_000
+)  # each probe of the L1 bisection (ReLU only)
 SEEDS = by_profile(ci=[0, 1, 2], full=list(range(10)))
 CORRELATION = 0.3  # cosine between sibling directions for the SAEs trained below
-describe(steps=STEPS, tune_steps=TUNE_STEPS, batch=200, seeds=len(SEEDS), sibling_correlation=CORRELATION)
+describe(
+    steps=STEPS,
+    tune_steps=TUNE_STEPS,
+    batch=200,
+    seeds=len(SEEDS),
+    sibling_correlation=CORRELATION,
+)
 
 # %% [markdown]
 # ## A tree of concepts
@@ -73,8 +107,15 @@ describe(steps=STEPS, tune_steps=TUNE_STEPS, batch=200, seeds=len(SEEDS), siblin
 # %%
 tree = paper_tree()
 names = tree.labels
-print(pd.DataFrame({"concept": names, "parent": [names[p] if p >= 0 else "—" for p in tree.parent],
-                    "depth": tree.depth}).T.to_string(header=False))
+print(
+    pd.DataFrame(
+        {
+            "concept": names,
+            "parent": [names[p] if p >= 0 else "—" for p in tree.parent],
+            "depth": tree.depth,
+        }
+    ).T.to_string(header=False)
+)
 print(f"expected number of active concepts per sample (L0): {tree.expected_l0():.2f}")
 
 # %% [markdown]
@@ -105,15 +146,25 @@ plt.show()
 # %%
 top = [i for i, p in enumerate(tree.parent) if p < 0]
 sample_l0 = active.sum(1).float().mean().item()
-child_implies_parent = all(bool((active[:, tree.parent[c]] | ~active[:, c]).all()) for c in tree.child_indices)
-siblings_exclusive = all(bool((active[:, list(g)].sum(1) <= 1).all()) for g in tree.sibling_groups)
-report.check("The paper's tree: exactly one top-level concept per sample, expected L0 = 1.36",
-             paper="L0 = 1.36", ours=f"L0 = {tree.expected_l0():.2f} (sampled {sample_l0:.3f})",
-             passed=bool((active[:, top].sum(1) == 1).all()) and abs(sample_l0 - 1.36) < 0.01,
-             kind="mechanics")
-report.check("A child only fires with its parent; siblings never fire together",
-             ours=f"child ⇒ parent: {child_implies_parent}; siblings exclusive: {siblings_exclusive}",
-             passed=child_implies_parent and siblings_exclusive, kind="mechanics")
+child_implies_parent = all(
+    bool((active[:, tree.parent[c]] | ~active[:, c]).all()) for c in tree.child_indices
+)
+siblings_exclusive = all(
+    bool((active[:, list(g)].sum(1) <= 1).all()) for g in tree.sibling_groups
+)
+report.check(
+    "The paper's tree: exactly one top-level concept per sample, expected L0 = 1.36",
+    paper="L0 = 1.36",
+    ours=f"L0 = {tree.expected_l0():.2f} (sampled {sample_l0:.3f})",
+    passed=bool((active[:, top].sum(1) == 1).all()) and abs(sample_l0 - 1.36) < 0.01,
+    kind="mechanics",
+)
+report.check(
+    "A child only fires with its parent; siblings never fire together",
+    ours=f"child ⇒ parent: {child_implies_parent}; siblings exclusive: {siblings_exclusive}",
+    passed=child_implies_parent and siblings_exclusive,
+    kind="mechanics",
+)
 
 # %% [markdown]
 # ## Conditional orthogonality
@@ -142,19 +193,32 @@ report.check("A child only fires with its parent; siblings never fire together",
 # Here are the Gram matrices (all pairwise cosines) at the four correlations the paper studies.
 
 # %%
-true_dictionaries = {rho: conditionally_orthogonal_dictionary(tree, 20, rho, seed=0) for rho in [0.0, 0.3, 0.6, 0.9]}
-plot_cosine_panels([(f"ρ = {rho}", d, d) for rho, d in true_dictionaries.items()], labels=names,
-                   title="True dictionaries: siblings correlate (red blocks), parent and child are orthogonal").show()
+true_dictionaries = {
+    rho: conditionally_orthogonal_dictionary(tree, 20, rho, seed=0)
+    for rho in [0.0, 0.3, 0.6, 0.9]
+}
+plot_cosine_panels(
+    [(f"ρ = {rho}", d, d) for rho, d in true_dictionaries.items()],
+    labels=names,
+    title="True dictionaries: siblings correlate (red blocks), parent and child are orthogonal",
+).show()
 
 # %%
 gram = cosine_matrix(true_dictionaries[CORRELATION], true_dictionaries[CORRELATION])
-sibling_cos = torch.tensor([gram[i, j] for g in tree.sibling_groups for i in g for j in g if i != j])
+sibling_cos = torch.tensor(
+    [gram[i, j] for g in tree.sibling_groups for i in g for j in g if i != j]
+)
 ancestor_cos = torch.tensor([gram[p, c] for p, c in tree.ancestor_pairs()])
-report.check(f"Conditional orthogonality is exact: siblings at cos ρ = {CORRELATION}, parent ⟂ child",
-             ours=f"siblings {sibling_cos.min():.6f}..{sibling_cos.max():.6f}; "
-                  f"max |cos(parent, child)| {ancestor_cos.abs().max():.1e}",
-             passed=bool((sibling_cos - CORRELATION).abs().max() < 1e-5 and ancestor_cos.abs().max() < 1e-5),
-             kind="mechanics")
+report.check(
+    f"Conditional orthogonality is exact: siblings at cos ρ = {CORRELATION}, parent ⟂ child",
+    ours=f"siblings {sibling_cos.min():.6f}..{sibling_cos.max():.6f}; "
+    f"max |cos(parent, child)| {ancestor_cos.abs().max():.1e}",
+    passed=bool(
+        (sibling_cos - CORRELATION).abs().max() < 1e-5
+        and ancestor_cos.abs().max() < 1e-5
+    ),
+    kind="mechanics",
+)
 
 # %% [markdown]
 # ### What the geometry does to the data
@@ -178,12 +242,21 @@ readout = data.x[both] @ data.dictionary.T
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
 axes[0].scatter(data.codes[both, p1], readout[:, p1], s=4, alpha=0.4)
-axes[0].set(xlabel="true magnitude of P1", ylabel="projection of x", title="read P1 from x = P1 + P1.a")
+axes[0].set(
+    xlabel="true magnitude of P1",
+    ylabel="projection of x",
+    title="read P1 from x = P1 + P1.a",
+)
 axes[1].scatter(data.codes[both, p1a], readout[:, p1b], s=4, alpha=0.4, color="tab:red")
-axes[1].set(xlabel="true magnitude of P1.a", title="read the absent sibling P1.b from the same x")
+axes[1].set(
+    xlabel="true magnitude of P1.a",
+    title="read the absent sibling P1.b from the same x",
+)
 for ax in axes:
     ax.plot([0.5, 2.5], [0.5, 2.5], "k--", lw=1, label="y = x")
-axes[1].plot([0.5, 2.5], [0.5 * CORRELATION, 2.5 * CORRELATION], "k:", lw=1, label="y = ρ x")
+axes[1].plot(
+    [0.5, 2.5], [0.5 * CORRELATION, 2.5 * CORRELATION], "k:", lw=1, label="y = ρ x"
+)
 for ax in axes:
     ax.legend(loc="upper left")
 plt.tight_layout()
@@ -191,10 +264,12 @@ plt.show()
 
 parent_leak = (readout[:, p1] - data.codes[both, p1]).abs().max().item()
 phantom_slope = (readout[:, p1b] / data.codes[both, p1a]).mean().item()
-report.check("The parent reads out exactly despite its child; an absent sibling reads out as ρ × the child",
-             ours=f"parent error ≤ {parent_leak:.1e}; phantom slope {phantom_slope:.3f} (ρ = {CORRELATION})",
-             passed=parent_leak < 1e-4 and abs(phantom_slope - CORRELATION) < 1e-4,
-             kind="mechanics")
+report.check(
+    "The parent reads out exactly despite its child; an absent sibling reads out as ρ × the child",
+    ours=f"parent error ≤ {parent_leak:.1e}; phantom slope {phantom_slope:.3f} (ρ = {CORRELATION})",
+    passed=parent_leak < 1e-4 and abs(phantom_slope - CORRELATION) < 1e-4,
+    kind="mechanics",
+)
 
 # %% [markdown]
 # ## Why sparse SAEs absorb
@@ -216,18 +291,29 @@ report.check("The parent reads out exactly despite its child; an absent sibling 
 # %%
 absorbed = data.dictionary.clone()
 for child in tree.child_indices:
-    absorbed[child] = F.normalize(data.dictionary[child] + data.dictionary[tree.parent[child]], dim=0)
+    absorbed[child] = F.normalize(
+        data.dictionary[child] + data.dictionary[tree.parent[child]], dim=0
+    )
 absorbed_codes = (data.x @ torch.linalg.inv(absorbed)).clamp_min(0)
-l1_true, l1_absorbed = data.codes.abs().sum(1).mean().item(), absorbed_codes.sum(1).mean().item()
+l1_true, l1_absorbed = (
+    data.codes.abs().sum(1).mean().item(),
+    absorbed_codes.sum(1).mean().item(),
+)
 absorbed_fvu = fvu(data.x, absorbed_codes @ absorbed)
-print(f"mean L1 of the code: true dictionary {l1_true:.3f}, absorbed dictionary {l1_absorbed:.3f} "
-      f"({1 - l1_absorbed / l1_true:.0%} less), at a reconstruction FVU of {absorbed_fvu:.4f}")
-print(f"absorption score of the absorbed dictionary: {absorption_score(absorbed, data.dictionary, tree.parent):.3f}")
+print(
+    f"mean L1 of the code: true dictionary {l1_true:.3f}, absorbed dictionary {l1_absorbed:.3f} "
+    f"({1 - l1_absorbed / l1_true:.0%} less), at a reconstruction FVU of {absorbed_fvu:.4f}"
+)
+print(
+    f"absorption score of the absorbed dictionary: {absorption_score(absorbed, data.dictionary, tree.parent):.3f}"
+)
 
 # %%
-report.check("Absorbing every child into its parent lowers the code's L1 by > 10% for < 2% of the variance",
-             ours=f"L1 −{1 - l1_absorbed / l1_true:.0%}, FVU {absorbed_fvu:.4f}",
-             passed=l1_absorbed < 0.9 * l1_true and absorbed_fvu < 0.02)
+report.check(
+    "Absorbing every child into its parent lowers the code's L1 by > 10% for < 2% of the variance",
+    ours=f"L1 −{1 - l1_absorbed / l1_true:.0%}, FVU {absorbed_fvu:.4f}",
+    passed=l1_absorbed < 0.9 * l1_true and absorbed_fvu < 0.02,
+)
 
 # %% [markdown]
 # An L1-penalised SAE is therefore *paid* to absorb. A TopK SAE pays no L1, but with $k = 1$ it has no
@@ -286,11 +372,20 @@ report.check("Absorbing every child into its parent lowers the code's L1 by > 10
 
 # %%
 tuning = tune_l1(tree.expected_l0(), steps=TUNE_STEPS, correlation=CORRELATION)
-print(pd.DataFrame(tuning.probes, columns=["L1 weight", "L0 (held out)"]).round(4).to_string(index=False))
+print(
+    pd.DataFrame(tuning.probes, columns=["L1 weight", "L0 (held out)"])
+    .round(4)
+    .to_string(index=False)
+)
 print(f"chosen L1 weight: {tuning.l1_coeff:.2e}")
 
 # %%
-FAMILY_SETTINGS = {"relu": {"l1_coeff": tuning.l1_coeff}, "batchtopk": {}, "matryoshka": {}, "topk": {}}
+FAMILY_SETTINGS = {
+    "relu": {"l1_coeff": tuning.l1_coeff},
+    "batchtopk": {},
+    "matryoshka": {},
+    "topk": {},
+}
 runs = run_on_tree(FAMILY_SETTINGS, steps=STEPS, seeds=SEEDS, correlation=CORRELATION)
 scores = pd.DataFrame([{"SAE": r.name, "seed": r.seed, **r.scores} for r in runs])
 medians = scores.groupby("SAE", sort=False).median().drop(columns="seed")
@@ -305,10 +400,17 @@ medians.round(3)
 # %%
 relu_run = next(r for r in runs if r.name == "relu")
 relu_atoms = aligned_atoms(relu_run.sae.W_dec, relu_run.test.dictionary)
-fig = plot_cosines(relu_atoms, relu_run.test.dictionary, title="ReLU SAE: learned atoms vs true concepts",
-                   a_label="learned atom (matched)", b_label="true concept")
-fig.update_layout(xaxis=dict(tickmode="array", tickvals=list(range(20)), ticktext=names),
-                  yaxis=dict(tickmode="array", tickvals=list(range(20)), ticktext=names))
+fig = plot_cosines(
+    relu_atoms,
+    relu_run.test.dictionary,
+    title="ReLU SAE: learned atoms vs true concepts",
+    a_label="learned atom (matched)",
+    b_label="true concept",
+)
+fig.update_layout(
+    xaxis=dict(tickmode="array", tickvals=list(range(20)), ticktext=names),
+    yaxis=dict(tickmode="array", tickvals=list(range(20)), ticktext=names),
+)
 fig.show()
 
 # %% [markdown]
@@ -322,14 +424,21 @@ fig.show()
 # %%
 topk_run = next(r for r in runs if r.name == "topk")
 topk_atoms = aligned_atoms(topk_run.sae.W_dec, topk_run.test.dictionary)
-plot_cosine_panels([("true dictionary", relu_run.test.dictionary, relu_run.test.dictionary),
-                    ("ReLU SAE", relu_atoms, relu_atoms), ("TopK SAE (k = 2)", topk_atoms, topk_atoms)],
-                   labels=names, title="Gram matrices: parent–child cells should be white (orthogonal)").show()
+plot_cosine_panels(
+    [
+        ("true dictionary", relu_run.test.dictionary, relu_run.test.dictionary),
+        ("ReLU SAE", relu_atoms, relu_atoms),
+        ("TopK SAE (k = 2)", topk_atoms, topk_atoms),
+    ],
+    labels=names,
+    title="Gram matrices: parent–child cells should be white (orthogonal)",
+).show()
 
 # %% [markdown]
 # Absorption changes what the latents *do*, too. Take the ReLU SAE's latent matched to each parent:
 # when the parent is active alone, it fires at about the parent's magnitude; when a child is present,
 # it fires far more weakly, because the child's latent already carries part of the parent.
+
 
 # %%
 def latent_of(run) -> dict[int, int]:
@@ -346,39 +455,62 @@ for parent in (0, 4, 8):
     alone = (test.codes[:, parent] > 0) & ~(test.codes[:, kids] > 0).any(1)
     with_child = (test.codes[:, parent] > 0) & (test.codes[:, kids] > 0).any(1)
     latent = codes[:, latent_of(relu_run)[parent]]
-    rows.append({"parent": names[parent], "true magnitude": test.codes[with_child, parent].mean().item(),
-                 "latent, parent alone": latent[alone].mean().item(),
-                 "latent, parent + child": latent[with_child].mean().item()})
+    rows.append(
+        {
+            "parent": names[parent],
+            "true magnitude": test.codes[with_child, parent].mean().item(),
+            "latent, parent alone": latent[alone].mean().item(),
+            "latent, parent + child": latent[with_child].mean().item(),
+        }
+    )
 behaviour = pd.DataFrame(rows).set_index("parent")
 behaviour.round(2)
 
 # %%
-silenced = (behaviour["latent, parent + child"] / behaviour["latent, parent alone"]).max()
-report.check("ReLU SAE: a parent's latent fires at under half its strength when a child is present",
-             ours=f"largest ratio {silenced:.2f}", passed=bool(silenced < 0.5))
+silenced = (
+    behaviour["latent, parent + child"] / behaviour["latent, parent alone"]
+).max()
+report.check(
+    "ReLU SAE: a parent's latent fires at under half its strength when a child is present",
+    ours=f"largest ratio {silenced:.2f}",
+    passed=bool(silenced < 0.5),
+)
 
 # %%
 l0_relu = medians.loc["relu", "l0"]
-report.check("The bisected L1 weight puts the ReLU SAE's L0 near the tree's 1.36 (median over seeds)",
-             paper="L1 tuned to L0 = 1.36", ours=f"L0 {median_and_range(scores[scores.SAE == 'relu'].l0)}",
-             passed=abs(l0_relu - 1.36) < 0.25)
-abs_of = {name: scores.loc[scores.SAE == name, "absorption"] for name in FAMILY_SETTINGS}
-report.check("ReLU SAEs absorb children into parents (absorption score in the paper's range)",
-             paper="0.45 – 0.70 (vanilla ReLU)", ours=f"{median_and_range(abs_of['relu'])} (median [range] "
-                                                     f"of {len(SEEDS)} seeds)",
-             passed=0.45 <= abs_of["relu"].median() <= 0.70)
-report.check("Absorption breaks the across-level geometry, not the within-level one (ReLU)",
-             ours=f"hierarchical error {medians.loc['relu', 'hierarchical']:.2f} "
-                  f"vs flat {medians.loc['relu', 'flat']:.2f}",
-             passed=bool(medians.loc["relu", "hierarchical"] > 5 * medians.loc["relu", "flat"]))
-report.check("BatchTopK and per-sample TopK SAEs absorb too (median absorption > 0.15)",
-             paper="0.42 – 0.54 (BatchTopK)",
-             ours=f"BatchTopK {median_and_range(abs_of['batchtopk'])}; TopK {median_and_range(abs_of['topk'])}",
-             passed=abs_of["batchtopk"].median() > 0.15 and abs_of["topk"].median() > 0.15)
-report.check("Matryoshka absorbs less than ReLU (median over seeds)",
-             paper="Matryoshka reduces absorption (Bussmann et al. 2025)",
-             ours=f"Matryoshka {median_and_range(abs_of['matryoshka'])} vs ReLU {abs_of['relu'].median():.2f}",
-             passed=abs_of["matryoshka"].median() < abs_of["relu"].median())
+report.check(
+    "The bisected L1 weight puts the ReLU SAE's L0 near the tree's 1.36 (median over seeds)",
+    paper="L1 tuned to L0 = 1.36",
+    ours=f"L0 {median_and_range(scores[scores.SAE == 'relu'].l0)}",
+    passed=abs(l0_relu - 1.36) < 0.25,
+)
+abs_of = {
+    name: scores.loc[scores.SAE == name, "absorption"] for name in FAMILY_SETTINGS
+}
+report.check(
+    "ReLU SAEs absorb children into parents (absorption score in the paper's range)",
+    paper="0.45 – 0.70 (vanilla ReLU)",
+    ours=f"{median_and_range(abs_of['relu'])} (median [range] of {len(SEEDS)} seeds)",
+    passed=0.45 <= abs_of["relu"].median() <= 0.70,
+)
+report.check(
+    "Absorption breaks the across-level geometry, not the within-level one (ReLU)",
+    ours=f"hierarchical error {medians.loc['relu', 'hierarchical']:.2f} "
+    f"vs flat {medians.loc['relu', 'flat']:.2f}",
+    passed=bool(medians.loc["relu", "hierarchical"] > 5 * medians.loc["relu", "flat"]),
+)
+report.check(
+    "BatchTopK and per-sample TopK SAEs absorb too (median absorption > 0.15)",
+    paper="0.42 – 0.54 (BatchTopK)",
+    ours=f"BatchTopK {median_and_range(abs_of['batchtopk'])}; TopK {median_and_range(abs_of['topk'])}",
+    passed=abs_of["batchtopk"].median() > 0.15 and abs_of["topk"].median() > 0.15,
+)
+report.check(
+    "Matryoshka absorbs less than ReLU (median over seeds)",
+    paper="Matryoshka reduces absorption (Bussmann et al. 2025)",
+    ours=f"Matryoshka {median_and_range(abs_of['matryoshka'])} vs ReLU {abs_of['relu'].median():.2f}",
+    passed=abs_of["matryoshka"].median() < abs_of["relu"].median(),
+)
 
 # %% [markdown]
 # ### Beside the paper
@@ -389,13 +521,22 @@ report.check("Matryoshka absorbs less than ReLU (median over seeds)",
 # score, not over cells:
 
 # %%
-PAPER_RANGES = {"relu": "0.45 – 0.70", "batchtopk": "0.42 – 0.54", "matryoshka": "not in our sources",
-                "topk": "not in the paper (per-sample TopK)"}
-beside = pd.DataFrame({"paper (range over its grid)": PAPER_RANGES,
-                       f"ours: median [min – max] over {len(SEEDS)} seeds": {
-                           name: median_and_range(abs_of[name]) for name in FAMILY_SETTINGS},
-                       "dead latents (median)": medians["dead"].to_dict(),
-                       "L0 (median)": medians["l0"].round(2).to_dict()}).rename_axis("SAE")
+PAPER_RANGES = {
+    "relu": "0.45 – 0.70",
+    "batchtopk": "0.42 – 0.54",
+    "matryoshka": "not in our sources",
+    "topk": "not in the paper (per-sample TopK)",
+}
+beside = pd.DataFrame(
+    {
+        "paper (range over its grid)": PAPER_RANGES,
+        f"ours: median [min – max] over {len(SEEDS)} seeds": {
+            name: median_and_range(abs_of[name]) for name in FAMILY_SETTINGS
+        },
+        "dead latents (median)": medians["dead"].to_dict(),
+        "L0 (median)": medians["l0"].round(2).to_dict(),
+    }
+).rename_axis("SAE")
 beside
 
 # %% [markdown]
@@ -413,9 +554,20 @@ for run in (r for r in runs if r.name in ("batchtopk", "topk")):
     atoms = F.normalize(run.sae.W_dec.detach(), dim=1)
     for child in tree.child_indices:
         latent = latent_of(run)[child]
-        rows.append({"SAE": run.name, "matched latent": "alive" if fired[latent] else "dead",
-                     "cos(atom, true parent)": (atoms[latent] @ run.test.dictionary[tree.parent[child]]).item()})
-split = pd.DataFrame(rows).groupby(["SAE", "matched latent"])["cos(atom, true parent)"].agg(["mean", "count"])
+        rows.append(
+            {
+                "SAE": run.name,
+                "matched latent": "alive" if fired[latent] else "dead",
+                "cos(atom, true parent)": (
+                    atoms[latent] @ run.test.dictionary[tree.parent[child]]
+                ).item(),
+            }
+        )
+split = (
+    pd.DataFrame(rows)
+    .groupby(["SAE", "matched latent"])["cos(atom, true parent)"]
+    .agg(["mean", "count"])
+)
 split.round(2)
 
 # %% [markdown]
@@ -428,15 +580,21 @@ split.round(2)
 
 # %%
 alive_absorption = split.xs("alive", level="matched latent")["mean"].min()
-report.check("BatchTopK and TopK children learned by a live latent lean toward their parent (cos > 0.3)",
-             paper="0.42 – 0.54 (BatchTopK)", ours=f"lowest mean of the two: {alive_absorption:.2f}",
-             passed=bool(alive_absorption > 0.3))
+report.check(
+    "BatchTopK and TopK children learned by a live latent lean toward their parent (cos > 0.3)",
+    paper="0.42 – 0.54 (BatchTopK)",
+    ours=f"lowest mean of the two: {alive_absorption:.2f}",
+    passed=bool(alive_absorption > 0.3),
+)
 for name in ("batchtopk", "topk"):
     median = abs_of[name].median()
-    report.record(f"Absorption score of {name} vs the paper's BatchTopK range", paper="0.42 – 0.54",
-                  ours=f"{median_and_range(abs_of[name])}, with {medians.loc[name, 'dead']:.0f} dead latents "
-                       "(median); ours is one cell at ρ = 0.3, the paper's a range over cells",
-                  status="matches" if 0.42 <= median <= 0.54 else "differs")
+    report.record(
+        f"Absorption score of {name} vs the paper's BatchTopK range",
+        paper="0.42 – 0.54",
+        ours=f"{median_and_range(abs_of[name])}, with {medians.loc[name, 'dead']:.0f} dead latents "
+        "(median); ours is one cell at ρ = 0.3, the paper's a range over cells",
+        status="matches" if 0.42 <= median <= 0.54 else "differs",
+    )
 
 # %% [markdown]
 # ## Exercises
@@ -450,8 +608,12 @@ for name in ("batchtopk", "topk"):
 # %%
 import torch.nn.functional as F
 
-from sae_lib import (aligned_atoms, conditionally_orthogonal_dictionary, exercises,
-                     paper_tree)
+from sae_lib import (
+    aligned_atoms,
+    conditionally_orthogonal_dictionary,
+    exercises,
+    paper_tree,
+)
 
 # %% [markdown]
 # :::{exercise} The absorption score
@@ -462,6 +624,7 @@ from sae_lib import (aligned_atoms, conditionally_orthogonal_dictionary, exercis
 # features, then average, over the children, the absolute cosine between each child's matched
 # atom and its parent's true direction. Return a number.
 # :::
+
 
 # %%
 def absorption(learned, true, parent):
@@ -476,6 +639,7 @@ absorption_passed = exercises.check_absorption(absorption)
 # ::::{solution-start} ex-4-absorption
 # :class: dropdown
 # ::::
+
 
 # %%
 def absorption_solution(learned, true, parent):
@@ -502,8 +666,10 @@ exercises.check_absorption(absorption_solution, solution=True)
 use_absorption = exercises.prefer(absorption, absorption_solution, absorption_passed)
 paper = paper_tree()
 truth = conditionally_orthogonal_dictionary(paper, 20, 0.3, seed=0)
-turned = {name: truth.clone()
-          for name in ["true", "towards the parent", "away from the parent"]}
+turned = {
+    name: truth.clone()
+    for name in ["true", "towards the parent", "away from the parent"]
+}
 for child in paper.child_indices:
     u, p = truth[child], truth[paper.parent[child]]
     turned["towards the parent"][child] = F.normalize(u + p, dim=0)
@@ -515,17 +681,21 @@ for name, dictionary in turned.items():
     scores[name] = use_absorption(dictionary, truth, paper.parent)
     cosines = torch.stack([matched[c] @ truth[p] for c, p in children])
     signed[name] = cosines.mean().item()
-    print(f"child atoms {name:>20}: absorption {scores[name]:.3f}, "
-          f"signed average {signed[name]:+.3f}")
+    print(
+        f"child atoms {name:>20}: absorption {scores[name]:.3f}, "
+        f"signed average {signed[name]:+.3f}"
+    )
 
 # %%
 away, towards = scores["away from the parent"], scores["towards the parent"]
-report.check("Absorption scores a child turned away from its parent as one turned to it",
-             ours=f"{away:.3f} vs {towards:.3f}; "
-                  f"signed average {signed['away from the parent']:+.3f}",
-             passed=abs(away - towards) < 1e-4
-             and signed["away from the parent"] < signed["true"] - 0.5,
-             kind="mechanics")
+report.check(
+    "Absorption scores a child turned away from its parent as one turned to it",
+    ours=f"{away:.3f} vs {towards:.3f}; "
+    f"signed average {signed['away from the parent']:+.3f}",
+    passed=abs(away - towards) < 1e-4
+    and signed["away from the parent"] < signed["true"] - 0.5,
+    kind="mechanics",
+)
 
 # %% [markdown]
 # Turning away from the parent is as far from the true child as turning towards it, and the score
@@ -542,6 +712,7 @@ report.check("Absorption scores a child turned away from its parent as one turne
 # them as `tree.sibling_groups` and `tree.ancestor_pairs()`.
 # :::
 
+
 # %%
 def hierarchy_errors(learned, true, sibling_groups, ancestor_pairs):
     """{"flat": mean |Ĝ - G| over sibling pairs,
@@ -557,12 +728,18 @@ errors_passed = exercises.check_gram_errors(hierarchy_errors)
 # :class: dropdown
 # ::::
 
+
 # %%
 def hierarchy_errors_solution(learned, true, sibling_groups, ancestor_pairs):
     matched, true = aligned_atoms(learned, true), F.normalize(true, dim=1)
     gap = (matched @ matched.T - true @ true.T).abs()
-    siblings = [(i, j) for group in sibling_groups
-                for a, i in enumerate(group) for j in group[a + 1:]]
+    siblings = [
+        (i, j)
+        for group in sibling_groups
+        for a, i in enumerate(group)
+        for j in group[a + 1 :]
+    ]
+
     def mean_gap(pairs):
         return torch.stack([gap[i, j] for i, j in pairs]).mean().item()
 

