@@ -112,7 +112,8 @@ for ax, p in zip(axes, [0.04, 0.4]):
             arrowprops=dict(arrowstyle="->", lw=1.5),
         )
     ax.set_title(
-        f"p_active = {p}: {(n_on == 1).float().mean():.0%} of inputs have exactly one feature"
+        f"p_active = {p}: {(n_on == 1).float().mean():.0%} of inputs have exactly one "
+        f"feature"
     )
     ax.set_aspect("equal")
 axes[0].legend(loc="lower left", fontsize=8)
@@ -140,7 +141,10 @@ plt.show()
 
 # %%
 def expected_abs_cos(d: int) -> float:
-    """Exact mean |cosine| between two independent uniform random unit vectors in R^d."""
+    (
+        "Exact mean |cosine| between two independent uniform random unit vectors in "
+        "R^d."
+    )
     return math.exp(math.lgamma(d / 2) - math.lgamma((d + 1) / 2)) / math.sqrt(math.pi)
 
 
@@ -158,7 +162,8 @@ for d in [2, 32, 512]:
         go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=density, name=f"d = {d}", opacity=0.6)
     )
     print(
-        f"d = {d:>3}: mean |cos| measured {measured[d]:.4f}, formula {expected_abs_cos(d):.4f}"
+        f"d = {d:>3}: mean |cos| measured {measured[d]:.4f}, formula "
+        f"{expected_abs_cos(d):.4f}"
     )
 fig.update_layout(
     barmode="overlay",
@@ -173,7 +178,8 @@ fig.show()
 # %%
 worst = max(abs(measured[d] / expected_abs_cos(d) - 1) for d in measured)
 report.check(
-    "Random directions are nearly orthogonal: mean |cos| matches the formula (d = 2, 32, 512)",
+    "Random directions are nearly orthogonal: mean |cos| matches the formula (d = 2, "
+    "32, 512)",
     paper="exact formula",
     ours=f"largest relative gap {worst:.1%}",
     passed=worst < 0.03,
@@ -199,10 +205,12 @@ data = superposition_data(
     N_SAMPLES, n_features=N_FEATURES, d=D_MODEL, p_active=0.05, seed=0
 )
 print(
-    f"x: {tuple(data.x.shape)}, true codes: {tuple(data.codes.shape)}, dictionary: {tuple(data.dictionary.shape)}"
+    f"x: {tuple(data.x.shape)}, true codes: {tuple(data.codes.shape)}, dictionary: "
+    f"{tuple(data.dictionary.shape)}"
 )
 print(
-    f"features active per input: {(data.codes > 0).sum(1).float().mean():.2f} on average"
+    f"features active per input: {(data.codes > 0).sum(1).float().mean():.2f} on "
+    f"average"
 )
 
 # %% [markdown]
@@ -229,7 +237,8 @@ print(
 
 # %%
 report.check(
-    "PCA cannot recover an overcomplete dictionary: no true feature has a principal direction within cos 0.9",
+    "PCA cannot recover an overcomplete dictionary: no true feature has a principal "
+    "direction within cos 0.9",
     ours=f"max cos {best_cos_pca.max():.2f}",
     passed=bool(best_cos_pca.max() < 0.9),
 )
@@ -258,7 +267,8 @@ noisy = torch.nn.functional.normalize(
     dim=1,
 )
 random_guess = random_dictionary(N_FEATURES, D_MODEL, seed=123)
-# A "lazy" dictionary: the first 32 features, plus 32 copies of mixtures of pairs of them.
+# A "lazy" dictionary: the first 32 features, plus 32 copies of mixtures of pairs
+# of them.
 mixtures = torch.nn.functional.normalize(
     truth[:32] + truth[torch.arange(32) + 32], dim=1
 )
@@ -305,7 +315,8 @@ print(
     f"matched mean cos {scores.loc['random', 'matched mean cos']:.2f}"
 )
 report.check(
-    "A random dictionary's MMCS is well above zero: the floor a useless SAE would reach",
+    "A random dictionary's MMCS is well above zero: the floor a useless SAE would "
+    "reach",
     ours=f"{scores.loc['random', 'MMCS']:.2f}",
     passed=scores.loc["random", "MMCS"] > 0.2,
     kind="mechanics",
@@ -318,7 +329,8 @@ report.check(
 )
 lazy_found = scores.loc["half true, half mixtures", "matched ≥ 0.9"]
 report.check(
-    "One-to-one matching exposes merged features: only half of them are found at cos ≥ 0.9",
+    "One-to-one matching exposes merged features: only half of them are found at cos ≥ "
+    "0.9",
     ours=f"{lazy_found:.2f}",
     passed=abs(lazy_found - 0.5) < 1e-6,
     kind="mechanics",
@@ -338,7 +350,8 @@ history = train_sae(
 )
 preview = match_atoms(sae.W_dec, truth)
 print(
-    f"matched mean cosine {preview.mean:.3f}; features recovered at cos ≥ 0.9: {preview.fraction_above(0.9):.0%}"
+    f"matched mean cosine {preview.mean:.3f}; features recovered at cos ≥ 0.9: "
+    f"{preview.fraction_above(0.9):.0%}"
 )
 
 # %%
@@ -367,7 +380,8 @@ fig.show()
 
 # %%
 report.check(
-    "A TopK SAE recovers the overcomplete dictionary (≥ 95% of features matched at cos ≥ 0.9)",
+    "A TopK SAE recovers the overcomplete dictionary (≥ 95% of features matched at cos "
+    "≥ 0.9)",
     ours=f"{preview.fraction_above(0.9):.0%}",
     passed=preview.fraction_above(0.9) >= 0.95,
 )

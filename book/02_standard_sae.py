@@ -93,7 +93,8 @@ test = superposition_data(
 )
 true_l0 = (test.codes > 0).sum(1).float().mean().item()
 print(
-    f"train {tuple(train.x.shape)}, test {tuple(test.x.shape)}; true features on per input: {true_l0:.2f}"
+    f"train {tuple(train.x.shape)}, test {tuple(test.x.shape)}; true features on per "
+    f"input: {true_l0:.2f}"
 )
 
 # %% [markdown]
@@ -167,7 +168,8 @@ L1 = 0.02
 scratch = ScratchSAE(D_MODEL, N_LATENTS)
 scratch_losses = train_scratch(scratch, train.x, L1, STEPS)
 print(
-    f"loss: first step {scratch_losses[0]:.4f}, last 50 steps {sum(scratch_losses[-50:]) / 50:.4f}"
+    f"loss: first step {scratch_losses[0]:.4f}, last 50 steps "
+    f"{sum(scratch_losses[-50:]) / 50:.4f}"
 )
 
 # %% [markdown]
@@ -190,12 +192,14 @@ fig.update_layout(
 )
 fig.show()
 print(
-    f"matched mean cosine {scratch_match.mean:.3f}; recovered at cos ≥ 0.9: {scratch_match.fraction_above(0.9):.0%}"
+    f"matched mean cosine {scratch_match.mean:.3f}; recovered at cos ≥ 0.9: "
+    f"{scratch_match.fraction_above(0.9):.0%}"
 )
 
 # %%
 report.check(
-    "A ReLU SAE written from scratch recovers the features (≥ 95% matched at cos ≥ 0.9)",
+    "A ReLU SAE written from scratch recovers the features (≥ 95% matched at cos ≥ "
+    "0.9)",
     ours=f"{scratch_match.fraction_above(0.9):.0%}",
     passed=scratch_match.fraction_above(0.9) >= 0.95,
 )
@@ -230,7 +234,8 @@ sae = ReLUSAE(D_MODEL, N_LATENTS, l1_coeff=L1, seed=0)
 history = train_sae(sae, train.x, steps=STEPS, batch_size=BATCH, lr=LR, seed=0)
 lib_match = match_atoms(sae.W_dec, train.dictionary)
 print(
-    f"library SAE: matched mean cosine {lib_match.mean:.3f}, recovered {lib_match.fraction_above(0.9):.0%}"
+    f"library SAE: matched mean cosine {lib_match.mean:.3f}, recovered "
+    f"{lib_match.fraction_above(0.9):.0%}"
 )
 plot_histories(
     {"train_sae (MSE term)": history},

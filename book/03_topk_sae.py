@@ -131,7 +131,8 @@ topk_match = match_atoms(sae.W_dec, train.dictionary)
 topk_eval = evaluate(sae, test.x)
 print(
     f"TopK (k = {K}): L0 {topk_eval['l0']:.2f}, FVU {topk_eval['fvu']:.3f}, "
-    f"recovered {topk_match.fraction_above(0.9):.0%} (matched mean cosine {topk_match.mean:.3f})"
+    f"recovered {topk_match.fraction_above(0.9):.0%} (matched mean cosine "
+    f"{topk_match.mean:.3f})"
 )
 report.check(
     "A TopK SAE recovers the features (≥ 95% matched at cos ≥ 0.9)",
@@ -224,11 +225,16 @@ fig.show()
 topk_response = feature_response(sae, train.dictionary, 1.0).median().item()
 relu_response = feature_response(relu, train.dictionary, 1.0).median().item()
 print(
-    f"a lone unit feature comes back at {topk_response:.2f} (TopK) vs {relu_response:.2f} (ReLU)"
+    f"a lone unit feature comes back at {topk_response:.2f} (TopK) vs "
+    f"{relu_response:.2f} (ReLU)"
 )
 report.check(
-    "TopK shrinks far less than ReLU at similar L0 (ReLU's L0 within 40% of k; lone unit feature given back)",
-    ours=f"TopK {topk_response:.2f} vs ReLU {relu_response:.2f}; ReLU L0 {relu_eval['l0']:.2f}, k = {K}",
+    "TopK shrinks far less than ReLU at similar L0 (ReLU's L0 within 40% of k; lone "
+    "unit feature given back)",
+    ours=(
+        f"TopK {topk_response:.2f} vs ReLU {relu_response:.2f}; ReLU L0 "
+        f"{relu_eval['l0']:.2f}, k = {K}"
+    ),
     paper="qualitative (Gao et al. 2024)",
     passed=topk_response > relu_response + 0.3
     and topk_response > 0.8
@@ -311,8 +317,12 @@ matched.round(3)
 
 # %%
 report.check(
-    "At matched L0, TopK reconstructs better than ReLU (every TopK point inside the ReLU range)",
-    ours=f"{len(matched)} points, worst ratio {(matched['FVU TopK'] / matched['FVU ReLU at same L0']).max():.2f}",
+    "At matched L0, TopK reconstructs better than ReLU (every TopK point inside the "
+    "ReLU range)",
+    ours=(
+        f"{len(matched)} points, worst ratio "
+        f"{(matched['FVU TopK'] / matched['FVU ReLU at same L0']).max():.2f}"
+    ),
     paper="TopK beats ReLU on the MSE–L0 frontier (Gao et al. 2024)",
     passed=len(matched) >= 2
     and bool((matched["FVU TopK"] < matched["FVU ReLU at same L0"]).all()),
@@ -456,7 +466,8 @@ for k in [2, 4]:
     )
 at_8, at_32 = curves[8][inference_ks.index(8)], curves[8][inference_ks.index(32)]
 report.check(
-    "TopK trained at k = 8 (well above the true L0): inference at 4k changes the error by < 20%",
+    "TopK trained at k = 8 (well above the true L0): inference at 4k changes the error "
+    "by < 20%",
     ours=f"FVU {at_8:.3f} → {at_32:.3f}",
     passed=abs(at_32 / at_8 - 1) < 0.2,
 )

@@ -161,7 +161,10 @@ report.check(
 )
 report.check(
     "A child only fires with its parent; siblings never fire together",
-    ours=f"child ⇒ parent: {child_implies_parent}; siblings exclusive: {siblings_exclusive}",
+    ours=(
+        f"child ⇒ parent: {child_implies_parent}; siblings exclusive: "
+        f"{siblings_exclusive}"
+    ),
     passed=child_implies_parent and siblings_exclusive,
     kind="mechanics",
 )
@@ -200,7 +203,10 @@ true_dictionaries = {
 plot_cosine_panels(
     [(f"ρ = {rho}", d, d) for rho, d in true_dictionaries.items()],
     labels=names,
-    title="True dictionaries: siblings correlate (red blocks), parent and child are orthogonal",
+    title=(
+        "True dictionaries: siblings correlate (red blocks), parent and child are "
+        "orthogonal"
+    ),
 ).show()
 
 # %%
@@ -210,7 +216,8 @@ sibling_cos = torch.tensor(
 )
 ancestor_cos = torch.tensor([gram[p, c] for p, c in tree.ancestor_pairs()])
 report.check(
-    f"Conditional orthogonality is exact: siblings at cos ρ = {CORRELATION}, parent ⟂ child",
+    f"Conditional orthogonality is exact: siblings at cos ρ = {CORRELATION}, parent ⟂ "
+    f"child",
     ours=f"siblings {sibling_cos.min():.6f}..{sibling_cos.max():.6f}; "
     f"max |cos(parent, child)| {ancestor_cos.abs().max():.1e}",
     passed=bool(
@@ -265,8 +272,12 @@ plt.show()
 parent_leak = (readout[:, p1] - data.codes[both, p1]).abs().max().item()
 phantom_slope = (readout[:, p1b] / data.codes[both, p1a]).mean().item()
 report.check(
-    "The parent reads out exactly despite its child; an absent sibling reads out as ρ × the child",
-    ours=f"parent error ≤ {parent_leak:.1e}; phantom slope {phantom_slope:.3f} (ρ = {CORRELATION})",
+    "The parent reads out exactly despite its child; an absent sibling reads out as ρ "
+    "× the child",
+    ours=(
+        f"parent error ≤ {parent_leak:.1e}; phantom slope {phantom_slope:.3f} (ρ = "
+        f"{CORRELATION})"
+    ),
     passed=parent_leak < 1e-4 and abs(phantom_slope - CORRELATION) < 1e-4,
     kind="mechanics",
 )
@@ -301,16 +312,20 @@ l1_true, l1_absorbed = (
 )
 absorbed_fvu = fvu(data.x, absorbed_codes @ absorbed)
 print(
-    f"mean L1 of the code: true dictionary {l1_true:.3f}, absorbed dictionary {l1_absorbed:.3f} "
-    f"({1 - l1_absorbed / l1_true:.0%} less), at a reconstruction FVU of {absorbed_fvu:.4f}"
+    f"mean L1 of the code: true dictionary {l1_true:.3f}, absorbed dictionary "
+    f"{l1_absorbed:.3f} "
+    f"({1 - l1_absorbed / l1_true:.0%} less), at a reconstruction FVU of "
+    f"{absorbed_fvu:.4f}"
 )
 print(
-    f"absorption score of the absorbed dictionary: {absorption_score(absorbed, data.dictionary, tree.parent):.3f}"
+    f"absorption score of the absorbed dictionary: "
+    f"{absorption_score(absorbed, data.dictionary, tree.parent):.3f}"
 )
 
 # %%
 report.check(
-    "Absorbing every child into its parent lowers the code's L1 by > 10% for < 2% of the variance",
+    "Absorbing every child into its parent lowers the code's L1 by > 10% for < 2% of "
+    "the variance",
     ours=f"L1 −{1 - l1_absorbed / l1_true:.0%}, FVU {absorbed_fvu:.4f}",
     passed=l1_absorbed < 0.9 * l1_true and absorbed_fvu < 0.02,
 )
@@ -471,7 +486,8 @@ silenced = (
     behaviour["latent, parent + child"] / behaviour["latent, parent alone"]
 ).max()
 report.check(
-    "ReLU SAE: a parent's latent fires at under half its strength when a child is present",
+    "ReLU SAE: a parent's latent fires at under half its strength when a child is "
+    "present",
     ours=f"largest ratio {silenced:.2f}",
     passed=bool(silenced < 0.5),
 )
@@ -479,7 +495,8 @@ report.check(
 # %%
 l0_relu = medians.loc["relu", "l0"]
 report.check(
-    "The bisected L1 weight puts the ReLU SAE's L0 near the tree's 1.36 (median over seeds)",
+    "The bisected L1 weight puts the ReLU SAE's L0 near the tree's 1.36 (median over "
+    "seeds)",
     paper="L1 tuned to L0 = 1.36",
     ours=f"L0 {median_and_range(scores[scores.SAE == 'relu'].l0)}",
     passed=abs(l0_relu - 1.36) < 0.25,
@@ -502,13 +519,19 @@ report.check(
 report.check(
     "BatchTopK and per-sample TopK SAEs absorb too (median absorption > 0.15)",
     paper="0.42 – 0.54 (BatchTopK)",
-    ours=f"BatchTopK {median_and_range(abs_of['batchtopk'])}; TopK {median_and_range(abs_of['topk'])}",
+    ours=(
+        f"BatchTopK {median_and_range(abs_of['batchtopk'])}; TopK "
+        f"{median_and_range(abs_of['topk'])}"
+    ),
     passed=abs_of["batchtopk"].median() > 0.15 and abs_of["topk"].median() > 0.15,
 )
 report.check(
     "Matryoshka absorbs less than ReLU (median over seeds)",
     paper="Matryoshka reduces absorption (Bussmann et al. 2025)",
-    ours=f"Matryoshka {median_and_range(abs_of['matryoshka'])} vs ReLU {abs_of['relu'].median():.2f}",
+    ours=(
+        f"Matryoshka {median_and_range(abs_of['matryoshka'])} vs ReLU "
+        f"{abs_of['relu'].median():.2f}"
+    ),
     passed=abs_of["matryoshka"].median() < abs_of["relu"].median(),
 )
 
@@ -581,7 +604,8 @@ split.round(2)
 # %%
 alive_absorption = split.xs("alive", level="matched latent")["mean"].min()
 report.check(
-    "BatchTopK and TopK children learned by a live latent lean toward their parent (cos > 0.3)",
+    "BatchTopK and TopK children learned by a live latent lean toward their parent "
+    "(cos > 0.3)",
     paper="0.42 – 0.54 (BatchTopK)",
     ours=f"lowest mean of the two: {alive_absorption:.2f}",
     passed=bool(alive_absorption > 0.3),
@@ -591,8 +615,11 @@ for name in ("batchtopk", "topk"):
     report.record(
         f"Absorption score of {name} vs the paper's BatchTopK range",
         paper="0.42 – 0.54",
-        ours=f"{median_and_range(abs_of[name])}, with {medians.loc[name, 'dead']:.0f} dead latents "
-        "(median); ours is one cell at ρ = 0.3, the paper's a range over cells",
+        ours=(
+            f"{median_and_range(abs_of[name])}, with {medians.loc[name, 'dead']:.0f} "
+            f"dead latents "
+            "(median); ours is one cell at ρ = 0.3, the paper's a range over cells"
+        ),
         status="matches" if 0.42 <= median <= 0.54 else "differs",
     )
 
