@@ -130,7 +130,10 @@ training_seconds = 0.0
 def matching_pursuit(
     x: torch.Tensor, atoms: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """k greedy steps of matching pursuit over unit-norm ``atoms`` (n, d); returns codes (batch, n) and residuals."""
+    (
+        """k greedy steps of matching pursuit over unit-norm ``atoms`` (n, d); """
+        """returns codes (batch, n) and residuals."""
+    )
     residual = x.clone()
     z = torch.zeros(x.shape[0], atoms.shape[0])
     rows = torch.arange(x.shape[0])
@@ -233,7 +236,8 @@ for rho in CORRELATIONS:
     exact_errors[rho] = (z - sample.codes).abs().max().item()
 print({rho: f"{err:.1e}" for rho, err in exact_errors.items()})
 report.check(
-    "With the true dictionary, MP recovers every sample's exact code at every correlation",
+    "With the true dictionary, MP recovers every sample's exact code "
+    "at every correlation",
     ours=f"largest code error {max(exact_errors.values()):.1e}",
     passed=max(exact_errors.values()) < 1e-4,
     kind="mechanics",
@@ -306,9 +310,11 @@ plt.show()
 
 # %%
 report.check(
-    "MP guarantees: residual ⟂ chosen atom, energy drops by c², never rises, x = zD + r",
+    "MP guarantees: residual ⟂ chosen atom, energy drops by c², never rises, "
+    "x = zD + r",
     paper="by construction (Mallat & Zhang 1993)",
-    ours=f"max deviations {orthogonality:.0e}, {pythagoras:.0e}, {max(never_up, 0):.0e}, {lossless:.0e}",
+    ours=f"max deviations {orthogonality:.0e}, {pythagoras:.0e}, "
+    f"{max(never_up, 0):.0e}, {lossless:.0e}",
     passed=orthogonality < 1e-4
     and pythagoras < 1e-4
     and never_up < 1e-5
@@ -448,9 +454,11 @@ def worst_over_seeds(rho):
 
 for rho, need in [(0.0, 0.99), (0.3, 0.9)]:
     report.check(
-        f"MP-SAE recovers the true dictionary at ρ = {rho}: every matched cosine ≥ {need}, mean ≥ 0.97",
+        f"MP-SAE recovers the true dictionary at ρ = {rho}: "
+        f"every matched cosine ≥ {need}, mean ≥ 0.97",
         paper="exact recovery",
-        ours=f"worst {med(rho, 'mp', 'min_cos'):.3f}, mean {med(rho, 'mp', 'mean_cos'):.3f} (medians; "
+        ours=f"worst {med(rho, 'mp', 'min_cos'):.3f}, "
+        f"mean {med(rho, 'mp', 'mean_cos'):.3f} (medians; "
         f"worst over seeds {worst_over_seeds(rho):.3f})",
         passed=med(rho, "mp", "min_cos") >= need and med(rho, "mp", "mean_cos") >= 0.97,
     )
@@ -476,9 +484,11 @@ def spread(rho, family, metric):
 
 for rho in (0.0, 0.3):
     report.check(
-        f"MP-SAE absorbs far less than ReLU at ρ = {rho} (median ≤ 0.07 and ≤ ¼ of ReLU's)",
+        f"MP-SAE absorbs far less than ReLU at ρ = {rho} "
+        "(median ≤ 0.07 and ≤ ¼ of ReLU's)",
         paper="MP ≈ 0.001–0.07 vs ReLU 0.45–0.70",
-        ours=f"MP {spread(rho, 'mp', 'absorption')}; ReLU {spread(rho, 'relu', 'absorption')} "
+        ours=f"MP {spread(rho, 'mp', 'absorption')}; "
+        f"ReLU {spread(rho, 'relu', 'absorption')} "
         "(median [min – max] over seeds)",
         passed=med(rho, "mp", "absorption")
         <= min(0.07, med(rho, "relu", "absorption") / 4),
@@ -537,7 +547,8 @@ worst_k2, worst_k3 = (
     k_table.loc[name, "min_cos"].median() for name in ["mp k=2", "mp k=3"]
 )
 report.check(
-    "MP-SAE with one spare step (k = 3) recovers the tree where k = 2 can stall (ρ = 0)",
+    "MP-SAE with one spare step (k = 3) recovers the tree where k = 2 can stall "
+    "(ρ = 0)",
     ours=f"worst matched cosine, median: k = 2 {worst_k2:.2f}, k = 3 {worst_k3:.2f}",
     passed=worst_k3 > 0.99 and worst_k2 < worst_k3 - 0.05,
 )
@@ -580,7 +591,8 @@ worst_atoms.round(4)
 # %%
 explained = worst_atoms[(worst_atoms["cos with it"] - target).abs() < 0.01]
 report.record(
-    f"MP at ρ = 0.3: runs whose worst atom is the sibling-orthogonalised one (cos ≈ {target:.3f})",
+    "MP at ρ = 0.3: runs whose worst atom is the sibling-orthogonalised one "
+    f"(cos ≈ {target:.3f})",
     paper="exact recovery",
     ours=f"{len(explained)} of {len(worst_atoms)} runs",
     status="differs" if len(explained) else "matches",
@@ -649,7 +661,8 @@ plot_grid_heatmaps(
     y_label="child mean",
     zmin=0,
     zmax=0.8,
-    title=f"Absorption per cell (median over {len(GRID_SEEDS)} seeds), one panel per family",
+    title=f"Absorption per cell (median over {len(GRID_SEEDS)} seeds), "
+    "one panel per family",
 ).show()
 
 # %%
@@ -671,7 +684,8 @@ beside = pd.DataFrame(
                 if family == "matryoshka"
                 else "not in the paper (per-sample TopK)"
             ),
-            "ours: range over cells (cell medians)": f"{cells[family].min():.3f} – {cells[family].max():.3f}",
+            "ours: range over cells (cell medians)": f"{cells[family].min():.3f} – "
+            f"{cells[family].max():.3f}",
             "ours: all runs, median [min – max]": median_and_range(
                 grid.loc[grid.SAE == family, "absorption"], 3
             ),
@@ -726,7 +740,8 @@ report.check(
     passed=bool((cells["mp"] < cells["relu"]).all()),
 )
 report.check(
-    "Where children are at least as strong as their parent, MP absorbs ≤ 0.07 and ≤ ¼ of ReLU, "
+    "Where children are at least as strong as their parent, "
+    "MP absorbs ≤ 0.07 and ≤ ¼ of ReLU, "
     "BatchTopK and TopK (medians over those cells and seeds)",
     paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70; BatchTopK 0.42 – 0.54",
     ours=f"MP {strong_runs['mp']:.3f}, "
@@ -744,14 +759,17 @@ for family, r in paper_ranges.items():
     if r is None:
         continue
     lo, hi = r
-    # For MP the paper's range is "at most 0.07"; being lower than its 0.001 is no disagreement.
+    # For MP the paper's range is "at most 0.07"; being lower than its 0.001
+    # is no disagreement.
     within = bool(
         (cells[family] <= hi).all() and (family == "mp" or (cells[family] >= lo).all())
     )
     report.record(
-        f"Absorption range over the grid, {family} (cell medians over {len(GRID_SEEDS)} seeds)",
+        f"Absorption range over the grid, {family} "
+        f"(cell medians over {len(GRID_SEEDS)} seeds)",
         paper=f"{lo:g} – {hi:g}",
-        ours=f"{cells[family].min():.3f} – {cells[family].max():.3f} over {len(cells)} cells "
+        ours=f"{cells[family].min():.3f} – {cells[family].max():.3f} "
+        f"over {len(cells)} cells "
         f"(our grid, not the paper's)",
         status="matches" if within else "differs",
     )
@@ -791,7 +809,8 @@ ks = list(range(1, 21))
 curves = {r.name: error_vs_k(r.sae, r.test.x, ks) for r in adaptive}
 print(
     f"busy tree: expected L0 {busy.expected_l0():.2f}; "
-    f"samples with more than 2 concepts: {(adaptive[0].test.codes > 0).sum(1).gt(2).float().mean():.0%}"
+    "samples with more than 2 concepts: "
+    f"{(adaptive[0].test.codes > 0).sum(1).gt(2).float().mean():.0%}"
 )
 
 fig = go.Figure()
@@ -831,7 +850,8 @@ mp_curve, topk_curve, relu_curve = (
 relu_run = next(r for r in adaptive if r.name == "relu")
 relu_max_active = int((relu_run.sae.encode(relu_run.test.x) > 0).sum(-1).max())
 report.check(
-    "Adaptive sparsity: MP's error never rises with k and keeps falling past its training k",
+    "Adaptive sparsity: MP's error never rises with k "
+    "and keeps falling past its training k",
     paper="falls monotonically past the training k",
     ours=f"FVU {mp_curve[1]:.3f} at k = 2 → {mp_curve[-1]:.3f} at k = 20",
     passed=bool((mp_curve[1:] <= mp_curve[:-1] + 1e-6).all())
@@ -846,7 +866,8 @@ report.check(
 report.record(
     "ReLU's error plateaus with the inference budget",
     paper="plateaus",
-    ours=f"flat past its own L0 by construction (we truncate its codes to the top k); with all its codes "
+    ours="flat past its own L0 by construction "
+    "(we truncate its codes to the top k); with all its codes "
     f"(up to {relu_max_active} per input) FVU {relu_curve[-1]:.4f}, vs MP at k = 20 "
     f"{mp_curve[-1]:.4f}: its L1-tuned L0 already adapts per input",
     status="matches" if relu_curve[-1] > mp_curve[-1] else "differs",
@@ -899,14 +920,17 @@ l0_table.round(3)
 # %%
 exact = l0_table.loc["threshold 0.05", "L0 = number of concepts"]
 report.check(
-    "With the threshold rule (0.05 of |x|), MP's L0 comes out of the data: as many atoms as concepts",
+    "With the threshold rule (0.05 of |x|), MP's L0 comes out of the data: "
+    "as many atoms as concepts",
     paper="L0 = 1.36 (the tree's)",
-    ours=f"mean L0 {l0_table.loc['threshold 0.05', 'mean L0']:.3f} vs true {true_l0.float().mean():.3f}; "
+    ours=f"mean L0 {l0_table.loc['threshold 0.05', 'mean L0']:.3f} "
+    f"vs true {true_l0.float().mean():.3f}; "
     f"exact on {exact:.1%} of samples",
     passed=bool(exact > 0.99),
 )
 report.check(
-    "With a fixed k = 20, MP's L0 exceeds the number of concepts (the stopping rule is what "
+    "With a fixed k = 20, MP's L0 exceeds the number of concepts "
+    "(the stopping rule is what "
     "makes L0 data-driven)",
     ours=f"mean L0 {l0_table.loc['fixed k = 20', 'mean L0']:.2f}",
     passed=bool(
@@ -992,14 +1016,17 @@ synth_summary = (
     + ", ".join(f"{n} {synth.loc[n, 'matched mean cos']:.3f}" for n in synth.index)
 )
 report.check(
-    "Superposition plus noise (64 features in 32 dims): MP reconstructs best, and recovers the true "
+    "Superposition plus noise (64 features in 32 dims): MP reconstructs best, "
+    "and recovers the true "
     "features as well as the best of TopK and BatchTopK (matched cos within 0.02)",
     ours=synth_summary,
     passed=mp_fits_best and not mp_recovers_worse,
 )
 report.record(
-    "SynthSAEBench: MP's better reconstruction comes with worse recovery of the true features",
-    paper="MP-SAE: lower error, worse ground-truth recovery (Chanin & Garriga-Alonso 2026)",
+    "SynthSAEBench: MP's better reconstruction comes with worse recovery "
+    "of the true features",
+    paper="MP-SAE: lower error, worse ground-truth recovery "
+    "(Chanin & Garriga-Alonso 2026)",
     ours=synth_summary
     + f" ({len(SYNTH_SEEDS)} seed(s); our simple generator, not theirs)",
     status="matches" if mp_fits_best and mp_recovers_worse else "differs",
@@ -1204,11 +1231,14 @@ report.check(
 
 # %%
 print(
-    f"profile: {current_profile()}; SAE training time in this run: {training_seconds:.0f} s "
+    f"profile: {current_profile()}; "
+    f"SAE training time in this run: {training_seconds:.0f} s "
     f"({len(CORRELATIONS) * len(FAMILIES) * len(SEEDS)} sweep runs × {STEPS} steps, "
     f"{len(SEEDS)} k = 2 runs × {STEPS}, "
-    f"{len(CHILD_MEANS) * len(CHILD_SPREADS) * len(GRID_FAMILIES) * len(GRID_SEEDS)} grid runs × {GRID_STEPS}, "
-    f"3 adaptive runs × {ADAPTIVE_STEPS}, {len(tuning.probes)} L1 probes × {TUNE_STEPS})"
+    f"{len(CHILD_MEANS) * len(CHILD_SPREADS) * len(GRID_FAMILIES) * len(GRID_SEEDS)} "
+    f"grid runs × {GRID_STEPS}, "
+    f"3 adaptive runs × {ADAPTIVE_STEPS}, "
+    f"{len(tuning.probes)} L1 probes × {TUNE_STEPS})"
 )
 report.save()
 report.show()
