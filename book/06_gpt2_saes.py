@@ -107,10 +107,12 @@ REAL = (
 print(f"Model: {loaded.extras['note']}")
 if loaded.pretrained and not REAL:
     print(
-        "SAE_BOOK_MECHANICS_ONLY=1: these weights were planted by a test; mechanics only are checked."
+        "SAE_BOOK_MECHANICS_ONLY=1: these weights were planted by a test; mechanics "
+        "only are checked."
     )
 
-# GPT-2: the e2e paper's main layer. SmolLM2: 4/5 of the depth, so a splice runs only 6 blocks.
+# GPT-2: the e2e paper's main layer. SmolLM2: 4/5 of the depth, so a splice runs
+# only 6 blocks.
 LAYER = 6 if IS_GPT2 else 24
 HOOK = resid_hook(
     model, LAYER
@@ -181,8 +183,8 @@ for bad in (
 acts = harvest(model, train_tokens, HOOK, batch_size=by_profile(ci=32, full=64))
 norms = acts.norm(dim=-1)
 print(
-    f"harvested {tuple(acts.shape)} (sequences, positions, d_model); mean norm at the first "
-    f"position {norms[:, 0].mean():.1f}, at the others {norms[:, 1:].mean():.1f}"
+    f"harvested {tuple(acts.shape)} (sequences, positions, d_model); mean norm at the "
+    f"first position {norms[:, 0].mean():.1f}, at the others {norms[:, 1:].mean():.1f}"
 )
 report.check(
     "Harvesting returns one d_model-vector per token at the hook",
@@ -203,8 +205,8 @@ FIRST = 1  # the first position keeps its original activation
 flat = acts[:, FIRST:].reshape(-1, D_MODEL)  # the local SAEs' training data
 if REAL:
     report.check(
-        f"On {loaded.name}, the first position's residual stream is far longer than the "
-        "others' (an attention sink)",
+        f"On {loaded.name}, the first position's residual stream is far longer than "
+        "the others' (an attention sink)",
         ours=f"{norms[:, 0].mean():.0f} vs {norms[:, 1:].mean():.0f}",
         passed=bool(norms[:, 0].mean() > 3 * norms[:, 1:].mean()),
     )
@@ -235,10 +237,12 @@ eval_acts = held_out.activations()
 identity = held_out.evaluate(identity_sae(D_MODEL).to(DEVICE))
 print(
     f"model CE on held-out text: {held_out.ce_original:.3f} nats; "
-    f"identity splice: KL {identity['kl']:.1e}, CE increase {identity['ce_increase']:+.1e}"
+    f"identity splice: KL {identity['kl']:.1e}, CE increase "
+    f"{identity['ce_increase']:+.1e}"
 )
 report.check(
-    "Splicing an SAE that returns its input leaves the model's output unchanged (KL = 0)",
+    "Splicing an SAE that returns its input leaves the model's output unchanged "
+    "(KL = 0)",
     kind="mechanics",
     ours=f"KL {identity['kl']:.1e}",
     passed=abs(identity["kl"]) < 1e-5,
@@ -314,7 +318,8 @@ plot_histories(
 # %%
 for name, history in histories.items():
     report.check(
-        f"Training the local {name} SAE lowers its reconstruction error by half or more",
+        f"Training the local {name} SAE lowers its reconstruction error by half or "
+        f"more",
         kind="mechanics",
         ours=f"MSE {history.terms['mse'][0]:.3g} → {history.final('mse'):.3g}",
         passed=history.final("mse") < 0.5 * history.terms["mse"][0],
@@ -366,8 +371,8 @@ ce_text = ", ".join(f"{n} {v:+.3f}" for n, v in scores["CE increase"].items())
 if REAL:
     worst_fvu, worst_recovered = scores["FVU"].max(), scores["CE recovered"].min()
     report.check(
-        f"On {loaded.name}, each local SAE explains a good part of the held-out variance "
-        "(FVU < 0.7)",
+        f"On {loaded.name}, each local SAE explains a good part of the held-out "
+        "variance (FVU < 0.7)",
         ours=f"worst FVU {worst_fvu:.3f}",
         passed=worst_fvu < 0.7,
     )
@@ -377,7 +382,8 @@ if REAL:
         passed=bool((scores["CE increase"] < 0.5 * ablations["mean ablation"]).all()),
     )
     report.check(
-        f"On {loaded.name}, each SAE recovers most of the CE loss (> 0.75 vs zero ablation)",
+        f"On {loaded.name}, each SAE recovers most of the CE loss "
+        f"(> 0.75 vs zero ablation)",
         ours=", ".join(f"{n} {v:.3f}" for n, v in scores["CE recovered"].items()),
         passed=worst_recovered > 0.75,
     )
@@ -390,14 +396,16 @@ if REAL:
         )
     else:
         report.record(
-            "The paper's GPT-2 CE increase is not comparable: this is SmolLM2, not GPT-2",
+            "The paper's GPT-2 CE increase is not comparable: this is SmolLM2, not "
+            "GPT-2",
             paper=PAPER_LOCAL,
             ours=ce_text + f" (SmolLM2, layer {LAYER})",
             status="not comparable",
         )
 else:
     report.record(
-        "CE increase, FVU and CE recovered mean nothing on weights that were not trained",
+        "CE increase, FVU and CE recovered mean nothing on weights that were not "
+        "trained",
         paper=PAPER_LOCAL,
         ours=ce_text,
         status="mechanics only",
@@ -440,8 +448,8 @@ ce_sae, ce_random = (
 ratio = ce_sae / max(ce_random, 1e-9)
 if REAL:
     report.check(
-        f"On {loaded.name}, the same FVU costs more CE when the error lies where the SAE "
-        "left it than in a random direction (ratio > 1.5)",
+        f"On {loaded.name}, the same FVU costs more CE when the error lies where the "
+        "SAE left it than in a random direction (ratio > 1.5)",
         kind="finding",
         ours=f"{ce_sae:+.3f} vs {ce_random:+.3f} (x{ratio:.1f})",
         passed=ratio > 1.5,
@@ -576,14 +584,18 @@ order = share_same.argsort(descending=True, stable=True)
 shown = candidates[order[: by_profile(ci=3, full=6)]].tolist()
 print(
     f"{len(candidates)} candidate latents; shown: {shown}, "
-    f"with {[f'{share_same[i]:.0%}' for i in order[: len(shown)].tolist()]} of their top ten on one token"
+    f"with {[f'{share_same[i]:.0%}' for i in order[: len(shown)].tolist()]} of their "
+    f"top ten on one token"
 )
 
 
 def highlighted(
     latent: int, n_contexts: int = 4, before: int = 10, after: int = 3
 ) -> str:
-    """HTML: the latent's strongest contexts, each token shaded by the latent's activation."""
+    (
+        "HTML: the latent's strongest contexts, each token shaded by the latent's "
+        "activation."
+    )
     per_token = torch.cat(
         [
             torch.zeros(len(train_tokens), FIRST),  # the first position: not encoded
@@ -759,15 +771,18 @@ for name, sae in [
 # %%
 if not REAL:
     print(
-        "The weights were not trained (a stand-in, or planted by a test): mechanics only are "
-        "checked; the numbers above are not evidence about any language model."
+        "The weights were not trained (a stand-in, or planted by a test): mechanics "
+        "only are checked; "
+        "the numbers above are not evidence about any language model."
     )
 elif not IS_GPT2:
     print(
-        f"The model was {loaded.name}, not GPT-2: the papers' GPT-2 numbers are not comparable."
+        f"The model was {loaded.name}, not GPT-2: the papers' GPT-2 numbers are not "
+        f"comparable."
     )
 print(
-    f"Chapter executed in {time.perf_counter() - chapter_start:.0f} s with the settings printed at the top."
+    f"Chapter executed in {time.perf_counter() - chapter_start:.0f} s with the "
+    f"settings printed at the top."
 )
 report.save()
 report.show()

@@ -137,8 +137,8 @@ baselines = {
     "oracle (knows the mixture)": language.oracle_ce(eval_rows, eval_mix),
 }
 print(
-    f"tiny LM: {lm.cfg.n_layers} layers, d_model {lm.cfg.d_model}, context {SEQ}; trained on "
-    f"{notes['tokens_seen']:,} tokens ({notes['steps']} steps)"
+    f"tiny LM: {lm.cfg.n_layers} layers, d_model {lm.cfg.d_model}, context {SEQ}; "
+    f"trained on {notes['tokens_seen']:,} tokens ({notes['steps']} steps)"
 )
 pd.Series(baselines, name="next-token CE (nats)").round(3).to_frame()
 
@@ -147,7 +147,8 @@ gap_closed = (baselines["unigram (no context)"] - lm_ce) / (
     baselines["unigram (no context)"] - baselines["oracle (knows the mixture)"]
 )
 report.check(
-    "The tiny LM has learned the language: it closes over half the gap between unigram and oracle CE",
+    "The tiny LM has learned the language: it closes over half the gap between unigram "
+    "and oracle CE",
     ours=f"{gap_closed:.0%} of the gap",
     passed=gap_closed > 0.5,
 )
@@ -208,7 +209,10 @@ describe(
 
 # %%
 def fit(kind: str, sae, model, rows, activations, *, train=None):
-    """Train ``sae`` with the named objective (local on activations, e2e on token rows) and score it."""
+    (
+        "Train ``sae`` with the named objective (local on activations, e2e on token "
+        "rows) and score it."
+    )
     objective = make_objective(kind, model, HOOK, downstream=DS_STREAMS)
     settings = train or (LOCAL_TRAIN if kind == "local" else E2E_TRAIN)
     history = train_sae(
@@ -309,9 +313,11 @@ matched.round(3)
 e2e_rows = matched[(matched["objective"] == "e2e") & matched["ratio"].notna()]
 low = e2e_rows.sort_values("L0").iloc[0]
 report.check(
-    "At matched low L0, e2e SAEs give a lower CE-loss increase than local SAEs (tiny LM)",
+    "At matched low L0, e2e SAEs give a lower CE-loss increase than local SAEs "
+    "(tiny LM)",
     paper="GPT-2 layer 6: e2e 0.099 (L0 39.7) vs local 0.228 (L0 42.8)",
-    ours=f"L0 {low['L0']:.1f}: e2e {low['CE increase']:.3f} vs local {low['local CE increase at this L0']:.3f}",
+    ours=f"L0 {low['L0']:.1f}: e2e {low['CE increase']:.3f} vs local "
+    f"{low['local CE increase at this L0']:.3f}",
     passed=bool(low["ratio"] < 0.5),
 )
 ds_rows = matched[(matched["objective"] == "e2e+ds") & matched["ratio"].notna()]
@@ -319,7 +325,8 @@ report.record(
     "e2e+ds SAEs against local SAEs at matched L0 (tiny LM): CE-loss increase",
     paper="GPT-2 layer 6: e2e+ds 0.124 (L0 36.8) vs local 0.228",
     ours=", ".join(
-        f"L0 {r['L0']:.1f}: {r['CE increase']:.3f} vs {r['local CE increase at this L0']:.3f}"
+        f"L0 {r['L0']:.1f}: {r['CE increase']:.3f} vs "
+        f"{r['local CE increase at this L0']:.3f}"
         for _, r in ds_rows.iterrows()
     )
     or "no e2e+ds SAE inside the local sweep",
@@ -366,14 +373,17 @@ compare.round(3)
 
 # %%
 report.check(
-    "e2e SAEs reconstruct the activation worse than local SAEs (higher FVU at similar L0)",
-    ours=f"FVU e2e {compare.loc['e2e', 'fvu']:.2f} vs local {compare.loc['local', 'fvu']:.2f}",
+    "e2e SAEs reconstruct the activation worse than local SAEs "
+    "(higher FVU at similar L0)",
+    ours=f"FVU e2e {compare.loc['e2e', 'fvu']:.2f} vs local "
+    f"{compare.loc['local', 'fvu']:.2f}",
     passed=bool(compare.loc["e2e", "fvu"] > compare.loc["local", "fvu"]),
 )
 report.check(
     "e2e SAEs shrink their output more than local SAEs (output/input norm ratio)",
     paper="layer 6: e2e 0.31 vs local 0.92",
-    ours=f"e2e {compare.loc['e2e', 'norm_ratio']:.2f} vs local {compare.loc['local', 'norm_ratio']:.2f}",
+    ours=f"e2e {compare.loc['e2e', 'norm_ratio']:.2f} vs local "
+    f"{compare.loc['local', 'norm_ratio']:.2f}",
     passed=bool(compare.loc["e2e", "norm_ratio"] < compare.loc["local", "norm_ratio"]),
 )
 report.record(
@@ -393,7 +403,8 @@ report.record(
 if RATIO < 32:
     fewest_alive = compare["alive"].min() / (RATIO * D)
     report.check(
-        f"With {RATIO} latents per dimension nearly all latents stay alive for every objective (> 90%)",
+        f"With {RATIO} latents per dimension nearly all latents stay alive for every "
+        f"objective (> 90%)",
         ours=f"fewest alive: {fewest_alive:.0%}",
         passed=fewest_alive > 0.9,
     )
@@ -477,9 +488,11 @@ report.record(
     else "differs",
 )
 report.record(
-    "Dictionary geometry: e2e+ds atoms are closer to the local dictionary than e2e atoms are",
+    "Dictionary geometry: e2e+ds atoms are closer to the local dictionary than e2e "
+    "atoms are",
     paper="e2e+ds features resemble local ones more than e2e features do",
-    ours=f"median max cos to local: e2e+ds {to_local['e2e+ds']:.2f}, e2e {to_local['e2e']:.2f}",
+    ours=f"median max cos to local: e2e+ds {to_local['e2e+ds']:.2f}, e2e "
+    f"{to_local['e2e']:.2f}",
     status="same" if to_local["e2e+ds"] > to_local["e2e"] else "differs",
 )
 
@@ -508,12 +521,15 @@ with torch.no_grad():
     max_logit_change = (planted(sample) - lm(sample)).abs().max().item()
 variance_along_u = (planted_acts @ u.cpu()).var().item()
 print(
-    f"largest change of any logit: {max_logit_change:.1e}; variance along u: {variance_along_u:.1f} "
+    f"largest change of any logit: {max_logit_change:.1e}; variance along u: "
+    f"{variance_along_u:.1f} "
     f"(largest principal component before planting: {top_pc_std**2:.1f})"
 )
 report.check(
-    "The planted direction changes no output of the model, yet dominates the activation's variance",
-    ours=f"max |Δlogit| {max_logit_change:.1e}; var along u {variance_along_u:.0f} vs top PC {top_pc_std**2:.0f}",
+    "The planted direction changes no output of the model, yet dominates the "
+    "activation's variance",
+    ours=f"max |Δlogit| {max_logit_change:.1e}; var along u {variance_along_u:.0f} vs "
+    f"top PC {top_pc_std**2:.0f}",
     passed=max_logit_change < 1e-3 and variance_along_u > 2 * top_pc_std**2,
 )
 
@@ -574,8 +590,8 @@ local_p, e2e_p = (
 report.check(
     "A local SAE spends latents on the planted direction the model never reads",
     paper="suggested by the paper's argument, not tested there",
-    ours=f"{local_p['latents along u']} latents, {local_p['share of firings']:.0%} of firings, "
-    f"keeps {local_p['planted variance kept']:.0%} of its variance",
+    ours=f"{local_p['latents along u']} latents, {local_p['share of firings']:.0%} of "
+    f"firings, keeps {local_p['planted variance kept']:.0%} of its variance",
     passed=local_p["latents along u"] >= 5
     and local_p["share of firings"] > 0.02
     and local_p["planted variance kept"] > 0.5,
@@ -583,8 +599,8 @@ report.check(
 report.check(
     "An e2e SAE spends (almost) none on it, and drops the planted variance",
     paper="suggested by the paper's argument, not tested there",
-    ours=f"{e2e_p['latents along u']} latents, {e2e_p['share of firings']:.1%} of firings, "
-    f"keeps {e2e_p['planted variance kept']:.0%} of its variance",
+    ours=f"{e2e_p['latents along u']} latents, {e2e_p['share of firings']:.1%} of "
+    f"firings, keeps {e2e_p['planted variance kept']:.0%} of its variance",
     passed=e2e_p["share of firings"] < 0.01 and e2e_p["planted variance kept"] < 0.2,
 )
 
@@ -615,7 +631,8 @@ mp_table.round(3)
 # %%
 mp_local, mp_e2e = mp_table.loc["local"], mp_table.loc["e2e"]
 report.check(
-    "A local MP-SAE hands on nearly the activation's full norm (no L1 shrinkage): norm ratio > 0.9",
+    "A local MP-SAE hands on nearly the activation's full norm (no L1 shrinkage): norm "
+    "ratio > 0.9",
     ours=f"{mp_local['norm_ratio']:.2f}",
     passed=mp_local["norm_ratio"] > 0.9,
 )
@@ -630,8 +647,10 @@ report.record(
 denser_relu = [p for p in points if p["l0"] >= K_MP]
 best_denser = min(denser_relu, key=lambda p: p["ce_increase"])
 report.record(
-    f"A local MP-SAE with k = {K_MP} against every ReLU SAE of the sweep that uses more latents (e2e included)",
-    ours=f"MP {mp_local['ce_increase']:.3f} vs best such ReLU SAE {best_denser['ce_increase']:.3f} "
+    f"A local MP-SAE with k = {K_MP} against every ReLU SAE of the sweep that uses "
+    f"more latents (e2e included)",
+    ours=f"MP {mp_local['ce_increase']:.3f} vs best such ReLU SAE "
+    f"{best_denser['ce_increase']:.3f} "
     f"({best_denser['objective']}, L0 {best_denser['l0']:.1f})",
     status="MP lower"
     if mp_local["ce_increase"] < best_denser["ce_increase"]
@@ -684,9 +703,10 @@ if RUN_REAL_LM:
         web=by_profile(ci=False, full=R_IS_GPT2),
     )
     r_eval, r_train = r_tokens[:n_eval], r_tokens[n_eval:]
-    # λ per model: the paper swept 1-30 locally and ~1-5 e2e on GPT-2. SmolLM2's stream is several
-    # times longer: MSE grows with its square and L1 with its length, so its local λ is larger
-    # (chapter 6 uses 40); a KL does not grow at all, so its e2e λ is smaller. Untested guesses.
+    # λ per model: the paper swept 1-30 locally and ~1-5 e2e on GPT-2. SmolLM2's
+    # stream is several times longer: MSE grows with its square and L1 with its
+    # length, so its local λ is larger (chapter 6 uses 40); a KL does not grow at
+    # all, so its e2e λ is smaller. Untested guesses.
     local_scale, e2e_scale = (1.0, 1.0) if R_IS_GPT2 else (7.0, 0.25)
     R_LAMBDAS = {
         "local": [
@@ -720,7 +740,8 @@ if RUN_REAL_LM:
     )
 else:
     print(
-        "ci profile: the pretrained-model section runs in the full profile only (see above)."
+        "ci profile: the pretrained-model section runs in the full profile only (see "
+        "above)."
     )
 
 # %%
@@ -729,7 +750,8 @@ if RUN_REAL_LM:
         identity_sae(R_D).to(DEVICE), r_eval[:2].to(DEVICE), None
     )
     report.check(
-        f"{real.name}: the e2e loss (KL) is zero when the splice hands back the activation",
+        f"{real.name}: the e2e loss (KL) is zero when the splice hands back the "
+        f"activation",
         kind="mechanics",
         ours=f"KL {r_identity['kl'].item():.1e}",
         passed=abs(r_identity["kl"].item()) < 1e-5,
@@ -737,8 +759,8 @@ if RUN_REAL_LM:
 
 # %%
 if RUN_REAL_LM:
-    # as in chapter 6, the first position (an attention sink) is left out of training and scoring
-    # for the local SAEs; the e2e objectives splice every position
+    # as in chapter 6, the first position (an attention sink) is left out of training
+    # and scoring for the local SAEs; the e2e objectives splice every position
     r_acts = harvest(r_model, r_train[:1_500], R_HOOK, batch_size=16)[:, 1:].reshape(
         -1, R_D
     )
@@ -802,7 +824,8 @@ if RUN_REAL_LM:
     matched_real = [(p, ce) for p, ce in matched_real if ce is not None]
     summary = (
         "; ".join(
-            f"{p['objective']} L0 {p['l0']:.1f}: {p['ce_increase']:.3f} vs local {ce:.3f}"
+            f"{p['objective']} L0 {p['l0']:.1f}: {p['ce_increase']:.3f} vs local "
+            f"{ce:.3f}"
             for p, ce in matched_real
         )
         or "no e2e SAE inside the local sweep's L0 range"
@@ -828,7 +851,8 @@ if RUN_REAL_LM:
         )
     else:
         report.record(
-            f"{real.name} layer 24 (not GPT-2: the paper's numbers are not comparable): "
+            f"{real.name} layer 24 (not GPT-2: the paper's numbers are not "
+            f"comparable): "
             "at matched L0, e2e SAEs give a lower CE-loss increase than local SAEs",
             paper="GPT-2 layer 10: e2e 0.131 (L0 62.3) vs local 0.202 (L0 74.9)",
             ours=summary,
@@ -964,11 +988,13 @@ exercises.check_e2e_ds_loss(e2e_ds_loss_solution, solution=True)
 # %%
 if RUN_REAL_LM and not R_REAL:
     print(
-        "The pretrained-model section ran on weights that were not trained (mechanics only): "
+        "The pretrained-model section ran on weights that were not trained (mechanics "
+        "only): "
         "only the tiny-LM results and the mechanics above are evidence."
     )
 print(
-    f"Chapter executed in {time.perf_counter() - chapter_start:.0f} s with the settings printed above."
+    f"Chapter executed in {time.perf_counter() - chapter_start:.0f} s with the "
+    f"settings printed above."
 )
 report.save()
 report.show()
