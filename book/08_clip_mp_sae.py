@@ -141,7 +141,10 @@ describe(
 def claim(
     text: str, *, ours: str, passed: bool, paper: str = "—", kind: str | None = None
 ) -> None:
-    """Assert a claim about what the model represents; with planted random weights only record it."""
+    (
+        "Assert a claim about what the model represents; "
+        "with planted random weights only record it."
+    )
     if MECHANICS:
         report.record(
             text,
@@ -176,7 +179,8 @@ print(
         else f"\n(CLIP ViT-B/32 is not available here: {why_not[:160]})"
     )
     + (
-        "\nmechanics only: the weights were planted by a test, so no claim about them is asserted"
+        "\nmechanics only: the weights were planted by a test, "
+        "so no claim about them is asserted"
         if MECHANICS
         else ""
     )
@@ -223,9 +227,12 @@ cfg = mini.extras["config"]
 notes, run = record["notes"], record["run"]
 checkpoints = pd.DataFrame(run["checkpoints"]).set_index("step")
 print(
-    f"shipped mini CLIP: temperature {'learned' if cfg.temperature is None else cfg.temperature}, "
-    f"captions naming each concept with probability {notes['completeness']}, {notes['steps']} steps of "
-    f"{notes['batch_size']} pairs; {notes['total_seconds']:.0f} s to train ({notes['command']})"
+    "shipped mini CLIP: temperature "
+    f"{'learned' if cfg.temperature is None else cfg.temperature}, "
+    f"captions naming each concept with probability {notes['completeness']}, "
+    f"{notes['steps']} steps of "
+    f"{notes['batch_size']} pairs; {notes['total_seconds']:.0f} s to train "
+    f"({notes['command']})"
 )
 training = go.Figure()
 training.add_scatter(y=run["loss"], name="InfoNCE loss")
@@ -264,14 +271,17 @@ pd.Series({**retrieval, "chance R@1": 1 / POOL, "chance R@5": 5 / POOL}).round(
 # %%
 worst_r1 = min(retrieval["image→text R@1"], retrieval["text→image R@1"])
 claim(
-    "The model aligns the modalities: held-out retrieval R@1, both directions, at least 20x chance",
+    "The model aligns the modalities: held-out retrieval R@1, both directions, "
+    "at least 20x chance",
     ours=", ".join(f"{k} {v:.2f}" for k, v in retrieval.items())
     + f" (chance R@1 {1 / POOL:.2f})",
     passed=worst_r1 >= 20 / POOL,
 )
 report.check(
-    "Harvesting: unit-length rows, image row i and caption row n + i come from the same scene",
-    ours=f"{tuple(emb.x.shape)}, max |norm - 1| = {(emb.x.norm(dim=1) - 1).abs().max():.1e}",
+    "Harvesting: unit-length rows, image row i and caption row n + i "
+    "come from the same scene",
+    ours=f"{tuple(emb.x.shape)}, "
+    f"max |norm - 1| = {(emb.x.norm(dim=1) - 1).abs().max():.1e}",
     passed=bool(torch.allclose(emb.x.norm(dim=1), torch.ones(len(emb.x)), atol=1e-5))
     and bool((emb.image_index[emb.is_image] == emb.image_index[~emb.is_image]).all()),
     kind="mechanics",
@@ -305,7 +315,8 @@ for case, call in bad_inputs.items():
         messages[case] = str(error)
     print(f"{case:>45}: {messages[case]}")
 report.check(
-    "Bad input (wrong image mode or shape, empty captions, mismatched counts) raises a clear error",
+    "Bad input (wrong image mode or shape, empty captions, mismatched counts) "
+    "raises a clear error",
     ours=f"{sum(m is not None for m in messages.values())}/{len(messages)} cases raise",
     passed=all(messages.values()),
     kind="mechanics",
@@ -362,9 +373,11 @@ init_cones = min(
     gap.loc["cone (captions)", "at initialisation"],
 )
 report.check(
-    "At initialisation each tower maps its inputs into a narrow cone, and the cones are apart",
+    "At initialisation each tower maps its inputs into a narrow cone, "
+    "and the cones are apart",
     paper="cone effect: gap present at initialisation (Liang et al. 2022)",
-    ours=f"within-modality mean cosine ≥ {init_cones:.2f}, centroid distance {init_gap:.2f}",
+    ours=f"within-modality mean cosine ≥ {init_cones:.2f}, "
+    f"centroid distance {init_gap:.2f}",
     passed=init_cones > 0.3 and init_gap > 0.5,
     kind="mechanics",
 )
@@ -372,18 +385,21 @@ if clip is not None:
     claim(
         "Contrastive training keeps a modality gap",
         paper="CLIP keeps a clear gap (Liang et al. 2022)",
-        ours=f"centroid distance {init_gap:.2f} at initialisation, {trained_gap:.2f} trained",
+        ours=f"centroid distance {init_gap:.2f} at initialisation, "
+        f"{trained_gap:.2f} trained",
         passed=trained_gap > 0.3,
     )
 else:
     report.record(
         "Contrastive training keeps the modality gap it starts with",
         paper="CLIP keeps a clear gap (Liang et al. 2022)",
-        ours=f"mini CLIP: centroid distance {init_gap:.2f} at initialisation, {trained_gap:.2f} trained",
+        ours=f"mini CLIP: centroid distance {init_gap:.2f} at initialisation, "
+        f"{trained_gap:.2f} trained",
         status="reproduced" if trained_gap > 0.3 else "differs",
     )
 print(
-    f"centroid distance: {init_gap:.2f} at initialisation -> {trained_gap:.2f} after training"
+    f"centroid distance: {init_gap:.2f} at initialisation -> "
+    f"{trained_gap:.2f} after training"
 )
 
 # %% [markdown]
@@ -448,7 +464,8 @@ probes
 shared_probes = probes[probes.kind == "shared"]
 margin = shared_probes[["images", "captions"]].min(axis=1) - shared_probes.chance
 claim(
-    "Every shared concept is linearly decodable from both modalities, above chance (by ≥ 0.05)",
+    "Every shared concept is linearly decodable from both modalities, "
+    "above chance (by ≥ 0.05)",
     ours=", ".join(
         f"{c} {r.images:.2f}/{r.captions:.2f}" for c, r in shared_probes.iterrows()
     )
@@ -463,13 +480,15 @@ cross = max(
     probes.loc["background", "captions"] - 0.5, probes.loc["medium", "images"] - 0.5
 )
 claim(
-    "A control cannot be read from the modality that does not carry it (probe within 0.1 of chance)",
+    "A control cannot be read from the modality that does not carry it "
+    "(probe within 0.1 of chance)",
     ours=f"background from captions {probes.loc['background', 'captions']:.2f}, "
     f"medium from images {probes.loc['medium', 'images']:.2f} (chance 0.50)",
     passed=cross < 0.1,
 )
 report.record(
-    "Controls in the modality that carries them (training gives no reason to keep them)",
+    "Controls in the modality that carries them "
+    "(training gives no reason to keep them)",
     ours=f"background from images {probes.loc['background', 'images']:.2f}, "
     f"medium from captions {probes.loc['medium', 'captions']:.2f} (chance 0.50)",
     status="exploration",
@@ -505,13 +524,15 @@ constructed = torch.tensor(
 )
 scores = modality_score(constructed, is_img_case)
 print("modality scores of the constructed atoms:", scores.tolist())
-# The same data with every caption repeated five times (five captions per image): nothing may change.
+# The same data with every caption repeated five times (five captions per image):
+# nothing may change.
 repeated = torch.cat([constructed[:4], constructed[4:].repeat(5, 1)])
 scores_5 = modality_score(
     repeated, torch.cat([is_img_case[:4], is_img_case[4:].repeat(5)])
 )
 report.check(
-    "Modality score on constructed atoms: image-only 1, text-only 0, both equally 0.5, silent NaN",
+    "Modality score on constructed atoms: image-only 1, text-only 0, "
+    "both equally 0.5, silent NaN",
     ours=str([round(v, 3) for v in scores.tolist()]),
     passed=scores[:3].tolist() == [1.0, 0.0, 0.5] and bool(scores[3].isnan()),
     kind="mechanics",
@@ -658,7 +679,8 @@ summary.round(3)
 )
 more = "MP-SAE" if mp_shared > topk_shared else "TopK"
 print(
-    f"shared atoms by modality score: TopK {topk_shared:.0%}, MP {mp_shared:.0%} -> {more} has more; "
+    f"shared atoms by modality score: TopK {topk_shared:.0%}, MP {mp_shared:.0%} "
+    f"-> {more} has more; "
     f"single-modality: TopK {topk_split:.0%}, MP {mp_split:.0%}"
 )
 if REAL_CLIP:
@@ -671,7 +693,8 @@ if REAL_CLIP:
 else:
     report.record(
         f"{model.name}: which family has more shared atoms (modality score 0.25-0.75)",
-        ours=f"TopK {topk_shared:.0%}, MP {mp_shared:.0%} (single-modality: TopK {topk_split:.0%}, "
+        ours=f"TopK {topk_shared:.0%}, MP {mp_shared:.0%} "
+        f"(single-modality: TopK {topk_split:.0%}, "
         f"MP {mp_split:.0%})",
         status="measured" if not MECHANICS else "not asserted (planted random weights)",
     )
@@ -733,14 +756,17 @@ by_kind = overlaps.groupby("kind")[["topk", "mp"]].mean()
 control_max = overlaps.loc[overlaps.kind != "shared", ["topk", "mp"]].max()
 for family in ("topk", "mp"):
     claim(
-        f"{family}: shared concepts use the same atoms in both modalities more than any control does",
-        ours=f"mean overlap, shared concepts {by_kind.loc['shared', family]:.2f}; highest control "
+        f"{family}: shared concepts use the same atoms in both modalities "
+        "more than any control does",
+        ours=f"mean overlap, shared concepts {by_kind.loc['shared', family]:.2f}; "
+        "highest control "
         f"{control_max[family]:.2f}",
         passed=by_kind.loc["shared", family] > control_max[family],
     )
 report.record(
     f"{model.name}: mean overlap of shared concepts, TopK vs MP (ground truth)",
-    ours=f"TopK {by_kind.loc['shared', 'topk']:.2f}, MP {by_kind.loc['shared', 'mp']:.2f}; "
+    ours=f"TopK {by_kind.loc['shared', 'topk']:.2f}, "
+    f"MP {by_kind.loc['shared', 'mp']:.2f}; "
     f"controls TopK {overlaps.loc[overlaps.kind != 'shared', 'topk'].mean():.2f}, "
     f"MP {overlaps.loc[overlaps.kind != 'shared', 'mp'].mean():.2f}",
     status="measured" if not MECHANICS else "not asserted (planted random weights)",
@@ -956,7 +982,10 @@ for family in ("topk", "mp"):
         name=f"{family}: concept overlap (ground truth)",
     )
 fig.update_layout(
-    title="Sharing across training settings (mean ± sd over seeds; scripts/sweep_mini_clip.py)",
+    title=(
+        "Sharing across training settings "
+        "(mean ± sd over seeds; scripts/sweep_mini_clip.py)"
+    ),
     height=420,
     yaxis_title="share of atoms / cosine",
     xaxis_tickangle=-20,
@@ -980,7 +1009,8 @@ verdict
 # %%
 for setting, row in verdict.iterrows():
     report.record(
-        f"Sweep, {setting}: MP minus TopK (mean of {sweep.setting.eq(setting).sum()} seeds)",
+        f"Sweep, {setting}: MP minus TopK "
+        f"(mean of {sweep.setting.eq(setting).sum()} seeds)",
         ours=f"shared atoms {row.iloc[0]:+.2f}, concept overlap {row.iloc[1]:+.2f}",
         status="measured",
     )
@@ -1010,7 +1040,8 @@ print(
     {f: round(float(r), 2) for f, r in gap_link.items()},
 )
 claim(
-    "Across the sweep's settings, the wider the modality gap after training, the fewer shared atoms "
+    "Across the sweep's settings, the wider the modality gap after training, "
+    "the fewer shared atoms "
     "(negative rank correlation, both families)",
     ours=", ".join(f"{f} {r:.2f}" for f, r in gap_link.items())
     + f" over {len(means)} settings",
@@ -1227,5 +1258,6 @@ end_cpu = resource.getrusage(resource.RUSAGE_SELF)
 print(f"model: {model.name}  |  {len(emb.x)} training rows, {n_atoms} atoms, k = {K}")
 print(
     f"chapter time: {time.perf_counter() - START_WALL:.0f} s wall, "
-    f"{end_cpu.ru_utime + end_cpu.ru_stime - START_CPU.ru_utime - START_CPU.ru_stime:.0f} s CPU (this kernel)"
+    f"{end_cpu.ru_utime + end_cpu.ru_stime - START_CPU.ru_utime - START_CPU.ru_stime:.0f}"
+    " s CPU (this kernel)"
 )
