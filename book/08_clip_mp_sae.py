@@ -1157,9 +1157,9 @@ from sae_lib import exercises
 #
 # Write `image_share(z, is_image)`: codes `z` of shape $(N, n)$ (non-negative) for $N$ inputs,
 # and a boolean vector `is_image` saying which rows are images (the rest are captions). For each
-# latent return its modality score, $\mathbb E_{\text{img}}[z_i] / (\mathbb E_{\text{img}}[z_i]
-# + \mathbb E_{\text{txt}}[z_i])$, with each $\mathbb E$ a mean over that modality's rows, and NaN
-# for a latent that never fires. The checker uses data with five captions per image too.
+# latent return its modality score,
+# $\mathbb E_{\text{img}}[z_i] / (\mathbb E_{\text{img}}[z_i] + \mathbb E_{\text{txt}}[z_i])$,
+# with each $\mathbb E$ a mean over that modality's rows, and NaN for a latent that never fires. The checker uses data with five captions per image too.
 # :::
 
 
