@@ -475,13 +475,11 @@ class MPSAE(SAE):
                  stop_on_repeat: bool = False, seed: int | None = None):
         super().__init__(d_in, n_latents, seed=seed)
         self.k = self.check_k(k, k)
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not 0 < threshold < 1):
-            raise ValueError(f"threshold must be None or a number in (0, 1) (a fraction of the input's norm), "
-                             f"got {threshold!r}")
         if not isinstance(stop_on_repeat, bool):
             raise TypeError(f"stop_on_repeat must be True or False, got {stop_on_repeat!r}")
-        self.threshold = None if threshold is None else float(threshold)
+        # A fraction of the input's norm; None runs all k steps.
+        self.threshold = None if threshold is None else real_number(
+            "threshold", threshold, low=0, high=1, low_open=True, high_open=True)
         self.stop_on_repeat = stop_on_repeat
         self._config_extras = {"k": self.k, "threshold": self.threshold, "stop_on_repeat": self.stop_on_repeat}
 

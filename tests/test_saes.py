@@ -653,9 +653,10 @@ def test_mp_stopping_rules_survive_save_and_load(tmp_path):
     assert (loaded.threshold, loaded.stop_on_repeat) == (0.05, True)
 
 
-@pytest.mark.parametrize("bad", [0, 1.0, -0.1, "0.05", True])
-def test_mp_bad_threshold_is_a_clear_error(bad):
-    with pytest.raises(ValueError, match="threshold"):
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (1.0, ValueError), (-0.1, ValueError),
+                                        (float("nan"), ValueError), ("0.05", TypeError), (True, TypeError)])
+def test_mp_bad_threshold_is_a_clear_error(bad, error):
+    with pytest.raises(error, match=r"threshold must be .*a finite number in \(0, 1\)"):
         MPSAE(D, N, K, threshold=bad)
 
 
