@@ -67,6 +67,7 @@ from sae_lib import (
     run_on_tree,
     tune_l1,
 )
+from sae_lib.full_profile import full_profile_setting, load_full_profile
 from sae_lib.plots import plot_cosine_panels, plot_cosines
 from sae_lib.report import ReplicationReport
 
@@ -492,48 +493,66 @@ report.check(
     passed=bool(silenced < 0.5),
 )
 
+# %% [markdown]
+# Now the chapter's claims about the four families. We write them once, as a function of a table of
+# runs, because we check them twice: here on this run, and below on the full-profile run at the
+# papers' scale.
+
+
 # %%
-l0_relu = medians.loc["relu", "l0"]
-report.check(
-    "The bisected L1 weight puts the ReLU SAE's L0 near the tree's 1.36 (median over "
-    "seeds)",
-    paper="L1 tuned to L0 = 1.36",
-    ours=f"L0 {median_and_range(scores[scores.SAE == 'relu'].l0)}",
-    passed=abs(l0_relu - 1.36) < 0.25,
-)
+def check_families(scores: pd.DataFrame, scale: str) -> None:
+    """Assert the chapter's claims on ``scores`` (one row per trained SAE)."""
+    medians = scores.groupby("SAE", sort=False).median(numeric_only=True)
+    absorption = {n: scores.loc[scores.SAE == n, "absorption"] for n in FAMILY_SETTINGS}
+    seeds = f"{scores.seed.nunique()} seeds, {scale}"
+    report.check(
+        f"The bisected L1 weight puts the ReLU SAE's L0 near the tree's 1.36 ({seeds})",
+        paper="L1 tuned to L0 = 1.36",
+        ours=f"L0 {median_and_range(scores[scores.SAE == 'relu'].l0)}",
+        passed=abs(medians.loc["relu", "l0"] - 1.36) < 0.25,
+    )
+    report.check(
+        "ReLU SAEs absorb children into parents (absorption score in the paper's "
+        f"range; {seeds})",
+        paper="0.45 – 0.70 (vanilla ReLU)",
+        ours=f"{median_and_range(absorption['relu'])} (median [range])",
+        passed=0.45 <= absorption["relu"].median() <= 0.70,
+    )
+    report.check(
+        f"Absorption breaks the across-level geometry, not the within-level one "
+        f"(ReLU; {seeds})",
+        ours=f"hierarchical error {medians.loc['relu', 'hierarchical']:.2f} "
+        f"vs flat {medians.loc['relu', 'flat']:.2f}",
+        passed=bool(
+            medians.loc["relu", "hierarchical"] > 5 * medians.loc["relu", "flat"]
+        ),
+    )
+    report.check(
+        "BatchTopK and per-sample TopK SAEs absorb too (median absorption > 0.15; "
+        f"{seeds})",
+        paper="0.42 – 0.54 (BatchTopK)",
+        ours=(
+            f"BatchTopK {median_and_range(absorption['batchtopk'])}; TopK "
+            f"{median_and_range(absorption['topk'])}"
+        ),
+        passed=absorption["batchtopk"].median() > 0.15
+        and absorption["topk"].median() > 0.15,
+    )
+    report.check(
+        f"Matryoshka absorbs less than ReLU (median over seeds; {seeds})",
+        paper="Matryoshka reduces absorption (Bussmann et al. 2025)",
+        ours=(
+            f"Matryoshka {median_and_range(absorption['matryoshka'])} vs ReLU "
+            f"{absorption['relu'].median():.2f}"
+        ),
+        passed=absorption["matryoshka"].median() < absorption["relu"].median(),
+    )
+
+
+check_families(scores, "this run")
 abs_of = {
     name: scores.loc[scores.SAE == name, "absorption"] for name in FAMILY_SETTINGS
 }
-report.check(
-    "ReLU SAEs absorb children into parents (absorption score in the paper's range)",
-    paper="0.45 – 0.70 (vanilla ReLU)",
-    ours=f"{median_and_range(abs_of['relu'])} (median [range] of {len(SEEDS)} seeds)",
-    passed=0.45 <= abs_of["relu"].median() <= 0.70,
-)
-report.check(
-    "Absorption breaks the across-level geometry, not the within-level one (ReLU)",
-    ours=f"hierarchical error {medians.loc['relu', 'hierarchical']:.2f} "
-    f"vs flat {medians.loc['relu', 'flat']:.2f}",
-    passed=bool(medians.loc["relu", "hierarchical"] > 5 * medians.loc["relu", "flat"]),
-)
-report.check(
-    "BatchTopK and per-sample TopK SAEs absorb too (median absorption > 0.15)",
-    paper="0.42 – 0.54 (BatchTopK)",
-    ours=(
-        f"BatchTopK {median_and_range(abs_of['batchtopk'])}; TopK "
-        f"{median_and_range(abs_of['topk'])}"
-    ),
-    passed=abs_of["batchtopk"].median() > 0.15 and abs_of["topk"].median() > 0.15,
-)
-report.check(
-    "Matryoshka absorbs less than ReLU (median over seeds)",
-    paper="Matryoshka reduces absorption (Bussmann et al. 2025)",
-    ours=(
-        f"Matryoshka {median_and_range(abs_of['matryoshka'])} vs ReLU "
-        f"{abs_of['relu'].median():.2f}"
-    ),
-    passed=abs_of["matryoshka"].median() < abs_of["relu"].median(),
-)
 
 # %% [markdown]
 # ### Beside the paper
@@ -563,8 +582,9 @@ beside = pd.DataFrame(
 beside
 
 # %% [markdown]
-# Our ReLU SAEs land inside the paper's range for vanilla SAEs. BatchTopK and TopK absorb as well, but
-# score lower than the paper's BatchTopK, and the table shows why the number needs care: several of their
+# Our ReLU SAEs land inside the paper's range for vanilla SAEs. BatchTopK and TopK absorb as well; in
+# the short `ci` run they score below the paper's BatchTopK (the full-profile run at the end of this
+# section lands inside its range). The table shows why the number needs care: several of their
 # latents are dead. A child whose matched latent never fires contributes whatever cosine that
 # untrained atom happens to have with the parent, near zero, which pulls the average down although
 # nothing was recovered. Splitting the children of every BatchTopK and TopK run by whether their matched
@@ -622,6 +642,60 @@ for name in ("batchtopk", "topk"):
         ),
         status="matches" if 0.42 <= median <= 0.54 else "differs",
     )
+
+# %% [markdown]
+# ### At the papers' scale
+#
+# Everything above ran at the `ci` profile's scale, so that the page builds in seconds. The `full`
+# profile trains as the paper does (15k steps of 200 samples) on 10 seeds, which takes hours on a
+# laptop CPU. We ran it once with `python scripts/full_profile_ch45.py` (resumable: it trains one SAE
+# at a time and keeps what is done) and ship its results with the library; `load_full_profile` reads
+# them. Here are both scales side by side, and the chapter's claims checked again on the full run.
+
+# %%
+full = load_full_profile("ch4/")
+print(
+    f"full profile: {full.seed.nunique()} seeds × {full.steps.iloc[0]:,} steps of 200 "
+    f"samples, ReLU L1 weight {full_profile_setting('ch4/tune_l1')['l1_coeff']:.2e} "
+    f"(this run: {tuning.l1_coeff:.2e}); "
+    f"{full.seconds.sum() / 60:.0f} min of training, "
+    "one thread per SAE on a 2-core CPU"
+)
+scales = pd.DataFrame(
+    {
+        "paper (range over its grid)": PAPER_RANGES,
+        f"this run ({len(SEEDS)} seeds, {STEPS:,} steps)": {
+            name: median_and_range(abs_of[name]) for name in FAMILY_SETTINGS
+        },
+        "full profile (10 seeds, 15,000 steps)": {
+            name: median_and_range(full.loc[full.SAE == name, "absorption"])
+            for name in FAMILY_SETTINGS
+        },
+        "full: dead latents (median)": full.groupby("SAE")["dead"].median(),
+    }
+).reindex(list(FAMILY_SETTINGS))
+scales.rename_axis("SAE: absorption, median [min – max]")
+
+# %% [markdown]
+# Ten times the training changes one thing that matters for the comparison with the paper: the
+# one-shot sparse families absorb *more* once trained longer, and BatchTopK's median moves into the
+# paper's BatchTopK range. The short `ci` runs had not yet finished merging children into parents;
+# absorption is where training goes, not a transient. ReLU barely moves; Matryoshka rises too, but
+# stays well below ReLU (checked).
+
+# %%
+check_families(full, "full profile")
+full_batchtopk = full.loc[full.SAE == "batchtopk", "absorption"].median()
+report.check(
+    "At the papers' scale (15k steps), BatchTopK absorbs more than in the short run, "
+    "inside the paper's range",
+    paper="0.42 – 0.54 (BatchTopK)",
+    ours=f"full profile {full_batchtopk:.2f} vs this run "
+    f"{abs_of['batchtopk'].median():.2f}",
+    passed=0.42 <= full_batchtopk <= 0.54
+    # (run at the full profile, "this run" is the same run)
+    and (STEPS >= 15_000 or full_batchtopk > abs_of["batchtopk"].median()),
+)
 
 # %% [markdown]
 # ## Exercises

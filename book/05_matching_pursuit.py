@@ -59,27 +59,23 @@ from plotly.subplots import make_subplots
 
 from sae_lib import (
     MPSAE,
-    BatchTopKSAE,
     Concept,
     ConceptTree,
-    TopKSAE,
     aligned_atoms,
     by_profile,
     cosine_matrix,
     current_profile,
     describe,
     error_vs_k,
-    evaluate,
     hierarchical_data,
-    match_atoms,
     median_and_range,
     paper_tree,
     random_dictionary,
+    run_in_noisy_world,
     run_on_tree,
-    superposition_data,
-    train_sae,
     tune_l1,
 )
+from sae_lib.full_profile import full_profile_setting, load_full_profile
 from sae_lib.plots import FAMILY_COLORS, plot_cosine_panels, plot_grid_heatmaps
 from sae_lib.report import ReplicationReport
 
@@ -443,85 +439,98 @@ plot_cosine_panels(
 # ≥ 0.97 (medians over seeds).
 
 
+# %% [markdown]
+# We write these claims once, as a function of a table of runs, because we check them twice: here on
+# this run, and at the end of the chapter on the full-profile run at the papers' scale.
+
+
 # %%
-def med(rho, family, metric):
-    return medians.loc[(rho, family), metric]
+def med(table, rho, family, metric):
+    """Median over seeds of one score at one correlation."""
+    rows = (table.correlation == rho) & (table.SAE == family)
+    return table.loc[rows, metric].median()
 
 
-def worst_over_seeds(rho):
-    return results[(results.correlation == rho) & (results.SAE == "mp")].min_cos.min()
-
-
-for rho, need in [(0.0, 0.99), (0.3, 0.9)]:
-    report.check(
-        f"MP-SAE recovers the true dictionary at ρ = {rho}: "
-        f"every matched cosine ≥ {need}, mean ≥ 0.97",
-        paper="exact recovery",
-        ours=f"worst {med(rho, 'mp', 'min_cos'):.3f}, "
-        f"mean {med(rho, 'mp', 'mean_cos'):.3f} (medians; "
-        f"worst over seeds {worst_over_seeds(rho):.3f})",
-        passed=med(rho, "mp", "min_cos") >= need and med(rho, "mp", "mean_cos") >= 0.97,
-    )
-report.check(
-    "MP-SAE recovery degrades as siblings correlate more: partial at 0.6, poor at 0.9",
-    paper="partial at 0.6, degraded at 0.9",
-    ours=" → ".join(f"{med(rho, 'mp', 'mean_cos'):.2f}" for rho in CORRELATIONS)
-    + " (mean matched cos)",
-    passed=med(0.3, "mp", "mean_cos")
-    > med(0.6, "mp", "mean_cos")
-    > med(0.9, "mp", "mean_cos")
-    and med(0.6, "mp", "min_cos") < 0.9
-    and med(0.9, "mp", "mean_cos") < 0.8,
-)
-
-
-def spread(rho, family, metric):
+def spread(table, rho, family, metric):
     """Median [min – max] over seeds of one score."""
-    return median_and_range(
-        results.query("correlation == @rho and SAE == @family")[metric], digits=3
-    )
+    rows = (table.correlation == rho) & (table.SAE == family)
+    return median_and_range(table.loc[rows, metric], digits=3)
 
 
-for rho in (0.0, 0.3):
+def check_sweep(table: pd.DataFrame, scale: str) -> None:
+    """Assert the chapter's claims about the correlation sweep on ``table``."""
+    seeds = f"{table.seed.nunique()} seeds, {scale}"
+    for rho, need in [(0.0, 0.99), (0.3, 0.9)]:
+        worst = table[(table.correlation == rho) & (table.SAE == "mp")].min_cos.min()
+        report.check(
+            f"MP-SAE recovers the true dictionary at ρ = {rho}: "
+            f"every matched cosine ≥ {need}, mean ≥ 0.97 ({seeds})",
+            paper="exact recovery",
+            ours=f"worst {med(table, rho, 'mp', 'min_cos'):.3f}, "
+            f"mean {med(table, rho, 'mp', 'mean_cos'):.3f} (medians; "
+            f"worst over seeds {worst:.3f})",
+            passed=med(table, rho, "mp", "min_cos") >= need
+            and med(table, rho, "mp", "mean_cos") >= 0.97,
+        )
+    mean_cos = [med(table, rho, "mp", "mean_cos") for rho in CORRELATIONS]
     report.check(
-        f"MP-SAE absorbs far less than ReLU at ρ = {rho} "
-        "(median ≤ 0.07 and ≤ ¼ of ReLU's)",
-        paper="MP ≈ 0.001–0.07 vs ReLU 0.45–0.70",
-        ours=f"MP {spread(rho, 'mp', 'absorption')}; "
-        f"ReLU {spread(rho, 'relu', 'absorption')} "
-        "(median [min – max] over seeds)",
-        passed=med(rho, "mp", "absorption")
-        <= min(0.07, med(rho, "relu", "absorption") / 4),
+        "MP-SAE recovery degrades as siblings correlate more: partial at 0.6, "
+        f"poor at 0.9 ({seeds})",
+        paper="partial at 0.6, degraded at 0.9",
+        ours=" → ".join(f"{v:.2f}" for v in mean_cos) + " (mean matched cos)",
+        passed=mean_cos[1] > mean_cos[2] > mean_cos[3]
+        and med(table, 0.6, "mp", "min_cos") < 0.9
+        and mean_cos[3] < 0.8,
     )
-report.check(
-    "MP-SAE keeps parent ⟂ child (hierarchical error) where ReLU does not, at ρ ≤ 0.3",
-    ours=", ".join(
-        f"ρ={rho}: MP {med(rho, 'mp', 'hierarchical'):.3f} "
-        f"vs ReLU {med(rho, 'relu', 'hierarchical'):.2f}"
-        for rho in (0.0, 0.3)
-    ),
-    passed=all(
-        med(rho, "mp", "hierarchical") < 0.05 and med(rho, "relu", "hierarchical") > 0.3
-        for rho in (0.0, 0.3)
-    ),
-)
-report.check(
-    "ReLU SAEs absorb at ρ = 0, 0.3 and 0.6 (median absorption in the paper's range)",
-    paper="0.45 – 0.70",
-    ours=", ".join(
-        f"ρ={rho}: {spread(rho, 'relu', 'absorption')}" for rho in (0.0, 0.3, 0.6)
-    ),
-    passed=all(
-        0.45 <= med(rho, "relu", "absorption") <= 0.70 for rho in (0.0, 0.3, 0.6)
-    ),
-)
-mp_dead = int(results.loc[results.SAE == "mp", "dead"].max())
-report.check(
-    "No MP-SAE atom died in any run, so we use neither atom dropout nor a revive term",
-    paper="dropout and revive help against dead atoms",
-    ours=f"most dead atoms in one run: {mp_dead}",
-    passed=mp_dead == 0,
-)
+    for rho in (0.0, 0.3):
+        report.check(
+            f"MP-SAE absorbs far less than ReLU at ρ = {rho} "
+            f"(median ≤ 0.07 and ≤ ¼ of ReLU's; {seeds})",
+            paper="MP ≈ 0.001–0.07 vs ReLU 0.45–0.70",
+            ours=f"MP {spread(table, rho, 'mp', 'absorption')}; "
+            f"ReLU {spread(table, rho, 'relu', 'absorption')} "
+            "(median [min – max] over seeds)",
+            passed=med(table, rho, "mp", "absorption")
+            <= min(0.07, med(table, rho, "relu", "absorption") / 4),
+        )
+    report.check(
+        "MP-SAE keeps parent ⟂ child (hierarchical error) where ReLU does not, "
+        f"at ρ ≤ 0.3 ({seeds})",
+        ours=", ".join(
+            f"ρ={rho}: MP {med(table, rho, 'mp', 'hierarchical'):.3f} "
+            f"vs ReLU {med(table, rho, 'relu', 'hierarchical'):.2f}"
+            for rho in (0.0, 0.3)
+        ),
+        passed=all(
+            med(table, rho, "mp", "hierarchical") < 0.05
+            and med(table, rho, "relu", "hierarchical") > 0.3
+            for rho in (0.0, 0.3)
+        ),
+    )
+    report.check(
+        "ReLU SAEs absorb at ρ = 0, 0.3 and 0.6 (median absorption in the paper's "
+        f"range; {seeds})",
+        paper="0.45 – 0.70",
+        ours=", ".join(
+            f"ρ={rho}: {spread(table, rho, 'relu', 'absorption')}"
+            for rho in (0.0, 0.3, 0.6)
+        ),
+        passed=all(
+            0.45 <= med(table, rho, "relu", "absorption") <= 0.70
+            for rho in (0.0, 0.3, 0.6)
+        ),
+    )
+    mp_dead = int(table.loc[table.SAE == "mp", "dead"].max())
+    report.check(
+        "No MP-SAE atom died in any run, so we use neither atom dropout nor a "
+        f"revive term ({seeds})",
+        paper="dropout and revive help against dead atoms",
+        ours=f"most dead atoms in one run: {mp_dead}",
+        passed=mp_dead == 0,
+    )
+
+
+check_sweep(results, "this run")
 
 # %% [markdown]
 # ### Why $k = 3$
@@ -557,7 +566,7 @@ report.check(
 # ### A closer look at $\rho = 0.3$
 #
 # The paper calls recovery at $\rho = 0.3$ exact. Ours is nearly so, and the exceptions are instructive.
-# In some runs, one atom comes out at a cosine of about
+# In our runs, one atom often comes out at a cosine of about
 # $0.954$ with its concept. That number is no accident. It is
 # $\sqrt{1-\rho^2}$: the atom has learned the part of its concept that is orthogonal to one sibling. MP can
 # still reconstruct perfectly with it, one step later, by adding that sibling's atom with coefficient
@@ -648,11 +657,18 @@ for mean in CHILD_MEANS:
         ]
 training_seconds += time.perf_counter() - start
 grid = pd.DataFrame(grid)
-table1 = (
-    grid.groupby(["SAE", "child mean", "child spread"], sort=False)["absorption"]
-    .median()
-    .unstack("child spread")
-)
+
+
+def cell_medians(grid: pd.DataFrame) -> pd.DataFrame:
+    """Median absorption over seeds: rows (family, child mean), a column per spread."""
+    return (
+        grid.groupby(["SAE", "child mean", "child spread"], sort=False)["absorption"]
+        .median()
+        .unstack("child spread")
+    )
+
+
+table1 = cell_medians(grid)
 plot_grid_heatmaps(
     {family: table1.loc[family].values for family in GRID_FAMILIES},
     x=CHILD_SPREADS,
@@ -714,65 +730,74 @@ print(
         cells["mp"].max(), *cells["mp"].idxmax()
     )
 )
-relu_by_mean = table1.loc["relu"]
-report.check(
-    "ReLU absorption falls as children get stronger (every spread)",
-    paper="0.45 – 0.70 over the table",
-    ours="; ".join(
-        f"spread {s}: " + " → ".join(f"{v:.2f}" for v in relu_by_mean[s])
-        for s in CHILD_SPREADS
-    ),
-    passed=all(relu_by_mean[s].is_monotonic_decreasing for s in CHILD_SPREADS),
-)
-one_shot = ["relu", "batchtopk", "topk"]
-strong = grid[
-    grid["child mean"] >= 1.5
-]  # children at least as strong as their parent (1.5)
-strong_runs = strong.groupby("SAE")["absorption"].median()
-report.check(
-    "MP-SAE absorbs less than ReLU in every cell",
-    paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70",
-    ours="; ".join(
-        f"child mean {m}, spread {s}: MP {cells.loc[(m, s), 'mp']:.3f} vs ReLU "
-        f"{cells.loc[(m, s), 'relu']:.2f}"
-        for m, s in cells.index
-    ),
-    passed=bool((cells["mp"] < cells["relu"]).all()),
-)
-report.check(
-    "Where children are at least as strong as their parent, "
-    "MP absorbs ≤ 0.07 and ≤ ¼ of ReLU, "
-    "BatchTopK and TopK (medians over those cells and seeds)",
-    paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70; BatchTopK 0.42 – 0.54",
-    ours=f"MP {strong_runs['mp']:.3f}, "
-    + ", ".join(f"{f} {strong_runs[f]:.2f}" for f in one_shot),
-    passed=strong_runs["mp"] <= min(0.07, *(strong_runs[f] / 4 for f in one_shot)),
-)
-weak_mp = grid[(grid["child mean"] < 1.5) & (grid.SAE == "mp")]["absorption"]
-report.record(
-    "MP-SAE absorption where children are half as strong as their parent (our cells)",
-    paper="0.001 – 0.07 over the paper's grid",
-    ours=median_and_range(weak_mp, 3),
-    status="matches" if weak_mp.median() <= 0.07 else "differs",
-)
-for family, r in paper_ranges.items():
-    if r is None:
-        continue
-    lo, hi = r
-    # For MP the paper's range is "at most 0.07"; being lower than its 0.001
-    # is no disagreement.
-    within = bool(
-        (cells[family] <= hi).all() and (family == "mp" or (cells[family] >= lo).all())
+
+
+def check_grid(grid: pd.DataFrame, scale: str) -> None:
+    """Assert (or record) the chapter's claims about the absorption grid on ``grid``."""
+    table1 = cell_medians(grid)
+    cells = table1.stack().unstack("SAE")
+    seeds = f"{grid.seed.nunique()} seed(s) per cell, {scale}"
+    relu_by_mean = table1.loc["relu"].sort_index()  # child means in increasing order
+    report.check(
+        f"ReLU absorption falls as children get stronger (every spread; {seeds})",
+        paper="0.45 – 0.70 over the table",
+        ours="; ".join(
+            f"spread {s}: " + " → ".join(f"{v:.2f}" for v in relu_by_mean[s])
+            for s in relu_by_mean.columns
+        ),
+        passed=all(relu_by_mean[s].is_monotonic_decreasing for s in relu_by_mean),
     )
+    report.check(
+        f"MP-SAE absorbs less than ReLU in every cell ({seeds})",
+        paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70",
+        ours="; ".join(
+            f"child mean {m}, spread {s}: MP {cells.loc[(m, s), 'mp']:.3f} vs ReLU "
+            f"{cells.loc[(m, s), 'relu']:.2f}"
+            for m, s in cells.index
+        ),
+        passed=bool((cells["mp"] < cells["relu"]).all()),
+    )
+    one_shot = ["relu", "batchtopk", "topk"]
+    # children at least as strong as their parent (1.5)
+    strong = grid[grid["child mean"] >= 1.5].groupby("SAE")["absorption"].median()
+    report.check(
+        "Where children are at least as strong as their parent, "
+        "MP absorbs ≤ 0.07 and ≤ ¼ of ReLU, "
+        f"BatchTopK and TopK (medians over those cells and seeds; {seeds})",
+        paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70; BatchTopK 0.42 – 0.54",
+        ours=f"MP {strong['mp']:.3f}, "
+        + ", ".join(f"{f} {strong[f]:.2f}" for f in one_shot),
+        passed=strong["mp"] <= min(0.07, *(strong[f] / 4 for f in one_shot)),
+    )
+    weak_mp = grid[(grid["child mean"] < 1.5) & (grid.SAE == "mp")]["absorption"]
     report.record(
-        f"Absorption range over the grid, {family} "
-        f"(cell medians over {len(GRID_SEEDS)} seeds)",
-        paper=f"{lo:g} – {hi:g}",
-        ours=f"{cells[family].min():.3f} – {cells[family].max():.3f} "
-        f"over {len(cells)} cells "
-        f"(our grid, not the paper's)",
-        status="matches" if within else "differs",
+        "MP-SAE absorption where children are half as strong as their parent "
+        f"(our cells; {seeds})",
+        paper="0.001 – 0.07 over the paper's grid",
+        ours=median_and_range(weak_mp, 3),
+        status="matches" if weak_mp.median() <= 0.07 else "differs",
     )
+    for family, r in paper_ranges.items():
+        if r is None:
+            continue
+        lo, hi = r
+        # For MP the paper's range is "at most 0.07"; being lower than its 0.001
+        # is no disagreement.
+        within = bool(
+            (cells[family] <= hi).all()
+            and (family == "mp" or (cells[family] >= lo).all())
+        )
+        report.record(
+            f"Absorption range over the grid, {family} (cell medians; {seeds})",
+            paper=f"{lo:g} – {hi:g}",
+            ours=f"{cells[family].min():.3f} – {cells[family].max():.3f} "
+            f"over {len(cells)} cells "
+            f"(our grid, not the paper's)",
+            status="matches" if within else "differs",
+        )
+
+
+check_grid(grid, "this run")
 
 # %% [markdown]
 # ## Adaptive sparsity
@@ -844,34 +869,42 @@ fig.show()
 # full code is compared with MP's best below (recorded, not asserted: the plateau itself is not a test).
 
 # %%
-mp_curve, topk_curve, relu_curve = (
-    torch.tensor(curves[f]) for f in ["mp", "topk", "relu"]
-)
 relu_run = next(r for r in adaptive if r.name == "relu")
 relu_max_active = int((relu_run.sae.encode(relu_run.test.x) > 0).sum(-1).max())
-report.check(
-    "Adaptive sparsity: MP's error never rises with k "
-    "and keeps falling past its training k",
-    paper="falls monotonically past the training k",
-    ours=f"FVU {mp_curve[1]:.3f} at k = 2 → {mp_curve[-1]:.3f} at k = 20",
-    passed=bool((mp_curve[1:] <= mp_curve[:-1] + 1e-6).all())
-    and mp_curve[-1] < 0.75 * mp_curve[1],
-)
-report.check(
-    "TopK's error ends far above its training-k value (k = 20 vs k = 2)",
-    paper="gets worse past the training k",
-    ours=f"FVU {topk_curve[1]:.3f} at k = 2 → {topk_curve[-1]:.3f} at k = 20",
-    passed=bool(topk_curve[-1] > 1.3 * topk_curve[1]),
-)
-report.record(
-    "ReLU's error plateaus with the inference budget",
-    paper="plateaus",
-    ours="flat past its own L0 by construction "
-    "(we truncate its codes to the top k); with all its codes "
-    f"(up to {relu_max_active} per input) FVU {relu_curve[-1]:.4f}, vs MP at k = 20 "
-    f"{mp_curve[-1]:.4f}: its L1-tuned L0 already adapts per input",
-    status="matches" if relu_curve[-1] > mp_curve[-1] else "differs",
-)
+
+
+def check_adaptive(curves: dict, scale: str, relu_max_active: int | None = None):
+    """Assert the adaptive-sparsity claims on FVU curves over k = 1..20, by family."""
+    mp_curve, topk_curve, relu_curve = (
+        torch.tensor(curves[f]) for f in ["mp", "topk", "relu"]
+    )
+    report.check(
+        "Adaptive sparsity: MP's error never rises with k "
+        f"and keeps falling past its training k ({scale})",
+        paper="falls monotonically past the training k",
+        ours=f"FVU {mp_curve[1]:.3f} at k = 2 → {mp_curve[-1]:.3f} at k = 20",
+        passed=bool((mp_curve[1:] <= mp_curve[:-1] + 1e-6).all())
+        and mp_curve[-1] < 0.75 * mp_curve[1],
+    )
+    report.check(
+        f"TopK's error ends far above its training-k value (k = 20 vs k = 2; {scale})",
+        paper="gets worse past the training k",
+        ours=f"FVU {topk_curve[1]:.3f} at k = 2 → {topk_curve[-1]:.3f} at k = 20",
+        passed=bool(topk_curve[-1] > 1.3 * topk_curve[1]),
+    )
+    codes = f" (up to {relu_max_active} per input)" if relu_max_active else ""
+    report.record(
+        f"ReLU's error plateaus with the inference budget ({scale})",
+        paper="plateaus",
+        ours="flat past its own L0 by construction "
+        "(we truncate its codes to the top k); with all its codes"
+        f"{codes} FVU {relu_curve[-1]:.4f}, vs MP at k = 20 "
+        f"{mp_curve[-1]:.4f}: its L1-tuned L0 already adapts per input",
+        status="matches" if relu_curve[-1] > mp_curve[-1] else "differs",
+    )
+
+
+check_adaptive(curves, "this run", relu_max_active)
 
 # %% [markdown]
 # ### The authors' stopping rule: L0 out of the data
@@ -964,88 +997,214 @@ report.check(
 # %%
 SYNTH_STEPS = by_profile(ci=1_000, full=15_000)
 SYNTH_SEEDS = by_profile(ci=[0], full=[0, 1, 2])
-SYNTH = dict(n_features=64, d=32, p_active=0.05, noise=0.1)
 start = time.perf_counter()
-synth_rows = []
-for seed in SYNTH_SEEDS:
-    train = superposition_data(SYNTH_STEPS * 200, seed=seed, **SYNTH)
-    held_out = superposition_data(
-        5_000, seed=seed + 100, dictionary=train.dictionary, **SYNTH
-    )
-    for name, sae in {
-        "topk": TopKSAE(32, 64, 3, seed=seed),
-        "batchtopk": BatchTopKSAE(32, 64, 3.2, seed=seed),
-        "mp": MPSAE(32, 64, 3, seed=seed),
-    }.items():
-        train_sae(
-            sae,
-            train.x,
-            steps=SYNTH_STEPS,
-            batch_size=200,
-            lr=3e-3,
-            seed=seed,
-            progress=False,
-        )
-        match = match_atoms(sae.W_dec, train.dictionary)
-        stats = evaluate(sae, held_out.x)
-        synth_rows.append(
-            {
-                "SAE": name,
-                "seed": seed,
-                "fvu": stats["fvu"],
-                "l0": stats["l0"],
-                "matched mean cos": match.mean,
-                "found at cos ≥ 0.9": match.fraction_above(0.9),
-                "dead": stats["dead"],
-            }
-        )
+synth_rows = [
+    {
+        "SAE": name,
+        "seed": seed,
+        **run_in_noisy_world(name, steps=SYNTH_STEPS, seed=seed),
+    }
+    for seed in SYNTH_SEEDS
+    for name in ["topk", "batchtopk", "mp"]
+]
 training_seconds += time.perf_counter() - start
 synth = (
     pd.DataFrame(synth_rows).groupby("SAE", sort=False).median().drop(columns="seed")
 )
 synth.round(3)
 
+
 # %%
-best_other = synth.drop("mp")["matched mean cos"].max()
-mp_fits_best = bool(synth.loc["mp", "fvu"] < synth.drop("mp")["fvu"].min())
-mp_recovers_worse = bool(synth.loc["mp", "matched mean cos"] < best_other - 0.02)
-synth_summary = (
-    "FVU "
-    + ", ".join(f"{n} {synth.loc[n, 'fvu']:.3f}" for n in synth.index)
-    + "; matched cos "
-    + ", ".join(f"{n} {synth.loc[n, 'matched mean cos']:.3f}" for n in synth.index)
+def check_noisy_world(rows: pd.DataFrame, scale: str) -> float:
+    """Assert our finding and record the SynthSAEBench comparison (medians over seeds);
+    return the recovery gap, TopK's matched cosine minus MP's."""
+    synth = rows.groupby("SAE", sort=False).median(numeric_only=True)
+    mp, topk = synth.loc["mp"], synth.loc["topk"]
+    summary = (
+        "FVU "
+        + ", ".join(f"{n} {synth.loc[n, 'fvu']:.3f}" for n in synth.index)
+        + "; matched cos "
+        + ", ".join(f"{n} {synth.loc[n, 'matched mean cos']:.3f}" for n in synth.index)
+        + f" ({rows.seed.nunique()} seed(s), {scale})"
+    )
+    report.check(
+        "Superposition plus noise (64 features in 32 dims): at the same L0 (exactly 3 "
+        f"latents), MP reconstructs better than TopK ({scale})",
+        ours=summary,
+        passed=bool(mp["fvu"] < topk["fvu"]),
+    )
+    gap = topk["matched mean cos"] - mp["matched mean cos"]
+    report.record(
+        "SynthSAEBench: MP's better reconstruction comes with worse recovery "
+        f"of the true features (against TopK at the same L0; {scale})",
+        paper="MP-SAE: lower error, worse ground-truth recovery "
+        "(Chanin & Garriga-Alonso 2026)",
+        ours=summary + "; our simple generator, not theirs",
+        status="matches" if mp["fvu"] < topk["fvu"] and gap > 0.01 else "differs",
+    )
+    return gap
+
+
+synth_gap = check_noisy_world(pd.DataFrame(synth_rows), "this run")
+
+# %% [markdown]
+# MP reconstructs better than TopK at the same L0, as SynthSAEBench finds. Whether it pays for that
+# in recovery is the row "SynthSAEBench" of the table at the end: in this short run, compare the two
+# matched-cosine columns above. BatchTopK is not at quite the same budget (its $k$ is an average over
+# the batch, so its L0 column sits a little above 3), and it is the family with the most dead
+# latents when training is short. The full-profile run at the end of the chapter trains 15 times
+# longer, and there the answer changes.
+#
+# Our world is much simpler than SynthSAEBench's: features fire independently and uniformly, with no
+# firing-rate spread, no correlations and no hierarchy, and only 2 features per dimension. So
+# whatever we find here neither confirms nor refutes their result at their scale; it says what
+# superposition and noise alone do, at this scale.
+
+# %% [markdown]
+# ## At the papers' scale
+#
+# Everything above ran at the `ci` profile's scale. The `full` profile trains as the paper does (15k
+# steps of 200 samples) on 10 seeds for the sweep and the $k = 2$ comparison, 3 seeds per grid cell,
+# and 15k steps for the adaptive and noisy-world runs: a few hundred SAEs, hours on a laptop CPU. We
+# ran it once with `python scripts/full_profile_ch45.py` (resumable, one SAE at a time) and ship its
+# results with the library. Every claim of this chapter is checked again on them below; where one
+# does not hold at full scale, the check is recorded as "differs" with the reason, not dropped.
+
+# %%
+full_sweep = load_full_profile("ch5/sweep/")
+full_grid = load_full_profile("ch5/grid/")
+full_k2 = load_full_profile("ch5/mp_k2/")
+full_noisy = load_full_profile("ch5/noisy/")
+full_adaptive = {
+    f: full_profile_setting(f"ch5/adaptive/{f}/seed0")["error_vs_k"]
+    for f in ["mp", "topk", "relu"]
+}
+full_runs = [full_sweep, full_grid, full_k2, full_noisy]
+print(
+    f"full profile: {sum(map(len, full_runs)) + len(full_adaptive)} SAEs, "
+    f"{sum(p.seconds.sum() for p in full_runs) / 3600:.1f} h of training "
+    "(one thread per SAE, two at a time on a 2-core CPU); ReLU L1 weight "
+    f"{full_profile_setting('ch5/tune_l1')['l1_coeff']:.2e} (this run: "
+    f"{tuning.l1_coeff:.2e})"
 )
+full_table1 = cell_medians(full_grid)
+plot_grid_heatmaps(
+    {family: full_table1.loc[family].sort_index().values for family in GRID_FAMILIES},
+    x=list(full_table1.columns),
+    y=sorted(full_grid["child mean"].unique()),
+    x_label="child spread",
+    y_label="child mean",
+    zmin=0,
+    zmax=0.8,
+    title="Full profile: absorption per cell (median over "
+    f"{full_grid.seed.nunique()} seeds)",
+).show()
+check_sweep(full_sweep, "full profile")
+check_grid(full_grid, "full profile")
+check_adaptive(full_adaptive, "full profile")
+full_gap = check_noisy_world(full_noisy, "full profile")
 report.check(
-    "Superposition plus noise (64 features in 32 dims): MP reconstructs best, "
-    "and recovers the true "
-    "features as well as the best of TopK and BatchTopK (matched cos within 0.02)",
-    ours=synth_summary,
-    passed=mp_fits_best and not mp_recovers_worse,
-)
-report.record(
-    "SynthSAEBench: MP's better reconstruction comes with worse recovery "
-    "of the true features",
-    paper="MP-SAE: lower error, worse ground-truth recovery "
-    "(Chanin & Garriga-Alonso 2026)",
-    ours=synth_summary
-    + f" ({len(SYNTH_SEEDS)} seed(s); our simple generator, not theirs)",
-    status="matches" if mp_fits_best and mp_recovers_worse else "differs",
+    "Noisy world: trained longer, TopK's atoms sharpen past MP's, so the recovery gap "
+    "SynthSAEBench reports appears with training",
+    paper="MP-SAE: worse ground-truth recovery (Chanin & Garriga-Alonso 2026)",
+    ours=f"TopK − MP matched cos: this run {synth_gap:+.3f}, "
+    f"full profile {full_gap:+.3f}",
+    # (run at the full profile, "this run" is the same run)
+    passed=bool(full_gap > 0.01 and (SYNTH_STEPS >= 15_000 or full_gap > synth_gap)),
 )
 
 # %% [markdown]
-# In our runs MP reconstructs best, as SynthSAEBench finds, but it does not pay for it in recovery: its
-# atoms match the true features about as well as the best of TopK and BatchTopK (checked above), so the
-# SynthSAEBench row of the table below is marked "differs". Our world is much simpler than
-# SynthSAEBench's: features fire independently and uniformly, with no firing-rate spread, no
-# correlations and no hierarchy, and only 2 features per dimension. So this does not refute their
-# result; it says that superposition and noise alone, at this scale, do not produce it, and that
-# what does is something their generator has and ours lacks.
+# Everything asserted in this chapter also holds at the papers' scale. Two results move with the
+# scale, and both are recorded in the table at the end. In the noisy world (medians over the three
+# full-profile seeds below), MP still reconstructs better than TopK at the same L0, but 15k steps let
+# TopK's atoms sharpen onto the true features while MP's stay a little off: the trade SynthSAEBench
+# reports, in our small world. (BatchTopK's budget is a little larger on average: read its FVU with
+# its L0 column.) And on the tree, the $k = 2$ and $\rho = 0.3$ runs show the seed spread, next.
+
+# %%
+full_noisy.groupby("SAE", sort=False).median(numeric_only=True).drop(
+    columns=["seed", "steps", "seconds"]
+).round(3)
+
+# %% [markdown]
+# **The spread over seeds.** With 10 seeds per setting, the full run shows how much one MP-SAE
+# varies from the next. At $\rho = 0.3$, how many runs have their worst atom stuck at the
+# sibling-orthogonalised cosine $\sqrt{1 - \rho^2}$ found above, and what that does to absorption;
+# and at $\rho = 0$, $k = 2$ against $k = 3$ on every seed:
+
+# %%
+mp_03 = full_sweep[(full_sweep.correlation == 0.3) & (full_sweep.SAE == "mp")]
+stuck = (mp_03.min_cos - target).abs() < 0.01
+k3 = full_sweep[(full_sweep.correlation == 0.0) & (full_sweep.SAE == "mp")]
+seed_spread = pd.DataFrame(
+    {
+        "MP at ρ = 0.3, worst atom at √(1-ρ²)": {
+            "runs": f"{stuck.sum()} of {len(mp_03)}",
+            "absorption": median_and_range(mp_03.absorption[stuck], 3)
+            if stuck.any()
+            else "—",
+        },
+        "MP at ρ = 0.3, the other runs": {
+            "runs": f"{(~stuck).sum()} of {len(mp_03)}",
+            "absorption": median_and_range(mp_03.absorption[~stuck], 3)
+            if (~stuck).any()
+            else "—",
+        },
+        "MP at ρ = 0, k = 3: worst matched cosine": {
+            "runs": f"{(k3.min_cos > 0.99).sum()} of {len(k3)} above 0.99",
+            "absorption": median_and_range(k3.absorption, 3),
+        },
+        "MP at ρ = 0, k = 2: worst matched cosine": {
+            "runs": f"{(full_k2.min_cos > 0.99).sum()} of {len(full_k2)} above 0.99",
+            "absorption": median_and_range(full_k2.absorption, 3),
+        },
+    }
+).T
+seed_spread
+
+# %%
+worst_k2_full, worst_k3_full = full_k2.min_cos.median(), k3.min_cos.median()
+report.check(
+    "MP-SAE with one spare step (k = 3) recovers the tree on every seed, where k = 2 "
+    f"stalls on most (ρ = 0; {len(full_k2)} seeds, full profile)",
+    ours=f"worst matched cosine, median: k = 2 {worst_k2_full:.2f}, "
+    f"k = 3 {worst_k3_full:.2f} (lowest {k3.min_cos.min():.3f})",
+    passed=bool((k3.min_cos > 0.99).all()) and worst_k2_full < 0.99,
+)
+report.record(
+    "MP at ρ = 0.3: runs whose worst atom is the sibling-orthogonalised one "
+    f"(cos ≈ {target:.3f}; full profile)",
+    paper="exact recovery",
+    ours=f"{stuck.sum()} of {len(mp_03)} runs",
+    status="differs" if stuck.any() else "matches",
+)
+report.check(
+    "At full scale the sibling-orthogonalised atom is the rule at ρ = 0.3 (most "
+    "seeds), and it costs cosine, not absorption (every run ≤ 0.07)",
+    paper="MP absorption 0.001 – 0.07",
+    ours=f"{stuck.sum()} of {len(mp_03)} runs; absorption "
+    f"{median_and_range(mp_03.absorption, 4)}",
+    passed=bool(2 * stuck.sum() > len(mp_03) and mp_03.absorption.max() <= 0.07),
+)
+
+# %% [markdown]
+# Two things about our MP-SAE's spread from seed to seed, then. First, at $\rho = 0.3$ the atom
+# stuck at $\sqrt{1-\rho^2}$ is not a sign of short training: at 15k steps most seeds end there
+# (the count above), because the spare step reconstructs exactly with it and nothing in the loss
+# pushes it further. It lowers the worst matched cosine but not absorption, which stays inside the
+# paper's range on every seed. The $k = 3$ runs at $\rho = 0$ recover the tree exactly on every
+# seed, while $k = 2$ stalls on most of them: the budget, not the seed, is what matters there.
+# Second, on the grid ($\rho = 0$) MP absorbs only where children are half as strong as their
+# parent (over the other cells its median stays ≤ 0.07, checked on both scales); the heatmap
+# above shows which weak-child cells, as medians of three seeds each. No MP atom died in any sweep
+# run of either scale (checked), so dead atoms are not the cause.
 
 # %% [markdown]
 # ## Closing note: our numbers beside the paper's
 #
-# One row per sibling correlation: the paper's verdict on MP-SAE recovery, then, for each family, the
-# median [min – max] over our seeds of the mean matched cosine and of absorption. The paper's absorption
+# One column per sibling correlation: the paper's verdict on MP-SAE recovery, then, for each family,
+# the median [min – max] over our seeds of the mean matched cosine and of absorption, in this run and
+# in the full-profile run. The paper's absorption
 # ranges (0.001–0.07 for MP, 0.45–0.70 for ReLU, 0.42–0.54 for BatchTopK) are over its grid of child
 # magnitudes, not over correlations: the grid above is where we compare with them.
 
@@ -1053,19 +1212,20 @@ report.record(
 paper_verdict = {0.0: "exact", 0.3: "exact", 0.6: "partial", 0.9: "degraded"}
 closing = pd.DataFrame(
     {
-        "paper: MP recovery": paper_verdict,
+        ("paper", "MP recovery", ""): paper_verdict,
         **{
-            f"{f}: mean cos": {rho: spread(rho, f, "mean_cos") for rho in CORRELATIONS}
-            for f in FAMILIES
-        },
-        **{
-            f"{f}: absorption": {
-                rho: spread(rho, f, "absorption") for rho in CORRELATIONS
+            (family, metric, scale): {
+                rho: spread(table, rho, family, column) for rho in CORRELATIONS
             }
-            for f in FAMILIES
+            for family in FAMILIES
+            for metric, column in [
+                ("mean cos", "mean_cos"),
+                ("absorption", "absorption"),
+            ]
+            for scale, table in [("this run", results), ("full profile", full_sweep)]
         },
     }
-).rename_axis("ρ")
+).T.rename_axis(columns="ρ")
 closing
 
 # %% [markdown]
@@ -1234,7 +1394,7 @@ print(
     f"profile: {current_profile()}; "
     f"SAE training time in this run: {training_seconds:.0f} s "
     f"({len(CORRELATIONS) * len(FAMILIES) * len(SEEDS)} sweep runs × {STEPS} steps, "
-    f"{len(SEEDS)} k = 2 runs × {STEPS}, "
+    f"1 k = 2 run × {STEPS}, "
     f"{len(CHILD_MEANS) * len(CHILD_SPREADS) * len(GRID_FAMILIES) * len(GRID_SEEDS)} "
     f"grid runs × {GRID_STEPS}, "
     f"3 adaptive runs × {ADAPTIVE_STEPS}, "

@@ -80,17 +80,18 @@ DEVICE = default_device()
 # %% [markdown]
 # ## Three objectives
 #
-# Let $a$ be the activation at the hook, $c = \mathrm{ReLU}(W_e a + b_e)$ the SAE's codes and
-# $\hat a = D c + b_d$ its output, with unit-norm dictionary atoms. Let $p$ be the model's
+# Let $a$ be the activation at the hook (chapter 2's $x$), with chapter 2's notation for the SAE:
+# codes $z = \mathrm{ReLU}\big(W_\text{enc}(a - b_\text{dec}) + b_\text{enc}\big)$ and output
+# $\hat a = z\,D + b_\text{dec}$, the unit-norm atoms being the rows of $D$. Let $p$ be the model's
 # next-token distribution and $\hat p$ the distribution when $\hat a$ replaces $a$ and every later
 # layer runs on it. With $d$ the width of the residual stream and sparsity coefficient $\phi = \lambda/d$
 # (chapter 6's convention: it multiplies the L1 norm of the codes of the unscaled activation):
 #
 # $$
 # \begin{aligned}
-# L_\text{local} &= \tfrac{1}{d}\lVert a - \hat a\rVert^2 + \phi\,\lVert c\rVert_1 \\
-# L_\text{e2e} &= \mathrm{KL}(p \,\|\, \hat p) + \phi\,\lVert c\rVert_1 \\
-# L_\text{e2e+ds} &= \tfrac12\,\mathrm{KL}(p \,\|\, \hat p) + \phi\,\lVert c\rVert_1
+# L_\text{local} &= \tfrac{1}{d}\lVert a - \hat a\rVert^2 + \phi\,\lVert z\rVert_1 \\
+# L_\text{e2e} &= \mathrm{KL}(p \,\|\, \hat p) + \phi\,\lVert z\rVert_1 \\
+# L_\text{e2e+ds} &= \tfrac12\,\mathrm{KL}(p \,\|\, \hat p) + \phi\,\lVert z\rVert_1
 #   + \frac{\beta}{n}\sum_{k \in \text{later layers}} \tfrac{1}{d}\lVert a^{(k)} - \hat a^{(k)}\rVert^2
 # \end{aligned}
 # $$
@@ -209,10 +210,8 @@ describe(
 
 # %%
 def fit(kind: str, sae, model, rows, activations, *, train=None):
-    (
-        "Train ``sae`` with the named objective (local on activations, e2e on token "
-        "rows) and score it."
-    )
+    """Train ``sae`` with the named objective (local on activations, e2e on token
+    rows) and score it."""
     objective = make_objective(kind, model, HOOK, downstream=DS_STREAMS)
     settings = train or (LOCAL_TRAIN if kind == "local" else E2E_TRAIN)
     history = train_sae(
@@ -268,6 +267,103 @@ fig.update_layout(height=420, title="Tiny LM: local vs end-to-end SAEs")
 fig.show()
 
 # %% [markdown]
+# How did they train? Below, for every SAE above, the term each objective uses for fidelity (the MSE
+# of the local SAEs, the KL of the e2e ones, halved for e2e+ds as in its loss), the L1 term, and the
+# dead latents, against the share of training done (the local SAEs take twice as many steps). Curves
+# are smoothed over 1/40 of the run; the table after the figure gives the fidelity term at the start,
+# after 5% of training and at the end.
+
+
+# %%
+def smoothed(values: list[float]) -> torch.Tensor:
+    window = max(1, len(values) // 40)
+    v = torch.tensor(values, dtype=torch.float64)
+    return v.unfold(0, window, 1).mean(1) if len(v) >= window else v
+
+
+fig = make_subplots(
+    rows=1,
+    cols=3,
+    subplot_titles=("fidelity term (MSE or KL)", "L1 term", "dead latents"),
+)
+for (kind, lam), history in histories.items():
+    fidelity = history.terms["mse" if kind == "local" else "kl"]
+    for col, values in enumerate((fidelity, history.terms["l1"], history.dead), 1):
+        y = smoothed(values)
+        fig.add_trace(
+            go.Scatter(
+                x=torch.linspace(0, 1, len(y)),
+                y=y,
+                mode="lines",
+                name=f"{kind} λ={lam}",
+                legendgroup=f"{kind} λ={lam}",
+                showlegend=col == 1,
+                line_color=FAMILY_COLORS.get(kind, "#ff7f0e"),
+                line_dash=["solid", "dash", "dot", "dashdot", "longdash"][
+                    LAMBDAS[kind].index(lam) % 5
+                ],
+            ),
+            row=1,
+            col=col,
+        )
+fig.update_xaxes(title_text="share of training")
+fig.update_yaxes(type="log", row=1, col=1)
+fig.update_yaxes(type="log", row=1, col=2)
+fig.update_layout(height=400, title="Training histories of the tiny-LM SAEs")
+fig.show()
+history_table = pd.DataFrame(
+    [
+        {
+            "objective": kind,
+            "λ": lam,
+            "fidelity term": "MSE" if kind == "local" else "KL",
+            "at start": smoothed(fidelity)[0].item(),
+            "after 5%": smoothed(fidelity)[len(smoothed(fidelity)) // 20].item(),
+            "at end": smoothed(fidelity)[-1].item(),
+            "L1 term at end": smoothed(history.terms["l1"])[-1].item(),
+            "dead at end": history.dead[-1],
+        }
+        for (kind, lam), history in histories.items()
+        for fidelity in [history.terms["mse" if kind == "local" else "kl"]]
+    ]
+).set_index(["objective", "λ"])
+history_table.round(4)
+
+# %% [markdown]
+# The local SAEs' MSE falls more than five-fold within the first 5% of training and spends the
+# rest trading against the L1 term. The e2e KL falls more gradually and keeps falling (by a third or
+# more) after that point,
+# so e2e SAEs are the ones a longer run would help most. And at the same λ, the e2e SAE's L1 term
+# ends well below the local one's: the KL leaves it more room to be sparse than the MSE does.
+
+# %%
+shared = sorted(set(LAMBDAS["local"]) & set(LAMBDAS["e2e"]))
+h = history_table
+report.check(
+    "Training: local MSE falls ≥ 5× within 5% of training; the e2e KL is still "
+    "falling after it (end ≤ ⅔ of its 5% value); at equal λ, e2e ends with a "
+    "smaller L1 term than local",
+    ours="local MSE ×"
+    f"{(h.loc['local', 'at start'] / h.loc['local', 'after 5%']).min():.0f}"
+    f" (smallest); e2e KL 5% → end ×"
+    f"{(h.loc['e2e', 'after 5%'] / h.loc['e2e', 'at end']).min():.1f}; L1 at λ "
+    + ", ".join(
+        f"{lam}: local {h.loc[('local', lam), 'L1 term at end']:.2f} vs e2e "
+        f"{h.loc[('e2e', lam), 'L1 term at end']:.2f}"
+        for lam in shared
+    ),
+    passed=bool(
+        (h.loc["local", "at start"] >= 5 * h.loc["local", "after 5%"]).all()
+        and (h.loc["e2e", "at end"] <= 2 / 3 * h.loc["e2e", "after 5%"]).all()
+        and all(
+            h.loc[("e2e", lam), "L1 term at end"]
+            < h.loc[("local", lam), "L1 term at end"]
+            for lam in shared
+        )
+    ),
+)
+
+# %% [markdown]
 # ### The central claim, at matched L0
 #
 # Points of different objectives never land at exactly the same L0, so we read the local frontier
@@ -282,8 +378,9 @@ sparsest_local = min(local_points, key=lambda p: p["l0"])
 
 
 def local_ce_at(l0: float) -> float | None:
-    """The local frontier read at ``l0``. Below the sparsest local SAE, that SAE's own CE increase: it
-    uses more latents, so beating it is a stronger claim than beating the frontier at ``l0``."""
+    """The local frontier read at ``l0``. Below the sparsest local SAE, that SAE's own
+    CE increase: it uses more latents, so beating it is a stronger claim than beating
+    the frontier at ``l0``."""
     ce = frontier_at(local_points, l0)
     return (
         sparsest_local["ce_increase"]
@@ -581,6 +678,32 @@ for kind, lam in (("local", LAMBDAS["local"][1]), ("e2e", LAMBDAS["e2e"][-1])):
         )
 planted_table = pd.DataFrame(planted_rows).set_index(["objective", "model"])
 planted_table.round(3)
+
+# %%
+usage = ["latents along u", "share of firings", "planted variance kept"]
+fig = make_subplots(rows=1, cols=3, subplot_titles=usage)
+for kind in ("local", "e2e"):
+    rows = planted_table.loc[kind]
+    for col, column in enumerate(usage, 1):
+        fig.add_trace(
+            go.Bar(
+                x=list(rows.index),
+                y=rows[column],
+                name=f"{kind} SAE",
+                legendgroup=kind,
+                showlegend=col == 1,
+                marker_color=FAMILY_COLORS.get(kind, "#ff7f0e"),
+            ),
+            row=1,
+            col=col,
+        )
+fig.update_xaxes(title_text="model the SAE was trained on")
+fig.update_layout(
+    height=380,
+    barmode="group",
+    title="What each SAE spends on the planted direction u",
+)
+fig.show()
 
 # %%
 local_p, e2e_p = (

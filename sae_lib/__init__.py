@@ -1,7 +1,7 @@
 """sae_lib: the small library behind *The SAE Book*.
 
 Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for all of them),
-``synthetic`` (data with known ground truth), ``hierarchy`` (concept trees and their geometry),
+``synthetic`` (data with known ground truth), ``noisy_world`` (superposition plus noise), ``hierarchy`` (concept trees and their geometry),
 ``metrics``, ``checkpoint``, ``plots``, ``report``, ``profile``.
 
 Part III's modules need the ``[models]`` extra and are imported from where they live, so that
@@ -21,6 +21,7 @@ from .metrics import (AtomMatch, absorption_score, aligned_atoms, babel, coactiv
                       match_atoms, mean_max_cosine, modality_score, r_squared, support_babel)
 from .models import (LoadedModel, StandInForbiddenError, fall_back_to_standin, hub_unreachable_reason, mechanics_only,
                      standins_allowed)
+from .noisy_world import NOISY_WORLD, noisy_world_sae, run_in_noisy_world
 from .profile import by_profile, current_profile, default_device, describe
 from .saes import FAMILIES, SAE, MPSAE, BatchTopKSAE, MatryoshkaSAE, PursuitTrace, ReLUSAE, TopKSAE
 from .synthetic import PairedModalities, SyntheticData, paired_modalities, random_dictionary, superposition_data
@@ -36,6 +37,7 @@ __all__ = [
     "AtomMatch", "mean_max_cosine",
     "aligned_atoms", "absorption_score", "gram_errors", "error_vs_k",
     "modality_score", "effective_rank", "coactivation", "babel", "support_babel", "linear_probe_accuracy",
+    "NOISY_WORLD", "noisy_world_sae", "run_in_noisy_world",
     "SyntheticData", "superposition_data", "random_dictionary", "PairedModalities", "paired_modalities",
     "Concept", "ConceptTree", "HierarchicalData", "paper_tree", "conditionally_orthogonal_dictionary",
     "hierarchical_data", "PAPER_TRAINING", "tree_sae", "train_on_tree", "tree_scores", "run_on_tree", "TreeRun",

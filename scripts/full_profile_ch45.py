@@ -5,9 +5,13 @@ two chapters need a few hundred of them: more than one sitting. This script trai
 (a family, a seed and a data setting), appends its scores to a JSON-lines file as soon as it finishes,
 and skips every piece already in that file. Stop it at any time; run the same command again to go on.
 
-    python scripts/full_profile_ch45.py                      # everything, into results/full_profile_ch45.jsonl
+    python scripts/full_profile_ch45.py                      # everything, into sae_lib/assets/full_profile/
     python scripts/full_profile_ch45.py --only ch4 --limit 5  # at most five new pieces of chapter 4
     python scripts/full_profile_ch45.py --steps 50 --seeds 1 --out /tmp/smoke.jsonl   # a smoke run
+    python scripts/full_profile_ch45.py --shard 0/2 & python scripts/full_profile_ch45.py --shard 1/2
+
+Shards split the pieces between processes (one thread each) that append to the same file; a shard
+re-reads the file before each piece, so ReLU pieces wait for the L1 weight another shard has tuned.
 
 The pieces use the settings of the chapters' ``full`` profile (``by_profile(full=...)`` in
 book/04_hierarchy.py and book/05_matching_pursuit.py); keep the two in step when either changes.
@@ -23,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from sae_lib import Concept, ConceptTree, error_vs_k, paper_tree, run_on_tree, tune_l1
+from sae_lib import Concept, ConceptTree, error_vs_k, paper_tree, run_in_noisy_world, run_on_tree, tune_l1
+from sae_lib.full_profile import RESULTS
 
 FULL_STEPS, TUNE_STEPS, SEEDS, GRID_SEEDS = 15_000, 5_000, list(range(10)), [0, 1, 2]
 CORRELATIONS, CHILD_MEANS, CHILD_SPREADS = [0.0, 0.3, 0.6, 0.9], [0.75, 1.5, 3.0], [0.1, 0.25, 0.5]
@@ -40,7 +45,7 @@ def pieces(seeds: list[int], grid_seeds: list[int], l1: dict[str, float]):
     """Every piece as ``(key, family name, tree_sae settings, seed, data settings, extra)``, in run order.
     ``l1`` maps a tuning key to its bisected weight once that piece is done (ReLU pieces wait for it)."""
     ch4_l1, ch5_l1 = l1.get("ch4/tune_l1"), l1.get("ch5/tune_l1")
-    for seed in seeds:  # chapter 4: five families at rho = 0.3
+    for seed in seeds:  # chapter 4: four families at rho = 0.3
         for name, settings in {"relu": {"l1_coeff": ch4_l1}, **ONE_SHOT}.items():
             yield f"ch4/{name}/seed{seed}", name, settings, seed, {"correlation": 0.3}, None
     for rho in CORRELATIONS:  # chapter 5: the correlation sweep
@@ -58,40 +63,54 @@ def pieces(seeds: list[int], grid_seeds: list[int], l1: dict[str, float]):
     for name, settings in {"relu": {"l1_coeff": ch5_l1}, "topk": {"k": 2}, "mp": {"k": 2}}.items():
         yield (f"ch5/adaptive/{name}/seed{seeds[0]}", name, settings, seeds[0], {"correlation": 0.3},
                "error_vs_k")
+    for seed in grid_seeds:  # chapter 5: the SynthSAEBench counterpoint (not on the tree)
+        for name in ["topk", "batchtopk", "mp"]:
+            yield f"ch5/noisy/{name}/seed{seed}", name, {}, seed, {}, "noisy_world"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("results/full_profile_ch45.jsonl"))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file (default: the shipped one)")
     parser.add_argument("--only", choices=["ch4", "ch5"], help="run only this chapter's pieces")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many new pieces")
     parser.add_argument("--steps", type=int, default=FULL_STEPS, help="training steps per SAE (smoke runs: small)")
     parser.add_argument("--seeds", type=int, default=len(SEEDS), help="how many of the 10 seeds to run")
+    parser.add_argument("--shard", default="0/1", help="I/N: run only every N-th piece, starting at the I-th")
     args = parser.parse_args()
     torch.set_num_threads(1)  # 20 × 20 SAEs: one thread is fastest
 
+    shard, n_shards = (int(part) for part in args.shard.split("/"))
+    if not 0 <= shard < n_shards:
+        raise SystemExit(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}")
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    done = {}
-    if args.out.exists():
-        for line in args.out.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                done[record["key"]] = record
-    print(f"{len(done)} pieces already in {args.out}")
+
+    def read_done() -> dict:
+        done = {}
+        if args.out.exists():
+            for line in args.out.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    done[record["key"]] = record
+        return done
+
+    print(f"{len(read_done())} pieces already in {args.out}")
     seeds, grid_seeds = SEEDS[: args.seeds], GRID_SEEDS[: args.seeds]
     tune_steps = min(TUNE_STEPS, args.steps)
     new = 0
 
     def write(record: dict) -> None:
         nonlocal new
-        with args.out.open("a") as f:
+        with args.out.open("a") as f:  # one short append per piece: shards do not interleave lines
             f.write(json.dumps(record) + "\n")
-        done[record["key"]] = record
         new += 1
         print(f"{record['key']}: {record['seconds']:.1f} s", flush=True)
 
-    for key, rho in (("ch4/tune_l1", 0.3), ("ch5/tune_l1", 0.0)):
-        if (args.only and not key.startswith(args.only)) or key in done:
+    def mine(index: int) -> bool:
+        return index % n_shards == shard
+
+    for index, (key, rho) in enumerate((("ch4/tune_l1", 0.3), ("ch5/tune_l1", 0.0))):
+        if (args.only and not key.startswith(args.only)) or key in read_done() or not mine(index):
             continue
         if args.limit is not None and new >= args.limit:
             return
@@ -100,24 +119,38 @@ def main() -> None:
         write({"key": key, "l1_coeff": tuning.l1_coeff, "probes": tuning.probes,
                "seconds": time.perf_counter() - start})
 
-    l1 = {key: done[key]["l1_coeff"] for key in ("ch4/tune_l1", "ch5/tune_l1") if key in done}
-    for key, name, settings, seed, data, extra in pieces(seeds, grid_seeds, l1):
-        if (args.only and not key.startswith(args.only)) or key in done:
-            continue
-        if settings.get("l1_coeff", 0) is None:
-            continue  # its L1 tuning was not run (--only the other chapter)
-        if args.limit is not None and new >= args.limit:
-            break
-        data_settings = dict(data, tree=busy_tree()) if extra else data
-        start = time.perf_counter()
-        run = run_on_tree({name: settings}, steps=args.steps, seeds=[seed], progress=False, **data_settings)[0]
-        record = {"key": key, "family": name, "settings": settings, "seed": seed,
-                  "data": data, "steps": args.steps, "scores": run.scores,
-                  "seconds": time.perf_counter() - start}
-        if extra == "error_vs_k":
-            record["error_vs_k"] = error_vs_k(run.sae, run.test.x, list(range(1, 21)))
-        write(record)
-    print(f"{new} new pieces; {len(done)} in {args.out}")
+    waiting = True
+    while waiting:  # a second pass picks up ReLU pieces whose L1 weight another shard was still tuning
+        waiting = False
+        done = read_done()
+        l1 = {key: done[key]["l1_coeff"] for key in ("ch4/tune_l1", "ch5/tune_l1") if key in done}
+        for index, (key, name, settings, seed, data, extra) in enumerate(pieces(seeds, grid_seeds, l1)):
+            if (args.only and not key.startswith(args.only)) or not mine(index) or key in done:
+                continue
+            if settings.get("l1_coeff", 0) is None:
+                waiting = True
+                continue  # its L1 weight is not tuned yet
+            if args.limit is not None and new >= args.limit:
+                return
+            if key in read_done():
+                continue
+            start = time.perf_counter()
+            if extra == "noisy_world":
+                record = {"key": key, "family": name, "seed": seed, "steps": args.steps,
+                          "scores": run_in_noisy_world(name, steps=args.steps, seed=seed)}
+            else:
+                data_settings = dict(data, tree=busy_tree()) if extra else data
+                run = run_on_tree({name: settings}, steps=args.steps, seeds=[seed], progress=False,
+                                  **data_settings)[0]
+                record = {"key": key, "family": name, "settings": settings, "seed": seed,
+                          "data": data, "steps": args.steps, "scores": run.scores}
+                if extra == "error_vs_k":
+                    record["error_vs_k"] = error_vs_k(run.sae, run.test.x, list(range(1, 21)))
+            record["seconds"] = time.perf_counter() - start
+            write(record)
+        if waiting:
+            time.sleep(30)
+    print(f"{new} new pieces; {len(read_done())} in {args.out}")
 
 
 if __name__ == "__main__":

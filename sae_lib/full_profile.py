@@ -1,0 +1,46 @@
+"""The full-profile results of chapters 4 and 5, run once and shipped with the library.
+
+The papers' scale (15k steps of 200 samples, 10 seeds) needs a few hundred tree SAEs: hours on a laptop
+CPU, too long for CI or for a reader's first run. ``scripts/full_profile_ch45.py`` trains them piece by
+piece into :data:`RESULTS`, and the chapters show those numbers beside their own ci-scale run, so a
+reader sees both scales without waiting. Each line of the file is one trained SAE (see the script).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS = Path(__file__).parent / "assets" / "full_profile" / "ch45.jsonl"
+COMMAND = "python scripts/full_profile_ch45.py"
+
+
+def load_full_profile(prefix: str, path: Path = RESULTS) -> pd.DataFrame:
+    """The shipped runs whose key starts with ``prefix`` (``"ch4/"``, ``"ch5/sweep/"``, ...): one row
+    per trained SAE, with its family (column ``SAE``), seed, data settings and scores, and the seconds
+    it took on the machine that ran it."""
+    if not path.exists():
+        raise FileNotFoundError(f"no full-profile results at {path}; make them with `{COMMAND}`")
+    rows = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if not record.get("key", "").startswith(prefix) or "family" not in record:
+            continue
+        data = dict(record.get("data", {}))
+        if "child_magnitude" in data:
+            data["child mean"], data["child spread"] = data.pop("child_magnitude")
+        rows.append({"key": record["key"], "SAE": record["family"], "seed": record["seed"], **data,
+                     **record["scores"], "steps": record["steps"], "seconds": record["seconds"]})
+    if not rows:
+        raise ValueError(f"no full-profile runs under {prefix!r} in {path}")
+    return pd.DataFrame(rows)
+
+
+def full_profile_setting(key: str, path: Path = RESULTS) -> dict:
+    """One non-SAE record of the run, such as ``"ch4/tune_l1"`` (the bisected L1 weight)."""
+    for line in path.read_text().splitlines():
+        if line.strip() and (record := json.loads(line))["key"] == key:
+            return record
+    raise KeyError(f"{key!r} is not in {path}")
