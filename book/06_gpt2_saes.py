@@ -315,14 +315,26 @@ plot_histories(
     histories, "mse", title="Reconstruction error while training (log scale)"
 ).show()
 
+# %% [markdown]
+# The curves may spike. The first position is not the only attention sink: now and then another
+# token's stream is many times longer than the rest (the ratio is printed below), and a batch that
+# holds it has a huge error. So we judge training by the median error of the last 50 batches,
+# which one such batch cannot move.
+
 # %%
+flat_norms = flat.norm(dim=-1)
+print(
+    f"longest training token: {flat_norms.max() / flat_norms.median():.0f}× the median "
+    "norm"
+)
 for name, history in histories.items():
+    end = history.final("mse", median=True)  # median of the last 50 batches
     report.check(
         f"Training the local {name} SAE lowers its reconstruction error by half or "
         f"more",
         kind="mechanics",
-        ours=f"MSE {history.terms['mse'][0]:.3g} → {history.final('mse'):.3g}",
-        passed=history.final("mse") < 0.5 * history.terms["mse"][0],
+        ours=f"MSE {history.terms['mse'][0]:.3g} → {end:.3g}",
+        passed=end < 0.5 * history.terms["mse"][0],
     )
 
 # %% [markdown]

@@ -72,10 +72,16 @@ class History:
     dead: list[int] = field(default_factory=list)  # latents silent for the last `dead_window` samples
     seconds: float = 0.0
 
-    def final(self, key: str = "loss", window: int = 50) -> float:
-        """Mean of the last ``window`` steps of ``loss`` or of a named term (less noisy than the last step)."""
+    def final(self, key: str = "loss", window: int = 50, *, median: bool = False) -> float:
+        """Mean of the last ``window`` steps of ``loss`` or of a named term (less noisy than the last step).
+
+        ``median=True`` takes their median instead, which one batch holding a rare huge activation (an
+        attention sink in a language model) cannot move."""
         values = self.loss if key == "loss" else self.terms[key]
-        tail = values[-window:]
+        tail = sorted(values[-window:]) if median else values[-window:]
+        if median:
+            middle = len(tail) // 2
+            return tail[middle] if len(tail) % 2 else (tail[middle - 1] + tail[middle]) / 2
         return sum(tail) / len(tail)
 
 

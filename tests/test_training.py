@@ -275,3 +275,12 @@ def test_a_loss_that_explodes_stops_training_with_a_message(toy_data):
 
     with pytest.raises(FloatingPointError, match=r"stopped at step 5: the loss grew from 10 to 1e\+06, over 10000 times"):
         train_sae(make("mp"), toy_data.x, seed=0, objective=Exploding(), **{**SETTINGS, "steps": 30})
+
+
+def test_final_median_ignores_one_outlier_batch():
+    from sae_lib.training import History
+
+    history = History(loss=[1.0] * 49 + [1000.0])
+    assert history.final(median=True) == 1.0
+    assert history.final() > 20  # the mean is dominated by the one spike
+    assert History(loss=[1.0, 3.0]).final(median=True) == 2.0
