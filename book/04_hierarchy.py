@@ -500,10 +500,15 @@ report.check(
 
 
 # %%
+def absorption_by_family(scores: pd.DataFrame) -> dict[str, pd.Series]:
+    """The absorption score of every run, family by family."""
+    return {n: scores.loc[scores.SAE == n, "absorption"] for n in FAMILY_SETTINGS}
+
+
 def check_families(scores: pd.DataFrame, scale: str) -> None:
     """Assert the chapter's claims on ``scores`` (one row per trained SAE)."""
     medians = scores.groupby("SAE", sort=False).median(numeric_only=True)
-    absorption = {n: scores.loc[scores.SAE == n, "absorption"] for n in FAMILY_SETTINGS}
+    absorption = absorption_by_family(scores)
     seeds = f"{scores.seed.nunique()} seeds, {scale}"
     report.check(
         f"The bisected L1 weight puts the ReLU SAE's L0 near the tree's 1.36 ({seeds})",
@@ -550,9 +555,7 @@ def check_families(scores: pd.DataFrame, scale: str) -> None:
 
 
 check_families(scores, "this run")
-abs_of = {
-    name: scores.loc[scores.SAE == name, "absorption"] for name in FAMILY_SETTINGS
-}
+abs_of = absorption_by_family(scores)
 
 # %% [markdown]
 # ### Beside the paper
@@ -661,6 +664,7 @@ print(
     f"{full.seconds.sum() / 60:.0f} min of training, "
     "one thread per SAE on a 2-core CPU"
 )
+full_abs = absorption_by_family(full)
 scales = pd.DataFrame(
     {
         "paper (range over its grid)": PAPER_RANGES,
@@ -668,8 +672,7 @@ scales = pd.DataFrame(
             name: median_and_range(abs_of[name]) for name in FAMILY_SETTINGS
         },
         "full profile (10 seeds, 15,000 steps)": {
-            name: median_and_range(full.loc[full.SAE == name, "absorption"])
-            for name in FAMILY_SETTINGS
+            name: median_and_range(full_abs[name]) for name in FAMILY_SETTINGS
         },
         "full: dead latents (median)": full.groupby("SAE")["dead"].median(),
     }
@@ -685,7 +688,7 @@ scales.rename_axis("SAE: absorption, median [min – max]")
 
 # %%
 check_families(full, "full profile")
-full_batchtopk = full.loc[full.SAE == "batchtopk", "absorption"].median()
+full_batchtopk = full_abs["batchtopk"].median()
 report.check(
     "At the papers' scale (15k steps), BatchTopK absorbs more than in the short run, "
     "inside the paper's range",

@@ -1008,9 +1008,16 @@ synth_rows = [
     for name in ["topk", "batchtopk", "mp"]
 ]
 training_seconds += time.perf_counter() - start
-synth = (
-    pd.DataFrame(synth_rows).groupby("SAE", sort=False).median().drop(columns="seed")
-)
+
+
+def noisy_world_medians(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each family's scores, median over seeds."""
+    return (
+        rows.groupby("SAE", sort=False).median(numeric_only=True).drop(columns="seed")
+    )
+
+
+synth = noisy_world_medians(pd.DataFrame(synth_rows))
 synth.round(3)
 
 
@@ -1018,7 +1025,7 @@ synth.round(3)
 def check_noisy_world(rows: pd.DataFrame, scale: str) -> float:
     """Assert our finding and record the SynthSAEBench comparison (medians over seeds);
     return the recovery gap, TopK's matched cosine minus MP's."""
-    synth = rows.groupby("SAE", sort=False).median(numeric_only=True)
+    synth = noisy_world_medians(rows)
     mp, topk = synth.loc["mp"], synth.loc["topk"]
     summary = (
         "FVU "
@@ -1122,9 +1129,7 @@ report.check(
 # its L0 column.) And on the tree, the $k = 2$ and $\rho = 0.3$ runs show the seed spread, next.
 
 # %%
-full_noisy.groupby("SAE", sort=False).median(numeric_only=True).drop(
-    columns=["seed", "steps", "seconds"]
-).round(3)
+noisy_world_medians(full_noisy).drop(columns=["steps", "seconds"]).round(3)
 
 # %% [markdown]
 # **The spread over seeds.** With 10 seeds per setting, the full run shows how much one MP-SAE

@@ -317,14 +317,14 @@ history_table = pd.DataFrame(
             "objective": kind,
             "λ": lam,
             "fidelity term": "MSE" if kind == "local" else "KL",
-            "at start": smoothed(fidelity)[0].item(),
-            "after 5%": smoothed(fidelity)[len(smoothed(fidelity)) // 20].item(),
-            "at end": smoothed(fidelity)[-1].item(),
+            "at start": fidelity[0].item(),
+            "after 5%": fidelity[len(fidelity) // 20].item(),
+            "at end": fidelity[-1].item(),
             "L1 term at end": smoothed(history.terms["l1"])[-1].item(),
             "dead at end": history.dead[-1],
         }
         for (kind, lam), history in histories.items()
-        for fidelity in [history.terms["mse" if kind == "local" else "kl"]]
+        for fidelity in [smoothed(history.terms["mse" if kind == "local" else "kl"])]
     ]
 ).set_index(["objective", "λ"])
 history_table.round(4)

@@ -1,8 +1,9 @@
 """sae_lib: the small library behind *The SAE Book*.
 
 Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for all of them),
-``synthetic`` (data with known ground truth), ``noisy_world`` (superposition plus noise), ``hierarchy`` (concept trees and their geometry),
-``metrics``, ``checkpoint``, ``plots``, ``report``, ``profile``.
+``synthetic`` (data with known ground truth), ``noisy_world`` (superposition plus noise),
+``hierarchy`` (concept trees and their geometry), ``metrics``, ``checkpoint``, ``plots``, ``report``,
+``profile``, ``full_profile`` (the shipped full-scale results of chapters 4-5).
 
 Part III's modules need the ``[models]`` extra and are imported from where they live, so that
 ``import sae_lib`` stays light: ``gpt2`` (GPT-2 or its stand-in, text), ``splicing`` (harvest and splice

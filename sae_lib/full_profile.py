@@ -17,21 +17,26 @@ RESULTS = Path(__file__).parent / "assets" / "full_profile" / "ch45.jsonl"
 COMMAND = "python scripts/full_profile_ch45.py"
 
 
+def read_records(path: Path = RESULTS) -> dict[str, dict]:
+    """Every record of a results file, by key (the script appends one line per finished piece)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no full-profile results at {path}; make them with `{COMMAND}`")
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {record["key"]: record for record in records}
+
+
 def load_full_profile(prefix: str, path: Path = RESULTS) -> pd.DataFrame:
     """The shipped runs whose key starts with ``prefix`` (``"ch4/"``, ``"ch5/sweep/"``, ...): one row
     per trained SAE, with its family (column ``SAE``), seed, data settings and scores, and the seconds
     it took on the machine that ran it."""
-    if not path.exists():
-        raise FileNotFoundError(f"no full-profile results at {path}; make them with `{COMMAND}`")
     rows = []
-    for line in path.read_text().splitlines():
-        record = json.loads(line) if line.strip() else {}
-        if not record.get("key", "").startswith(prefix) or "family" not in record:
+    for key, record in read_records(path).items():
+        if not key.startswith(prefix) or "family" not in record:
             continue
         data = dict(record.get("data", {}))
         if "child_magnitude" in data:
             data["child mean"], data["child spread"] = data.pop("child_magnitude")
-        rows.append({"key": record["key"], "SAE": record["family"], "seed": record["seed"], **data,
+        rows.append({"key": key, "SAE": record["family"], "seed": record["seed"], **data,
                      **record["scores"], "steps": record["steps"], "seconds": record["seconds"]})
     if not rows:
         raise ValueError(f"no full-profile runs under {prefix!r} in {path}")
@@ -39,8 +44,8 @@ def load_full_profile(prefix: str, path: Path = RESULTS) -> pd.DataFrame:
 
 
 def full_profile_setting(key: str, path: Path = RESULTS) -> dict:
-    """One non-SAE record of the run, such as ``"ch4/tune_l1"`` (the bisected L1 weight)."""
-    for line in path.read_text().splitlines():
-        if line.strip() and (record := json.loads(line))["key"] == key:
-            return record
-    raise KeyError(f"{key!r} is not in {path}")
+    """One record of the run by its key, such as ``"ch4/tune_l1"`` (the bisected L1 weight)."""
+    records = read_records(path)
+    if key not in records:
+        raise KeyError(f"{key!r} is not in {path}")
+    return records[key]

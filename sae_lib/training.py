@@ -10,6 +10,7 @@ output) plug into the same loop by implementing the small :class:`Objective` pro
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -78,11 +79,8 @@ class History:
         ``median=True`` takes their median instead, which one batch holding a rare huge activation (an
         attention sink in a language model) cannot move."""
         values = self.loss if key == "loss" else self.terms[key]
-        tail = sorted(values[-window:]) if median else values[-window:]
-        if median:
-            middle = len(tail) // 2
-            return tail[middle] if len(tail) % 2 else (tail[middle - 1] + tail[middle]) / 2
-        return sum(tail) / len(tail)
+        tail = values[-window:]
+        return statistics.median(tail) if median else sum(tail) / len(tail)
 
 
 def lr_factor(step: int, steps: int, schedule: str, warmup: float, decay: float, final_lr_frac: float) -> float:

@@ -10,8 +10,9 @@ and skips every piece already in that file. Stop it at any time; run the same co
     python scripts/full_profile_ch45.py --steps 50 --seeds 1 --out /tmp/smoke.jsonl   # a smoke run
     python scripts/full_profile_ch45.py --shard 0/2 & python scripts/full_profile_ch45.py --shard 1/2
 
-Shards split the pieces between processes (one thread each) that append to the same file; a shard
-re-reads the file before each piece, so ReLU pieces wait for the L1 weight another shard has tuned.
+Shards split the pieces between processes (one thread each) that append to the same file. No two
+shards share a piece; a ReLU piece whose L1 weight another shard is still tuning waits, and the shard
+re-reads the file for it after a pass over its other pieces.
 
 The pieces use the settings of the chapters' ``full`` profile (``by_profile(full=...)`` in
 book/04_hierarchy.py and book/05_matching_pursuit.py); keep the two in step when either changes.
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 
 from sae_lib import Concept, ConceptTree, error_vs_k, paper_tree, run_in_noisy_world, run_on_tree, tune_l1
-from sae_lib.full_profile import RESULTS
+from sae_lib.full_profile import RESULTS, read_records
 
 FULL_STEPS, TUNE_STEPS, SEEDS, GRID_SEEDS = 15_000, 5_000, list(range(10)), [0, 1, 2]
 CORRELATIONS, CHILD_MEANS, CHILD_SPREADS = [0.0, 0.3, 0.6, 0.9], [0.75, 1.5, 3.0], [0.1, 0.25, 0.5]
@@ -86,13 +87,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def read_done() -> dict:
-        done = {}
-        if args.out.exists():
-            for line in args.out.read_text().splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    done[record["key"]] = record
-        return done
+        return read_records(args.out) if args.out.exists() else {}
 
     print(f"{len(read_done())} pieces already in {args.out}")
     seeds, grid_seeds = SEEDS[: args.seeds], GRID_SEEDS[: args.seeds]
@@ -132,8 +127,6 @@ def main() -> None:
                 continue  # its L1 weight is not tuned yet
             if args.limit is not None and new >= args.limit:
                 return
-            if key in read_done():
-                continue
             start = time.perf_counter()
             if extra == "noisy_world":
                 record = {"key": key, "family": name, "seed": seed, "steps": args.steps,

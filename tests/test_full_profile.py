@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sae_lib import run_in_noisy_world
-from sae_lib.full_profile import RESULTS, full_profile_setting, load_full_profile
+from sae_lib.full_profile import RESULTS, full_profile_setting, load_full_profile, read_records
 from sae_lib.noisy_world import noisy_world_sae
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def test_shards_split_the_pieces_and_a_rerun_skips_what_is_done(tmp_path):
 
 
 def test_the_shipped_results_cover_every_piece_at_full_scale():
-    done = {json.loads(line)["key"]: json.loads(line) for line in RESULTS.read_text().splitlines()}
+    done = read_records(RESULTS)
     l1 = {key: done[key]["l1_coeff"] for key in ("ch4/tune_l1", "ch5/tune_l1")}
     keys = [piece[0] for piece in full_profile_ch45.pieces(full_profile_ch45.SEEDS, full_profile_ch45.GRID_SEEDS, l1)]
     assert set(keys) <= set(done), f"missing: {sorted(set(keys) - set(done))[:5]}"
