@@ -27,7 +27,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from .models import LoadedModel, fall_back_to_standin, hub_offline, hub_unreachable_reason
 from .smollm2 import MODEL_NAME as SMOLLM2, load_smollm2, smollm2_gguf
-from .splicing import hooked_transformer
+from .hosts import hooked_transformer
 
 WEB_TEXT = "apollo-research/Skylion007-openwebtext-tokenizer-gpt2"  # OpenWebText, GPT-2 tokens, 1024 per row
 GPT2_SMALL = dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024)

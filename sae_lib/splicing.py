@@ -10,27 +10,18 @@ and *measure* what the splice costs the model: the cross-entropy increase and th
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 
 from .saes import SAE, ReLUSAE
 from .util import is_integer, positive_int, progress_bar
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
-
-
-def hooked_transformer(cfg: HookedTransformerConfig, **kwargs) -> HookedTransformer:
-    """``HookedTransformer(cfg)``, without the deprecation notice transformer-lens 3.x prints on every
-    construction (4.x replaces the class; the book pins ``<4``). Only that one warning is silenced."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"HookedTransformer.*deprecated", category=DeprecationWarning)
-        return HookedTransformer(cfg, **kwargs)
 
 
 def hook_layer(hook: str) -> int | None:

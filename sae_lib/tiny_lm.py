@@ -29,7 +29,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from .models import LoadedModel
-from .splicing import hooked_transformer
+from .hosts import hooked_transformer
 from .training import lr_factor
 from .util import progress_bar
 

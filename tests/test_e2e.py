@@ -6,7 +6,8 @@ import torch
 from sae_lib import MPSAE, ReLUSAE, TopKSAE, train_sae
 from sae_lib.e2e import EndToEnd, downstream_hooks
 from sae_lib.metrics import frontier_at, max_cosine_across, max_cosine_within
-from sae_lib.splicing import evaluate_spliced, hooked_transformer
+from sae_lib.hosts import hooked_transformer
+from sae_lib.splicing import evaluate_spliced
 from sae_lib.tiny_lm import SyntheticLanguage, tiny_lm_config, train_tiny_lm
 
 HOOK = "blocks.1.hook_resid_pre"

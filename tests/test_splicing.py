@@ -7,7 +7,7 @@ from sae_lib import ReLUSAE, TopKSAE
 from sae_lib.splicing import (activation_size, check_hook, check_sae_fits, evaluate_spliced, harvest, identity_sae,
                               kl_divergence, resid_hook, run_original, run_spliced)
 from sae_lib.tiny_lm import SyntheticLanguage, tiny_lm_config
-from sae_lib.splicing import hooked_transformer
+from sae_lib.hosts import hooked_transformer
 
 HOOK = "blocks.1.hook_resid_pre"
 
