@@ -55,6 +55,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+import sae_lib.plots  # noqa: F401  (shows plotly figures in Jupyter and in the book)
 from sae_lib import (
     TopKSAE,
     by_profile,

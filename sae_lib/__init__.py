@@ -12,7 +12,6 @@ at a hook), ``e2e`` (the end-to-end objectives), ``tiny_lm`` (a synthetic langua
 shipped) and ``sharing`` (do two modalities share atoms?), all on the contract in ``models``.
 """
 
-from . import plots  # noqa: F401  (sets up plotly so figures show in Jupyter and in the book)
 from .checkpoint import CheckpointError, load_sae, save_sae
 from .hierarchy import (PAPER_TRAINING, Concept, ConceptTree, HierarchicalData, TreeRun,
                         conditionally_orthogonal_dictionary, hierarchical_data, paper_tree, run_on_tree, train_on_tree,

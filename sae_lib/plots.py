@@ -1,4 +1,7 @@
-"""Figures the chapters share. Plotly where hovering helps (curves, frontiers, heatmaps)."""
+"""Figures the chapters share. Plotly where hovering helps (curves, frontiers, heatmaps).
+
+Importing this module also tells plotly how to show figures in Jupyter and in the rendered book, so
+a chapter that draws with plotly imports it; ``import sae_lib`` alone does not load plotly."""
 
 from __future__ import annotations
 

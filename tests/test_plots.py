@@ -44,3 +44,12 @@ def test_plot_grid_heatmaps_one_panel_per_name_on_one_scale():
     assert all(t.zmin == 0 and t.zmax == 1 for t in fig.data) and fig.data[1].z[0][1] == 0.1
     with pytest.raises(ValueError, match="grid"):
         plot_grid_heatmaps({"relu": [[0.5]]}, x=[0.1, 0.5], y=[1.5], title="t", x_label="a", y_label="b")
+
+
+def test_import_sae_lib_leaves_plotly_alone():
+    """Only ``sae_lib.plots`` configures plotly; the library's top level does not even load it."""
+    import subprocess
+    import sys
+
+    code = "import sys, sae_lib; assert 'plotly' not in sys.modules, 'import sae_lib loaded plotly'"
+    subprocess.run([sys.executable, "-c", code], check=True)
