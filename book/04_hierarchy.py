@@ -243,7 +243,7 @@ report.check(
 # what is left over does not see them (chapter 5).
 
 # %%
-data = hierarchical_data(20_000, correlation=CORRELATION, seed=0)
+data = hierarchical_data(20_000, tree=tree, correlation=CORRELATION, seed=0)
 p1, p1a, p1b = 0, 1, 2
 both = (data.codes[:, p1] > 0) & (data.codes[:, p1a] > 0)
 readout = data.x[both] @ data.dictionary.T
@@ -378,16 +378,18 @@ report.check(
 #   latents, summed with equal weights: our choice, the library's default of $n/4$, $n/2$, $n$);
 # * and, as a fifth row, the **per-sample TopK** of chapter 3 with $k = 2$, the most concepts any sample has.
 #
-# `tree_sae` also fixes every SAE's pre-bias at zero: the tree's data has no offset, and a trainable
-# pre-bias would soak up the direction that all top-level concepts share when they correlate (one of
-# them is always on), changing the dictionary the SAE has to find.
+# `train_on_tree` also fixes every SAE's pre-bias at zero (it zeroes and freezes `b_dec` before
+# training): the tree's data has no offset, and a trainable pre-bias would soak up the direction that
+# all top-level concepts share when they correlate (one of them is always on), changing the
+# dictionary the SAE has to find. `run_on_tree(tree, ...)` draws every seed's data from the `tree`
+# built above, so editing that tree changes what trains.
 #
 # First the L1 weight. L0 falls as the weight grows, so `tune_l1` bisects in log scale: each probe trains
 # a ReLU SAE for a short run on seed 0's data, measures its L0 on held-out samples, and keeps the half of
 # the interval that contains 1.36.
 
 # %%
-tuning = tune_l1(tree.expected_l0(), steps=TUNE_STEPS, correlation=CORRELATION)
+tuning = tune_l1(tree, tree.expected_l0(), steps=TUNE_STEPS, correlation=CORRELATION)
 print(
     pd.DataFrame(tuning.probes, columns=["L1 weight", "L0 (held out)"])
     .round(4)
@@ -402,7 +404,9 @@ FAMILY_SETTINGS = {
     "matryoshka": {},
     "topk": {},
 }
-runs = run_on_tree(FAMILY_SETTINGS, steps=STEPS, seeds=SEEDS, correlation=CORRELATION)
+runs = run_on_tree(
+    tree, FAMILY_SETTINGS, steps=STEPS, seeds=SEEDS, correlation=CORRELATION
+)
 scores = pd.DataFrame([{"SAE": r.name, "seed": r.seed, **r.scores} for r in runs])
 medians = scores.groupby("SAE", sort=False).median().drop(columns="seed")
 medians.round(3)

@@ -150,7 +150,7 @@ def matching_pursuit(
 # %%
 tree = paper_tree()
 names = tree.labels
-example = hierarchical_data(2_000, correlation=0.3, seed=0)
+example = hierarchical_data(2_000, tree=tree, correlation=0.3, seed=0)
 i = int(torch.nonzero((example.codes[:, 0] > 0) & (example.codes[:, 1] > 0))[0])
 x = example.x[i : i + 1]
 print(
@@ -227,7 +227,7 @@ report.check(
 # %%
 exact_errors = {}
 for rho in CORRELATIONS:
-    sample = hierarchical_data(5_000, correlation=rho, seed=1)
+    sample = hierarchical_data(5_000, tree=tree, correlation=rho, seed=1)
     z, _ = matching_pursuit(sample.x, sample.dictionary, k=3)
     exact_errors[rho] = (z - sample.codes).abs().max().item()
 print({rho: f"{err:.1e}" for rho, err in exact_errors.items()})
@@ -351,7 +351,7 @@ report.check(
 
 # %%
 start = time.perf_counter()
-tuning = tune_l1(tree.expected_l0(), steps=TUNE_STEPS, correlation=0.0)
+tuning = tune_l1(tree, tree.expected_l0(), steps=TUNE_STEPS, correlation=0.0)
 print(
     "L1 bisection (weight, held-out L0):",
     ", ".join(f"({w:.2e}, {l0:.2f})" for w, l0 in tuning.probes),
@@ -359,7 +359,7 @@ print(
 )
 FAMILIES = {"relu": {"l1_coeff": tuning.l1_coeff}, "mp": {}}
 sweep = {
-    rho: run_on_tree(FAMILIES, steps=STEPS, seeds=SEEDS, correlation=rho)
+    rho: run_on_tree(tree, FAMILIES, steps=STEPS, seeds=SEEDS, correlation=rho)
     for rho in CORRELATIONS
 }
 training_seconds += time.perf_counter() - start
@@ -540,7 +540,11 @@ check_sweep(results, "this run")
 # %%
 start = time.perf_counter()
 k2_runs = run_on_tree(
-    {"mp k=2": {"family": "mp", "k": 2}}, steps=STEPS, seeds=SEEDS[:1], correlation=0.0
+    tree,
+    {"mp k=2": {"family": "mp", "k": 2}},
+    steps=STEPS,
+    seeds=SEEDS[:1],
+    correlation=0.0,
 )
 training_seconds += time.perf_counter() - start
 k_table = pd.DataFrame(
@@ -636,6 +640,7 @@ grid = []
 for mean in CHILD_MEANS:
     for spread_ in CHILD_SPREADS:
         runs = run_on_tree(
+            tree,
             GRID_FAMILIES,
             steps=GRID_STEPS,
             seeds=GRID_SEEDS,
@@ -823,11 +828,11 @@ busy = ConceptTree(
 ADAPTIVE_STEPS = by_profile(ci=1_200, full=15_000)
 start = time.perf_counter()
 adaptive = run_on_tree(
+    busy,
     {"relu": FAMILIES["relu"], "topk": {"k": 2}, "mp": {"k": 2}},
     steps=ADAPTIVE_STEPS,
     seeds=SEEDS[:1],
     correlation=0.3,
-    tree=busy,
 )
 training_seconds += time.perf_counter() - start
 ks = list(range(1, 21))

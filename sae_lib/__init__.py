@@ -2,8 +2,9 @@
 
 Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for all of them),
 ``synthetic`` (data with known ground truth), ``noisy_world`` (superposition plus noise),
-``hierarchy`` (concept trees and their geometry), ``metrics``, ``checkpoint``, ``plots``, ``report``,
-``profile``, ``full_profile`` (the shipped full-scale results of chapters 4-5).
+``hierarchy`` (concept trees and their geometry), ``tree_recipes`` (training and scoring SAEs on a tree),
+``metrics``, ``checkpoint``, ``plots``, ``report``, ``profile``, ``full_profile`` (the shipped full-scale
+results of chapters 4-5).
 
 Part III's modules need the ``[models]`` extra and are imported from where they live, so that
 ``import sae_lib`` stays light: ``gpt2`` (GPT-2 or its stand-in, text), ``splicing`` (harvest and splice
@@ -13,9 +14,8 @@ shipped) and ``sharing`` (do two modalities share atoms?), all on the contract i
 """
 
 from .checkpoint import CheckpointError, load_sae, save_sae
-from .hierarchy import (PAPER_TRAINING, Concept, ConceptTree, HierarchicalData, TreeRun,
-                        conditionally_orthogonal_dictionary, hierarchical_data, paper_tree, run_on_tree, train_on_tree,
-                        tree_sae, tree_scores, tune_l1, median_and_range)
+from .hierarchy import (Concept, ConceptTree, HierarchicalData, conditionally_orthogonal_dictionary, hierarchical_data,
+                        paper_tree)
 from .metrics import (AtomMatch, absorption_score, aligned_atoms, babel, coactivation, cosine_matrix, effective_rank,
                       error_vs_k, evaluate, feature_response, frontier_at, fvu, gram_errors, l0, linear_probe_accuracy,
                       match_atoms, mean_max_cosine, modality_score, r_squared, support_babel)
@@ -26,6 +26,8 @@ from .profile import by_profile, current_profile, default_device, describe
 from .saes import FAMILIES, SAE, MPSAE, BatchTopKSAE, MatryoshkaSAE, PursuitTrace, ReLUSAE, TopKSAE
 from .synthetic import PairedModalities, SyntheticData, paired_modalities, random_dictionary, superposition_data
 from .training import History, Objective, Reconstruction, train_sae
+from .tree_recipes import (PAPER_TRAINING, TreeRun, median_and_range, run_on_tree, train_on_tree, tree_sae, tree_scores,
+                           tune_l1)
 
 __version__ = "0.1.0"
 

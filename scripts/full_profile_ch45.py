@@ -110,7 +110,8 @@ def main() -> None:
         if args.limit is not None and new >= args.limit:
             return
         start = time.perf_counter()
-        tuning = tune_l1(paper_tree().expected_l0(), steps=tune_steps, correlation=rho)
+        tree = paper_tree()
+        tuning = tune_l1(tree, tree.expected_l0(), steps=tune_steps, correlation=rho)
         write({"key": key, "l1_coeff": tuning.l1_coeff, "probes": tuning.probes,
                "seconds": time.perf_counter() - start})
 
@@ -132,9 +133,9 @@ def main() -> None:
                 record = {"key": key, "family": name, "seed": seed, "steps": args.steps,
                           "scores": run_in_noisy_world(name, steps=args.steps, seed=seed)}
             else:
-                data_settings = dict(data, tree=busy_tree()) if extra else data
-                run = run_on_tree({name: settings}, steps=args.steps, seeds=[seed], progress=False,
-                                  **data_settings)[0]
+                tree = busy_tree() if extra else paper_tree()
+                run = run_on_tree(tree, {name: settings}, steps=args.steps, seeds=[seed], progress=False,
+                                  **data)[0]
                 record = {"key": key, "family": name, "settings": settings, "seed": seed,
                           "data": data, "steps": args.steps, "scores": run.scores}
                 if extra == "error_vs_k":
