@@ -55,7 +55,6 @@ import torch.nn.functional as F
 from sae_lib import (
     absorption_score,
     aligned_atoms,
-    by_profile,
     conditionally_orthogonal_dictionary,
     cosine_matrix,
     describe,
@@ -65,24 +64,25 @@ from sae_lib import (
     median_and_range,
     paper_tree,
     run_on_tree,
+    runs_table,
     tune_l1,
 )
 from sae_lib.full_profile import full_profile_setting, load_full_profile
 from sae_lib.plots import plot_cosine_panels, plot_cosines
 from sae_lib.report import ReplicationReport
+from sae_lib.tree_experiments import CH4_CORRELATION, CH4_VARIANTS, tree_scale, with_l1
 
 torch.set_num_threads(
     1
 )  # the SAEs here are tiny (20 × 20): one thread is much faster than several
 report = ReplicationReport("04_hierarchy")
-STEPS = by_profile(
-    ci=1_500, full=15_000
-)  # the paper trains for 15k steps of 200 samples
-TUNE_STEPS = by_profile(
-    ci=600, full=5_000
-)  # each probe of the L1 bisection (ReLU only)
-SEEDS = by_profile(ci=[0, 1, 2], full=list(range(10)))
-CORRELATION = 0.3  # cosine between sibling directions for the SAEs trained below
+# This chapter's experiments are defined in sae_lib.tree_experiments, which the script
+# that ran them at the papers' scale reads too. The full profile trains 15k steps of 200
+# samples, as the paper does.
+SCALE = tree_scale()  # steps and seeds of the active profile
+STEPS, SEEDS = SCALE.ch4_steps, SCALE.ch4_seeds
+TUNE_STEPS = SCALE.tune_steps  # each probe of the L1 bisection (ReLU only)
+CORRELATION = CH4_CORRELATION  # cosine between sibling directions for the SAEs below
 describe(
     steps=STEPS,
     tune_steps=TUNE_STEPS,
@@ -398,17 +398,15 @@ print(
 print(f"chosen L1 weight: {tuning.l1_coeff:.2e}")
 
 # %%
-FAMILY_SETTINGS = {
-    "relu": {"l1_coeff": tuning.l1_coeff},
-    "batchtopk": {},
-    "matryoshka": {},
-    "topk": {},
-}
+FAMILY_SETTINGS = with_l1(CH4_VARIANTS, tuning.l1_coeff)
+print(FAMILY_SETTINGS)
 runs = run_on_tree(
     tree, FAMILY_SETTINGS, steps=STEPS, seeds=SEEDS, correlation=CORRELATION
 )
-scores = pd.DataFrame([{"SAE": r.name, "seed": r.seed, **r.scores} for r in runs])
-medians = scores.groupby("SAE", sort=False).median().drop(columns="seed")
+scores = runs_table(runs)  # one row per trained SAE: name, seed, data settings, scores
+medians = (
+    scores.groupby("SAE", sort=False).median().drop(columns=["seed", "correlation"])
+)
 medians.round(3)
 
 # %% [markdown]

@@ -59,10 +59,7 @@ from plotly.subplots import make_subplots
 
 from sae_lib import (
     MPSAE,
-    Concept,
-    ConceptTree,
     aligned_atoms,
-    by_profile,
     cosine_matrix,
     current_profile,
     describe,
@@ -73,30 +70,41 @@ from sae_lib import (
     random_dictionary,
     run_in_noisy_world,
     run_on_tree,
+    runs_table,
     tune_l1,
 )
 from sae_lib.full_profile import full_profile_setting, load_full_profile
 from sae_lib.plots import FAMILY_COLORS, plot_cosine_panels, plot_grid_heatmaps
 from sae_lib.report import ReplicationReport
+from sae_lib.tree_experiments import (
+    ADAPTIVE_CORRELATION,
+    ADAPTIVE_VARIANTS,
+    CH5_TUNE_CORRELATION,
+    GRID_CORRELATION,
+    GRID_VARIANTS,
+    INFERENCE_KS,
+    MP_K2,
+    NOISY_FAMILIES,
+    SWEEP_CORRELATIONS,
+    SWEEP_VARIANTS,
+    busy_tree,
+    tree_scale,
+    with_l1,
+)
 
 torch.set_num_threads(
     1
 )  # the SAEs here are tiny (20 × 20): one thread is much faster than several
 report = ReplicationReport("05_matching_pursuit")
-STEPS = by_profile(
-    ci=2_000, full=15_000
-)  # the paper: 15k steps (MP at ρ = 0 needs ~2k to converge)
-SEEDS = by_profile(ci=[0, 1], full=list(range(10)))  # the paper: 10 seeds
-CORRELATIONS = [0.0, 0.3, 0.6, 0.9]
-GRID_STEPS = by_profile(ci=1_000, full=15_000)
-GRID_SEEDS = by_profile(ci=[0], full=[0, 1, 2])  # ci: the sweep carries the seed spread
-CHILD_MEANS = by_profile(
-    ci=[0.75, 3.0], full=[0.75, 1.5, 3.0]
-)  # half, equal, double the parent's 1.5
-CHILD_SPREADS = by_profile(
-    ci=[0.25], full=[0.1, 0.25, 0.5]
-)  # ci: two cells, full: the 3 × 3 grid
-TUNE_STEPS = by_profile(ci=600, full=5_000)  # each probe of the ReLU's L1 bisection
+# This chapter's experiments are defined in sae_lib.tree_experiments, which the script
+# that ran them at the papers' scale reads too: the paper trains 15k steps on 10 seeds.
+SCALE = tree_scale()  # steps and seeds of the active profile
+STEPS, SEEDS = SCALE.sweep_steps, SCALE.sweep_seeds  # MP at ρ = 0 needs ~2k steps
+CORRELATIONS = SWEEP_CORRELATIONS
+GRID_STEPS, GRID_SEEDS = SCALE.grid_steps, SCALE.grid_seeds  # ci: one seed per cell
+CHILD_MEANS = SCALE.child_means  # half, (equal,) double the parent's 1.5
+CHILD_SPREADS = SCALE.child_spreads  # ci: two cells, full: the 3 × 3 grid
+TUNE_STEPS = SCALE.tune_steps  # each probe of the ReLU's L1 bisection
 describe(
     steps=STEPS,
     seeds=len(SEEDS),
@@ -351,25 +359,21 @@ report.check(
 
 # %%
 start = time.perf_counter()
-tuning = tune_l1(tree, tree.expected_l0(), steps=TUNE_STEPS, correlation=0.0)
+tuning = tune_l1(
+    tree, tree.expected_l0(), steps=TUNE_STEPS, correlation=CH5_TUNE_CORRELATION
+)
 print(
     "L1 bisection (weight, held-out L0):",
     ", ".join(f"({w:.2e}, {l0:.2f})" for w, l0 in tuning.probes),
     f"→ {tuning.l1_coeff:.2e}",
 )
-FAMILIES = {"relu": {"l1_coeff": tuning.l1_coeff}, "mp": {}}
+FAMILIES = with_l1(SWEEP_VARIANTS, tuning.l1_coeff)
 sweep = {
     rho: run_on_tree(tree, FAMILIES, steps=STEPS, seeds=SEEDS, correlation=rho)
     for rho in CORRELATIONS
 }
 training_seconds += time.perf_counter() - start
-results = pd.DataFrame(
-    [
-        {"correlation": rho, "SAE": r.name, "seed": r.seed, **r.scores}
-        for rho, runs in sweep.items()
-        for r in runs
-    ]
-)
+results = runs_table([r for runs in sweep.values() for r in runs])
 medians = (
     results.groupby(["correlation", "SAE"], sort=False).median().drop(columns="seed")
 )
@@ -535,24 +539,21 @@ check_sweep(results, "this run")
 # %% [markdown]
 # ### Why $k = 3$
 #
-# The sweep's first seed at $\rho = 0$, trained with exactly $k = 2$ steps, next to the sweep's $k = 3$ runs:
+# The sweep's first seed at $\rho = 0$ (every seed in the `full` profile), trained with exactly $k = 2$
+# steps, next to the sweep's $k = 3$ runs:
 
 # %%
 start = time.perf_counter()
 k2_runs = run_on_tree(
-    tree,
-    {"mp k=2": {"family": "mp", "k": 2}},
-    steps=STEPS,
-    seeds=SEEDS[:1],
-    correlation=0.0,
+    tree, {"mp k=2": MP_K2}, steps=STEPS, seeds=SCALE.k2_seeds, correlation=0.0
 )
 training_seconds += time.perf_counter() - start
-k_table = pd.DataFrame(
-    [
-        {"SAE": "mp k=3" if r.name == "mp" else r.name, "seed": r.seed, **r.scores}
-        for r in k2_runs + [r for r in sweep[0.0] if r.name == "mp"]
-    ]
-).set_index(["SAE", "seed"])
+k3_runs = [r for r in sweep[0.0] if r.name == "mp"]
+k_table = (
+    runs_table(k2_runs + k3_runs)
+    .replace({"SAE": {"mp": "mp k=3"}})
+    .set_index(["SAE", "seed"])
+)
 k_table[["mean_cos", "min_cos", "absorption", "fvu"]].round(3)
 
 # %%
@@ -628,40 +629,22 @@ report.record(
 # on our grid; and a wide spread makes a fixed mixture a worse fit.
 
 # %%
-GRID_FAMILIES = {
-    "relu": FAMILIES["relu"],
-    "batchtopk": {},
-    "matryoshka": {},
-    "mp": {},
-    "topk": {},
-}
+GRID_FAMILIES = with_l1(GRID_VARIANTS, tuning.l1_coeff)
 start = time.perf_counter()
-grid = []
+grid_runs = []
 for mean in CHILD_MEANS:
     for spread_ in CHILD_SPREADS:
-        runs = run_on_tree(
+        grid_runs += run_on_tree(
             tree,
             GRID_FAMILIES,
             steps=GRID_STEPS,
             seeds=GRID_SEEDS,
-            correlation=0.0,
+            correlation=GRID_CORRELATION,
             child_magnitude=(mean, spread_),
             progress=False,
         )
-        grid += [
-            {
-                "child mean": mean,
-                "child spread": spread_,
-                "SAE": r.name,
-                "seed": r.seed,
-                "absorption": r.scores["absorption"],
-                "dead": r.scores["dead"],
-                "l0": r.scores["l0"],
-            }
-            for r in runs
-        ]
 training_seconds += time.perf_counter() - start
-grid = pd.DataFrame(grid)
+grid = runs_table(grid_runs)  # columns: child mean, child spread, SAE, seed, scores
 
 
 def cell_medians(grid: pd.DataFrame) -> pd.DataFrame:
@@ -821,21 +804,18 @@ check_grid(grid, "this run")
 # the bisected L1 weight), and we sweep the inference $k$ from 1 to 20.
 
 # %%
-busy = ConceptTree(
-    tuple(Concept(0.3 if c.children else 0.15, c.children) for c in tree.roots),
-    exclusive=False,
-)
-ADAPTIVE_STEPS = by_profile(ci=1_200, full=15_000)
+busy = busy_tree(tree)  # parents fire with probability 0.3, leaves 0.15, independently
+ADAPTIVE_STEPS = SCALE.adaptive_steps
 start = time.perf_counter()
 adaptive = run_on_tree(
     busy,
-    {"relu": FAMILIES["relu"], "topk": {"k": 2}, "mp": {"k": 2}},
+    with_l1(ADAPTIVE_VARIANTS, tuning.l1_coeff),
     steps=ADAPTIVE_STEPS,
     seeds=SEEDS[:1],
-    correlation=0.3,
+    correlation=ADAPTIVE_CORRELATION,
 )
 training_seconds += time.perf_counter() - start
-ks = list(range(1, 21))
+ks = INFERENCE_KS
 curves = {r.name: error_vs_k(r.sae, r.test.x, ks) for r in adaptive}
 print(
     f"busy tree: expected L0 {busy.expected_l0():.2f}; "
@@ -1000,8 +980,7 @@ report.check(
 # of features found at cosine ≥ 0.9.
 
 # %%
-SYNTH_STEPS = by_profile(ci=1_000, full=15_000)
-SYNTH_SEEDS = by_profile(ci=[0], full=[0, 1, 2])
+SYNTH_STEPS, SYNTH_SEEDS = SCALE.noisy_steps, SCALE.noisy_seeds
 start = time.perf_counter()
 synth_rows = [
     {
@@ -1010,7 +989,7 @@ synth_rows = [
         **run_in_noisy_world(name, steps=SYNTH_STEPS, seed=seed),
     }
     for seed in SYNTH_SEEDS
-    for name in ["topk", "batchtopk", "mp"]
+    for name in NOISY_FAMILIES
 ]
 training_seconds += time.perf_counter() - start
 
@@ -1404,7 +1383,7 @@ print(
     f"profile: {current_profile()}; "
     f"SAE training time in this run: {training_seconds:.0f} s "
     f"({len(CORRELATIONS) * len(FAMILIES) * len(SEEDS)} sweep runs × {STEPS} steps, "
-    f"1 k = 2 run × {STEPS}, "
+    f"{len(k2_runs)} k = 2 run(s) × {STEPS}, "
     f"{len(CHILD_MEANS) * len(CHILD_SPREADS) * len(GRID_FAMILIES) * len(GRID_SEEDS)} "
     f"grid runs × {GRID_STEPS}, "
     f"3 adaptive runs × {ADAPTIVE_STEPS}, "

@@ -3,8 +3,8 @@
 Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for all of them),
 ``synthetic`` (data with known ground truth), ``noisy_world`` (superposition plus noise),
 ``hierarchy`` (concept trees and their geometry), ``tree_recipes`` (training and scoring SAEs on a tree),
-``metrics``, ``checkpoint``, ``plots``, ``report``, ``profile``, ``full_profile`` (the shipped full-scale
-results of chapters 4-5).
+``tree_experiments`` (chapters 4-5's experiments, defined once), ``metrics``, ``checkpoint``, ``plots``,
+``report``, ``profile``, ``full_profile`` (the shipped full-scale results of chapters 4-5).
 
 Part III's modules need the ``[models]`` extra and are imported from where they live, so that
 ``import sae_lib`` stays light: ``gpt2`` (GPT-2 or its stand-in, text), ``splicing`` (harvest and splice
@@ -26,8 +26,8 @@ from .profile import by_profile, current_profile, default_device, describe
 from .saes import FAMILIES, SAE, MPSAE, BatchTopKSAE, MatryoshkaSAE, PursuitTrace, ReLUSAE, TopKSAE
 from .synthetic import PairedModalities, SyntheticData, paired_modalities, random_dictionary, superposition_data
 from .training import History, Objective, Reconstruction, train_sae
-from .tree_recipes import (PAPER_TRAINING, TreeRun, median_and_range, run_on_tree, train_on_tree, tree_sae, tree_scores,
-                           tune_l1)
+from .tree_recipes import (PAPER_TRAINING, TreeRun, median_and_range, run_on_tree, runs_table, train_on_tree, tree_sae,
+                           tree_scores, tune_l1)
 
 __version__ = "0.1.0"
 
@@ -43,7 +43,7 @@ __all__ = [
     "SyntheticData", "superposition_data", "random_dictionary", "PairedModalities", "paired_modalities",
     "Concept", "ConceptTree", "HierarchicalData", "paper_tree", "conditionally_orthogonal_dictionary",
     "hierarchical_data", "PAPER_TRAINING", "tree_sae", "train_on_tree", "tree_scores", "run_on_tree", "TreeRun",
-    "tune_l1", "median_and_range",
+    "runs_table", "tune_l1", "median_and_range",
     "LoadedModel", "StandInForbiddenError", "fall_back_to_standin", "standins_allowed", "hub_unreachable_reason",
     "mechanics_only",
     "current_profile", "by_profile", "default_device", "describe",

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .tree_recipes import result_row
+
 RESULTS = Path(__file__).parent / "assets" / "full_profile" / "ch45.jsonl"
 COMMAND = "python scripts/full_profile_ch45.py"
 
@@ -27,17 +29,14 @@ def read_records(path: Path = RESULTS) -> dict[str, dict]:
 
 def load_full_profile(prefix: str, path: Path = RESULTS) -> pd.DataFrame:
     """The shipped runs whose key starts with ``prefix`` (``"ch4/"``, ``"ch5/sweep/"``, ...): one row
-    per trained SAE, with its family (column ``SAE``), seed, data settings and scores, and the seconds
-    it took on the machine that ran it."""
+    per trained SAE in the columns of :func:`~sae_lib.tree_recipes.runs_table` (its family is ``SAE``),
+    plus its key, its steps and the seconds it took on the machine that ran it."""
     rows = []
     for key, record in read_records(path).items():
         if not key.startswith(prefix) or "family" not in record:
             continue
-        data = dict(record.get("data", {}))
-        if "child_magnitude" in data:
-            data["child mean"], data["child spread"] = data.pop("child_magnitude")
-        rows.append({"key": key, "SAE": record["family"], "seed": record["seed"], **data,
-                     **record["scores"], "steps": record["steps"], "seconds": record["seconds"]})
+        row = result_row(record["family"], record["seed"], record.get("data", {}), record["scores"])
+        rows.append({"key": key, **row, "steps": record["steps"], "seconds": record["seconds"]})
     if not rows:
         raise ValueError(f"no full-profile runs under {prefix!r} in {path}")
     return pd.DataFrame(rows)

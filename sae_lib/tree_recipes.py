@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -80,14 +81,30 @@ def tree_scores(sae: SAE, test: HierarchicalData) -> dict[str, float]:
 
 @dataclass
 class TreeRun:
-    """One trained SAE, the held-out data it is scored on (which carries the true dictionary and tree)
-    and its :func:`tree_scores`."""
+    """One trained SAE, the data settings it was trained with, the held-out data it is scored on (which
+    carries the true dictionary and tree) and its :func:`tree_scores`."""
 
     name: str
     seed: int
+    data: dict  # the hierarchical_data settings: correlation, child_magnitude, ...
     sae: SAE
     test: HierarchicalData
     scores: dict[str, float]
+
+
+def result_row(name: str, seed: int, data: Mapping, scores: Mapping) -> dict:
+    """One trained SAE as a row of the chapters' tables: ``SAE`` (its name), ``seed``, its data settings
+    (``child_magnitude`` as two columns, ``child mean`` and ``child spread``) and its scores. Runs trained
+    here (:func:`runs_table`) and the shipped full-profile runs (:mod:`sae_lib.full_profile`) share it."""
+    data = dict(data)
+    if "child_magnitude" in data:
+        data["child mean"], data["child spread"] = data.pop("child_magnitude")
+    return {"SAE": name, "seed": seed, **data, **scores}
+
+
+def runs_table(runs: Sequence[TreeRun]) -> pd.DataFrame:
+    """The runs as a table, one :func:`result_row` per trained SAE."""
+    return pd.DataFrame([result_row(run.name, run.seed, run.data, run.scores) for run in runs])
 
 
 def _train_and_test_data(tree: ConceptTree, n_train: int, n_test: int, seed: int,
@@ -126,7 +143,7 @@ def run_on_tree(
             family = settings.pop("family", name)
             sae = tree_sae(family, data.x.shape[1], tree.n_features, seed=seed, **settings)
             train_on_tree(sae, data.x, steps=steps, seed=seed, progress=False)
-            runs.append(TreeRun(name, seed, sae, test, tree_scores(sae, test)))
+            runs.append(TreeRun(name, seed, dict(data_settings), sae, test, tree_scores(sae, test)))
             bar.update()
     bar.close()
     return runs

@@ -14,9 +14,8 @@ Shards split the pieces between processes (one thread each) that append to the s
 shards share a piece; a ReLU piece whose L1 weight another shard is still tuning waits, and the shard
 re-reads the file for it after a pass over its other pieces.
 
-The pieces use the settings of the chapters' ``full`` profile (``by_profile(full=...)`` in
-book/04_hierarchy.py and book/05_matching_pursuit.py); keep the two in step when either changes.
-Each line holds the piece's key, its settings, :func:`sae_lib.tree_scores` and the seconds it took.
+The pieces are the chapters' own experiments, read from :mod:`sae_lib.tree_experiments`, at its ``full``
+scale. Each line holds the piece's key, its settings, :func:`sae_lib.tree_scores` and the seconds it took.
 """
 
 from __future__ import annotations
@@ -24,49 +23,60 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from sae_lib import Concept, ConceptTree, error_vs_k, paper_tree, run_in_noisy_world, run_on_tree, tune_l1
+from sae_lib import error_vs_k, paper_tree, run_in_noisy_world, run_on_tree, tune_l1
 from sae_lib.full_profile import RESULTS, read_records
+from sae_lib.tree_experiments import (ADAPTIVE_CORRELATION, ADAPTIVE_VARIANTS, CH4_CORRELATION, CH4_VARIANTS,
+                                      CH5_TUNE_CORRELATION, GRID_CORRELATION, GRID_VARIANTS, INFERENCE_KS, MP_K2,
+                                      NOISY_FAMILIES, SWEEP_CORRELATIONS, SWEEP_VARIANTS, TreeScale, busy_tree,
+                                      tree_scale, with_l1)
 
-FULL_STEPS, TUNE_STEPS, SEEDS, GRID_SEEDS = 15_000, 5_000, list(range(10)), [0, 1, 2]
-CORRELATIONS, CHILD_MEANS, CHILD_SPREADS = [0.0, 0.3, 0.6, 0.9], [0.75, 1.5, 3.0], [0.1, 0.25, 0.5]
-ONE_SHOT = {"batchtopk": {}, "matryoshka": {}, "topk": {}}
-
-
-def busy_tree() -> ConceptTree:
-    """Chapter 5's tree for adaptive sparsity: the paper's concepts, top-level ones firing independently."""
-    return ConceptTree(tuple(Concept(0.3 if c.children else 0.15, c.children) for c in paper_tree().roots),
-                       exclusive=False)
+FULL = tree_scale("full")
+TUNINGS = {"ch4/tune_l1": CH4_CORRELATION, "ch5/tune_l1": CH5_TUNE_CORRELATION}  # key -> sibling correlation
 
 
-def pieces(seeds: list[int], grid_seeds: list[int], l1: dict[str, float]):
-    """Every piece as ``(key, family name, tree_sae settings, seed, data settings, extra)``, in run order.
-    ``l1`` maps a tuning key to its bisected weight once that piece is done (ReLU pieces wait for it)."""
+def pieces(scale: TreeScale, l1: dict[str, float]):
+    """Every piece as ``(key, variant name, tree_sae settings, seed, data settings, steps, extra)``, in run
+    order. ``l1`` maps a tuning key to its bisected weight once that piece is done (ReLU pieces wait for it)."""
     ch4_l1, ch5_l1 = l1.get("ch4/tune_l1"), l1.get("ch5/tune_l1")
-    for seed in seeds:  # chapter 4: four families at rho = 0.3
-        for name, settings in {"relu": {"l1_coeff": ch4_l1}, **ONE_SHOT}.items():
-            yield f"ch4/{name}/seed{seed}", name, settings, seed, {"correlation": 0.3}, None
-    for rho in CORRELATIONS:  # chapter 5: the correlation sweep
-        for seed in seeds:
-            for name, settings in {"relu": {"l1_coeff": ch5_l1}, "mp": {}}.items():
-                yield f"ch5/sweep/rho{rho}/{name}/seed{seed}", name, settings, seed, {"correlation": rho}, None
-    for seed in seeds:  # chapter 5: k = 2
-        yield f"ch5/mp_k2/seed{seed}", "mp", {"k": 2}, seed, {"correlation": 0.0}, None
-    for mean in CHILD_MEANS:  # chapter 5: the absorption grid
-        for spread in CHILD_SPREADS:
-            for seed in grid_seeds:
-                for name, settings in {"relu": {"l1_coeff": ch5_l1}, "mp": {}, **ONE_SHOT}.items():
+    for seed in scale.ch4_seeds:  # chapter 4: the one-shot families
+        for name, settings in with_l1(CH4_VARIANTS, ch4_l1).items():
+            yield (f"ch4/{name}/seed{seed}", name, settings, seed, {"correlation": CH4_CORRELATION},
+                   scale.ch4_steps, None)
+    for rho in SWEEP_CORRELATIONS:  # chapter 5: the correlation sweep
+        for seed in scale.sweep_seeds:
+            for name, settings in with_l1(SWEEP_VARIANTS, ch5_l1).items():
+                yield (f"ch5/sweep/rho{rho}/{name}/seed{seed}", name, settings, seed, {"correlation": rho},
+                       scale.sweep_steps, None)
+    for seed in scale.k2_seeds:  # chapter 5: k = 2
+        yield f"ch5/mp_k2/seed{seed}", "mp k=2", MP_K2, seed, {"correlation": 0.0}, scale.sweep_steps, None
+    for mean in scale.child_means:  # chapter 5: the absorption grid
+        for spread in scale.child_spreads:
+            for seed in scale.grid_seeds:
+                for name, settings in with_l1(GRID_VARIANTS, ch5_l1).items():
                     yield (f"ch5/grid/mean{mean}/spread{spread}/{name}/seed{seed}", name, settings, seed,
-                           {"correlation": 0.0, "child_magnitude": (mean, spread)}, None)
-    for name, settings in {"relu": {"l1_coeff": ch5_l1}, "topk": {"k": 2}, "mp": {"k": 2}}.items():
-        yield (f"ch5/adaptive/{name}/seed{seeds[0]}", name, settings, seeds[0], {"correlation": 0.3},
-               "error_vs_k")
-    for seed in grid_seeds:  # chapter 5: the SynthSAEBench counterpoint (not on the tree)
-        for name in ["topk", "batchtopk", "mp"]:
-            yield f"ch5/noisy/{name}/seed{seed}", name, {}, seed, {}, "noisy_world"
+                           {"correlation": GRID_CORRELATION, "child_magnitude": (mean, spread)},
+                           scale.grid_steps, None)
+    for name, settings in with_l1(ADAPTIVE_VARIANTS, ch5_l1).items():  # chapter 5: adaptive sparsity
+        yield (f"ch5/adaptive/{name}/seed{scale.sweep_seeds[0]}", name, settings, scale.sweep_seeds[0],
+               {"correlation": ADAPTIVE_CORRELATION}, scale.adaptive_steps, "error_vs_k")
+    for seed in scale.noisy_seeds:  # chapter 5: the SynthSAEBench counterpoint (not on the tree)
+        for name in NOISY_FAMILIES:
+            yield f"ch5/noisy/{name}/seed{seed}", name, {}, seed, {}, scale.noisy_steps, "noisy_world"
+
+
+def smaller(scale: TreeScale, steps: int | None, n_seeds: int) -> TreeScale:
+    """``scale`` with at most ``n_seeds`` seeds per experiment and, if ``steps`` is given, that many steps
+    for every SAE (probes of the L1 bisection: at most that many): for smoke runs."""
+    fields = {name: value[:n_seeds] for name, value in vars(scale).items() if name.endswith("_seeds")}
+    if steps is not None:
+        fields |= {name: steps for name in vars(scale) if name.endswith("_steps")}
+        fields["tune_steps"] = min(scale.tune_steps, steps)
+    return replace(scale, **fields)
 
 
 def main() -> None:
@@ -74,8 +84,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file (default: the shipped one)")
     parser.add_argument("--only", choices=["ch4", "ch5"], help="run only this chapter's pieces")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many new pieces")
-    parser.add_argument("--steps", type=int, default=FULL_STEPS, help="training steps per SAE (smoke runs: small)")
-    parser.add_argument("--seeds", type=int, default=len(SEEDS), help="how many of the 10 seeds to run")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per SAE (default: the full scale's)")
+    parser.add_argument("--seeds", type=int, default=len(FULL.sweep_seeds),
+                        help="at most this many seeds per experiment")
     parser.add_argument("--shard", default="0/1", help="I/N: run only every N-th piece, starting at the I-th")
     args = parser.parse_args()
     torch.set_num_threads(1)  # 20 × 20 SAEs: one thread is fastest
@@ -90,8 +101,7 @@ def main() -> None:
         return read_records(args.out) if args.out.exists() else {}
 
     print(f"{len(read_done())} pieces already in {args.out}")
-    seeds, grid_seeds = SEEDS[: args.seeds], GRID_SEEDS[: args.seeds]
-    tune_steps = min(TUNE_STEPS, args.steps)
+    scale = smaller(FULL, args.steps, args.seeds)
     new = 0
 
     def write(record: dict) -> None:
@@ -104,14 +114,14 @@ def main() -> None:
     def mine(index: int) -> bool:
         return index % n_shards == shard
 
-    for index, (key, rho) in enumerate((("ch4/tune_l1", 0.3), ("ch5/tune_l1", 0.0))):
+    for index, (key, rho) in enumerate(TUNINGS.items()):
         if (args.only and not key.startswith(args.only)) or key in read_done() or not mine(index):
             continue
         if args.limit is not None and new >= args.limit:
             return
         start = time.perf_counter()
         tree = paper_tree()
-        tuning = tune_l1(tree, tree.expected_l0(), steps=tune_steps, correlation=rho)
+        tuning = tune_l1(tree, tree.expected_l0(), steps=scale.tune_steps, correlation=rho)
         write({"key": key, "l1_coeff": tuning.l1_coeff, "probes": tuning.probes,
                "seconds": time.perf_counter() - start})
 
@@ -119,8 +129,8 @@ def main() -> None:
     while waiting:  # a second pass picks up ReLU pieces whose L1 weight another shard was still tuning
         waiting = False
         done = read_done()
-        l1 = {key: done[key]["l1_coeff"] for key in ("ch4/tune_l1", "ch5/tune_l1") if key in done}
-        for index, (key, name, settings, seed, data, extra) in enumerate(pieces(seeds, grid_seeds, l1)):
+        l1 = {key: done[key]["l1_coeff"] for key in TUNINGS if key in done}
+        for index, (key, name, settings, seed, data, steps, extra) in enumerate(pieces(scale, l1)):
             if (args.only and not key.startswith(args.only)) or not mine(index) or key in done:
                 continue
             if settings.get("l1_coeff", 0) is None:
@@ -130,16 +140,15 @@ def main() -> None:
                 return
             start = time.perf_counter()
             if extra == "noisy_world":
-                record = {"key": key, "family": name, "seed": seed, "steps": args.steps,
-                          "scores": run_in_noisy_world(name, steps=args.steps, seed=seed)}
+                record = {"key": key, "family": name, "seed": seed, "steps": steps,
+                          "scores": run_in_noisy_world(name, steps=steps, seed=seed)}
             else:
-                tree = busy_tree() if extra else paper_tree()
-                run = run_on_tree(tree, {name: settings}, steps=args.steps, seeds=[seed], progress=False,
-                                  **data)[0]
-                record = {"key": key, "family": name, "settings": settings, "seed": seed,
-                          "data": data, "steps": args.steps, "scores": run.scores}
+                tree = busy_tree(paper_tree()) if extra == "error_vs_k" else paper_tree()
+                run = run_on_tree(tree, {name: settings}, steps=steps, seeds=[seed], progress=False, **data)[0]
+                record = {"key": key, "family": settings.get("family", name), "settings": settings, "seed": seed,
+                          "data": data, "steps": steps, "scores": run.scores}
                 if extra == "error_vs_k":
-                    record["error_vs_k"] = error_vs_k(run.sae, run.test.x, list(range(1, 21)))
+                    record["error_vs_k"] = error_vs_k(run.sae, run.test.x, INFERENCE_KS)
             record["seconds"] = time.perf_counter() - start
             write(record)
         if waiting:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sae_lib import run_in_noisy_world
+from sae_lib import paper_tree, run_in_noisy_world, run_on_tree, runs_table
 from sae_lib.full_profile import RESULTS, full_profile_setting, load_full_profile, read_records
 from sae_lib.noisy_world import noisy_world_sae
+from sae_lib.tree_experiments import tree_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -62,6 +63,20 @@ def test_shards_split_the_pieces_and_a_rerun_skips_what_is_done(tmp_path):
 def test_the_shipped_results_cover_every_piece_at_full_scale():
     done = read_records(RESULTS)
     l1 = {key: done[key]["l1_coeff"] for key in ("ch4/tune_l1", "ch5/tune_l1")}
-    keys = [piece[0] for piece in full_profile_ch45.pieces(full_profile_ch45.SEEDS, full_profile_ch45.GRID_SEEDS, l1)]
-    assert set(keys) <= set(done), f"missing: {sorted(set(keys) - set(done))[:5]}"
-    assert all(done[key]["steps"] == full_profile_ch45.FULL_STEPS for key in keys)
+    steps = {piece[0]: piece[5] for piece in full_profile_ch45.pieces(tree_scale("full"), l1)}
+    assert set(steps) <= set(done), f"missing: {sorted(set(steps) - set(done))[:5]}"
+    assert all(done[key]["steps"] == n for key, n in steps.items())
+
+
+def test_live_runs_and_shipped_runs_make_the_same_table(tmp_path):
+    run = run_on_tree(paper_tree(), {"mp": {}}, steps=3, seeds=[0], n_test=50, progress=False,
+                      correlation=0.0, child_magnitude=(0.75, 0.1))[0]
+    live = runs_table([run])
+    record = {"key": "ch5/grid/x", "family": "mp", "seed": 0, "steps": 3, "scores": run.scores, "seconds": 1.0,
+              "data": {"correlation": 0.0, "child_magnitude": [0.75, 0.1]}}
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    shipped = load_full_profile("ch5/grid/", path).drop(columns=["key", "steps", "seconds"])
+    assert list(shipped.columns) == list(live.columns)
+    assert (live.loc[0, "child mean"], live.loc[0, "child spread"]) == (0.75, 0.1)
+    assert shipped.loc[0].tolist() == live.loc[0].tolist()
