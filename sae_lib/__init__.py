@@ -3,8 +3,9 @@
 Read it in this order: ``saes`` (the SAE families), ``training`` (one loop for all of them),
 ``synthetic`` (data with known ground truth), ``noisy_world`` (superposition plus noise),
 ``hierarchy`` (concept trees and their geometry), ``tree_recipes`` (training and scoring SAEs on a tree),
-``tree_experiments`` (chapters 4-5's experiments, defined once), ``metrics``, ``checkpoint``, ``plots``,
-``report``, ``profile``, ``full_profile`` (the shipped full-scale results of chapters 4-5).
+``tree_experiments`` (chapters 4-5's experiments, defined once), ``metrics``, ``checkpoint`` (on
+``bundle``, the on-disk layout of every trained model), ``plots``, ``report``, ``profile``, ``full_profile``
+(the shipped full-scale results of chapters 4-5).
 
 Part III's modules need the ``[models]`` extra and are imported from where they live, so that
 ``import sae_lib`` stays light: ``gpt2`` (GPT-2 or its stand-in, text), ``splicing`` (harvest and splice

@@ -1,4 +1,4 @@
-"""Saving and loading a trained SAE: safetensors weights plus a JSON config, any family.
+"""Saving and loading a trained SAE: safetensors weights plus a JSON config (a :mod:`~sae_lib.bundle`), any family.
 
 The config holds the constructor's arguments, the weights' dtype and which parameters were frozen,
 so :func:`load_sae` rebuilds the SAE exactly as it was saved. Anything wrong with a checkpoint is a
@@ -8,49 +8,24 @@ so :func:`load_sae` rebuilds the SAE exactly as it was saved. Anything wrong wit
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
+from .bundle import CONFIG, WEIGHTS, CheckpointError, load_bundle, save_bundle
 from .saes import FAMILIES, SAE
 
 FORMAT_VERSION = 2  # 2: the config also records "dtype" and "frozen"
-WEIGHTS, CONFIG = "weights.safetensors", "config.json"
-
-
-class CheckpointError(ValueError):
-    """A saved SAE that cannot be loaded as it is: unreadable, incomplete, inconsistent, or not the one asked for."""
 
 
 def save_sae(sae: SAE, path: str | Path) -> Path:
     """Write ``sae`` to the directory ``path`` (created if needed); returns the directory."""
     if not isinstance(sae, SAE):
         raise TypeError(f"save_sae expects an SAE, got {type(sae).__name__}")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.detach().cpu().contiguous() for name, t in sae.state_dict().items()}
-    save_file(tensors, path / WEIGHTS)
     frozen = [name for name, p in sae.named_parameters() if not p.requires_grad]
     dtype = str(sae.W_dec.dtype).removeprefix("torch.")
     config = {"format_version": FORMAT_VERSION, "dtype": dtype, "frozen": frozen, **sae.config()}
-    (path / CONFIG).write_text(json.dumps(config, indent=2))
-    return path
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        config = json.loads((path / CONFIG).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path / CONFIG} is not valid JSON ({error})") from error
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path / CONFIG} should hold a JSON object, found {type(config).__name__}")
-    if config.pop("format_version", None) != FORMAT_VERSION:
-        raise CheckpointError(f"{path / CONFIG} was written by an incompatible version of sae_lib "
-                              f"(this one reads format {FORMAT_VERSION}); save the SAE again")
-    return config
+    return save_bundle(path, sae.state_dict(), config)
 
 
 def _constructor_arguments(cls: type[SAE]) -> set[str]:
@@ -81,9 +56,10 @@ def load_sae(
     the wrong one is an error, not a surprise. A damaged checkpoint raises :class:`CheckpointError`.
     """
     path = Path(path)
-    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
-        raise FileNotFoundError(f"{path} is not a saved SAE: expected {CONFIG} and {WEIGHTS} inside it")
-    config = _read_config(path)
+    tensors, config = load_bundle(path, "a saved SAE")
+    if config.pop("format_version", None) != FORMAT_VERSION:
+        raise CheckpointError(f"{path / CONFIG} was written by an incompatible version of sae_lib "
+                              f"(this one reads format {FORMAT_VERSION}); save the SAE again")
     saved_family, dtype_name, frozen = config.pop("family", None), config.pop("dtype", None), config.pop("frozen", None)
     if saved_family not in FAMILIES:
         raise CheckpointError(f"{path} holds an SAE of unknown family {saved_family!r}; known: {sorted(FAMILIES)}")
@@ -106,11 +82,6 @@ def load_sae(
         sae = cls(**config).to(dtype)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path / CONFIG} does not describe a valid {saved_family!r} SAE: {error}") from error
-
-    try:
-        tensors = load_file(path / WEIGHTS)
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{path / WEIGHTS} cannot be read as safetensors ({error})") from error
     own = sae.state_dict()
     if set(tensors) != set(own):
         raise CheckpointError(

@@ -17,7 +17,6 @@ installable package carries CLIP-style weights, so the book trains the same kind
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,14 +27,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .bundle import frozen, load_bundle, save_bundle
 from .image_data import caption_scene, caption_vocabulary, draw_scenes, sample_scene, scene_batch
 from .models import LoadedModel
+from .training import lr_factor
 from .util import positive_int, progress_bar
 
 PACKAGED_CHECKPOINT = "mini_clip"
+LR_SCHEDULE = dict(schedule="cosine", warmup=0.05, decay=0.0, final_lr_frac=0.0)
+""":func:`~sae_lib.training.lr_factor`'s settings for :func:`train_mini_clip`: a linear warm-up over 5% of the
+steps, then a cosine decay to zero. Saved models record them. The shipped checkpoint records none: it was
+trained before, by the same warm-up under ``min(warm-up, cosine counted from step 0)``."""
 MAX_WORDS = 20  # the longest generated caption has 17 words
 
 
@@ -243,8 +247,8 @@ def train_mini_clip(cfg: MiniClipConfig, *, steps: int = 600, batch_size: int = 
 
     The pictures are a pool of ``pool_size`` scenes drawn once; captions are drawn afresh every step
     (new template, synonyms and, below ``completeness`` 1, which concepts are named). Adam with a
-    linear warm-up over the first 5% of steps and a cosine decay. Every ``check_every`` steps (and at
-    step 0, before any update) it records the modality gap and retrieval on 1,000 held-out pairs."""
+    linear warm-up over the first 5% of steps and a cosine decay (:data:`LR_SCHEDULE`). Every ``check_every``
+    steps (and at step 0, before any update) it records the modality gap and retrieval on 1,000 held-out pairs."""
     positive_int("steps", steps)
     positive_int("batch_size", batch_size)
     positive_int("pool_size", pool_size)
@@ -259,8 +263,7 @@ def train_mini_clip(cfg: MiniClipConfig, *, steps: int = 600, batch_size: int = 
     test_captions = [c[0] for c in test_captions]
     model = MiniClip(cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / steps))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, **LR_SCHEDULE))
     run = MiniClipRun()
 
     def check(step: int) -> None:
@@ -283,24 +286,17 @@ def train_mini_clip(cfg: MiniClipConfig, *, steps: int = 600, batch_size: int = 
         if (step + 1) % check_every == 0 or step + 1 == steps:
             check(step + 1)
     run.seconds = time.perf_counter() - start
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, run
+    return frozen(model), run
 
 
 # ----------------------------------------------------------------------------- saving and loading
 def save_mini_clip(model: MiniClip, run: MiniClipRun, path: str | Path, **notes) -> Path:
-    """Write the weights (safetensors, float32: under 1 MB) and a JSON with the config,
-    the training record and ``notes`` to the directory ``path``."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path / "weights.safetensors")
+    """Write the weights (float32: under 1 MB) and a JSON with the config, the training record and
+    ``notes`` to the directory ``path`` (a :mod:`~sae_lib.bundle`)."""
     record = {"config": asdict(model.cfg), "notes": notes,
-              "run": {"seconds": round(run.seconds, 1), "checkpoints": run.checkpoints,
+              "run": {"seconds": round(run.seconds, 1), "checkpoints": run.checkpoints, "lr_schedule": LR_SCHEDULE,
                       "loss": [round(v, 4) for v in run.loss], "temperature": [round(v, 5) for v in run.temperature]}}
-    (path / "config.json").write_text(json.dumps(record, indent=1))
-    return path
+    return save_bundle(path, model.state_dict(), record)
 
 
 def packaged_path() -> Path:
@@ -317,17 +313,10 @@ def load_mini_clip(path: str | Path | None = None) -> LoadedModel:
     """The mini CLIP saved by :func:`save_mini_clip`; by default the one shipped inside ``sae_lib``
     (trained by ``scripts/train_mini_clip.py``). ``extras`` holds ``tokenizer``, ``preprocess``,
     ``embed_dim``, ``config`` and ``record`` (what training recorded, and the notes)."""
-    path = Path(path) if path is not None else packaged_path()
-    if not (path / "config.json").is_file() or not (path / "weights.safetensors").is_file():
-        raise FileNotFoundError(f"{path} is not a saved mini CLIP: expected config.json and weights.safetensors")
-    record = json.loads((path / "config.json").read_text())
-    cfg = MiniClipConfig(**record["config"])
-    model = MiniClip(cfg)
-    model.load_state_dict({k: v.float() for k, v in load_file(path / "weights.safetensors").items()})
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return _loaded(model, "mini CLIP (trained in this book)", True, record)
+    tensors, record = load_bundle(path if path is not None else packaged_path(), "a saved mini CLIP")
+    model = MiniClip(MiniClipConfig(**record["config"]))
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return _loaded(frozen(model), "mini CLIP (trained in this book)", True, record)
 
 
 def untrained_mini_clip(cfg: MiniClipConfig) -> LoadedModel:

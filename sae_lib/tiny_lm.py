@@ -15,7 +15,6 @@ on GPT-2.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -24,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from .models import LoadedModel
+from .bundle import frozen, load_bundle, save_bundle
 from .hosts import hooked_transformer
 from .training import lr_factor
 from .util import progress_bar
@@ -157,26 +156,19 @@ def train_tiny_lm(
         losses.append(loss.item())
         if step % max(1, steps // 50) == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, TinyLMTraining(losses, steps * batch_size * cfg.n_ctx, time.perf_counter() - start)
+    return frozen(model), TinyLMTraining(losses, steps * batch_size * cfg.n_ctx, time.perf_counter() - start)
 
 
 _CONFIG_KEYS = ("n_layers", "d_model", "n_heads", "n_ctx", "seed")
 
 
 def save_tiny_lm(model: HookedTransformer, language: SyntheticLanguage, path: str | Path, **notes) -> Path:
-    """Write the model and its language to the directory ``path`` (safetensors + JSON)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"language.{k}": v.contiguous() for k, v in language.tensors().items()})
-    save_file(tensors, path / "weights.safetensors")
+    """Write the model and its language to the directory ``path`` (a :mod:`~sae_lib.bundle`)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"language.{k}": v for k, v in language.tensors().items()})
     config = {"model": {k: getattr(model.cfg, k) for k in _CONFIG_KEYS},
               "language": {"concentration": language.concentration}, "notes": notes}
-    (path / "config.json").write_text(json.dumps(config, indent=2))
-    return path
+    return save_bundle(path, tensors, config)
 
 
 def load_tiny_lm(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> LoadedModel:
@@ -185,11 +177,7 @@ def load_tiny_lm(path: str | Path | None = None, *, device: str | torch.device =
     ``extras`` holds the ``language`` and the training ``notes``."""
     if path is None:
         path = Path(str(resources.files("sae_lib").joinpath("assets", PACKAGED_CHECKPOINT)))
-    path = Path(path)
-    if not (path / "config.json").is_file() or not (path / "weights.safetensors").is_file():
-        raise FileNotFoundError(f"{path} is not a saved tiny LM: expected config.json and weights.safetensors")
-    config = json.loads((path / "config.json").read_text())
-    tensors = load_file(path / "weights.safetensors")
+    tensors, config = load_bundle(path, "a saved tiny LM")
     language = SyntheticLanguage(
         tensors["language.successors"], tensors["language.weights"], tensors["language.topic_vocab"],
         config["language"]["concentration"],
@@ -198,10 +186,7 @@ def load_tiny_lm(path: str | Path | None = None, *, device: str | torch.device =
     cfg.device = str(device)
     model = hooked_transformer(cfg)
     model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return LoadedModel(model=model, name="tiny synthetic LM", pretrained=True,
+    return LoadedModel(model=frozen(model), name="tiny synthetic LM", pretrained=True,
                        extras={"language": language, "notes": config["notes"]})
 
 

@@ -29,7 +29,8 @@ import torch
 
 from sae_lib.image_data import CONCEPT_KINDS, scene_batch
 from sae_lib.metrics import evaluate
-from sae_lib.mini_clip import MiniClipConfig, MiniClipRun, WordTokenizer, embed_pairs, load_mini_clip, train_mini_clip
+from sae_lib.mini_clip import (LR_SCHEDULE, MiniClipConfig, MiniClipRun, WordTokenizer, embed_pairs, load_mini_clip,
+                               train_mini_clip)
 from sae_lib.sharing import sharing_summary, train_shared_dictionaries
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,14 +49,15 @@ def setting_name(temperature, completeness) -> str:
 
 def shipped_if_same(cfg: MiniClipConfig, completeness: float):
     """The shipped mini CLIP and its record, if scripts/train_mini_clip.py trained it with exactly these
-    settings (training is deterministic, so retraining would only repeat it); else None."""
+    settings and learning-rate schedule (training is deterministic, so retraining would only repeat it);
+    else None."""
     try:
         shipped = load_mini_clip()
     except FileNotFoundError:
         return None
-    notes = shipped.extras["record"]["notes"]
+    notes, run = shipped.extras["record"]["notes"], shipped.extras["record"]["run"]
     same = (asdict(shipped.extras["config"]) == asdict(cfg) and notes["completeness"] == completeness
-            and all(notes[k] == v for k, v in TRAINING.items()))
+            and all(notes[k] == v for k, v in TRAINING.items()) and run.get("lr_schedule") == LR_SCHEDULE)
     return (shipped.model, shipped.extras["record"]["run"]) if same else None
 
 

@@ -98,3 +98,12 @@ def test_the_shipped_checkpoint_is_small_trained_and_recorded():
     assert size < 3_000_000
     record = shipped.extras["record"]
     assert record["notes"]["total_seconds"] > 0 and record["run"]["checkpoints"][-1]["image→text R@1"] > 0.3
+
+
+def test_training_schedule_is_the_library_one():
+    from sae_lib.mini_clip import LR_SCHEDULE
+    from sae_lib.training import lr_factor
+
+    factors = [lr_factor(step, 100, **LR_SCHEDULE) for step in range(100)]
+    assert factors[0] == pytest.approx(0.2) and factors[4] == 1.0 and factors[-1] < 0.01
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))  # warm-up, then only down
