@@ -53,6 +53,7 @@ from sae_lib import (
     describe,
     evaluate,
     feature_response,
+    held_out_seed,
     match_atoms,
     superposition_data,
     train_sae,
@@ -88,7 +89,7 @@ test = superposition_data(
     n_features=N_FEATURES,
     d=D_MODEL,
     p_active=0.05,
-    seed=1,
+    seed=held_out_seed(0),  # the held-out samples of training seed 0 (1_000_000)
     dictionary=train.dictionary,
 )
 true_l0 = (test.codes > 0).sum(1).float().mean().item()

@@ -51,6 +51,7 @@ from sae_lib import (
     describe,
     evaluate,
     feature_response,
+    held_out_seed,
     frontier_at,
     match_atoms,
     superposition_data,
@@ -81,7 +82,7 @@ test = superposition_data(
     n_features=N_FEATURES,
     d=D_MODEL,
     p_active=0.05,
-    seed=1,
+    seed=held_out_seed(0),  # the held-out samples of training seed 0 (1_000_000)
     dictionary=train.dictionary,
 )
 

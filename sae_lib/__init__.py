@@ -25,7 +25,8 @@ from .models import (LoadedModel, StandInForbiddenError, fall_back_to_standin, h
 from .noisy_world import NOISY_WORLD, noisy_world_sae, run_in_noisy_world
 from .profile import by_profile, current_profile, default_device, describe
 from .saes import FAMILIES, SAE, MPSAE, BatchTopKSAE, MatryoshkaSAE, PursuitTrace, ReLUSAE, TopKSAE
-from .synthetic import PairedModalities, SyntheticData, paired_modalities, random_dictionary, superposition_data
+from .synthetic import (PairedModalities, SyntheticData, held_out_seed, paired_modalities, random_dictionary,
+                        superposition_data)
 from .training import History, Objective, Reconstruction, train_sae
 from .tree_recipes import (PAPER_TRAINING, TreeRun, median_and_range, run_on_tree, runs_table, train_on_tree, tree_sae,
                            tree_scores, tune_l1)
@@ -41,7 +42,8 @@ __all__ = [
     "aligned_atoms", "absorption_score", "gram_errors", "error_vs_k",
     "modality_score", "effective_rank", "coactivation", "babel", "support_babel", "linear_probe_accuracy",
     "NOISY_WORLD", "noisy_world_sae", "run_in_noisy_world",
-    "SyntheticData", "superposition_data", "random_dictionary", "PairedModalities", "paired_modalities",
+    "SyntheticData", "superposition_data", "random_dictionary", "held_out_seed", "PairedModalities",
+    "paired_modalities",
     "Concept", "ConceptTree", "HierarchicalData", "paper_tree", "conditionally_orthogonal_dictionary",
     "hierarchical_data", "PAPER_TRAINING", "tree_sae", "train_on_tree", "tree_scores", "run_on_tree", "TreeRun",
     "runs_table", "tune_l1", "median_and_range",

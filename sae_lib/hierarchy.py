@@ -11,7 +11,9 @@ expects.
 
 :func:`paper_tree` is the default tree of Costa et al. (2025): 3 parents with 3 exclusive children each
 and 8 childless top-level nodes, exactly one top-level node per sample, expected L0 = 1.36.
-:func:`hierarchical_data` samples it and returns the data, true codes, true dictionary and the tree.
+:func:`hierarchical_data` samples it and returns the data, true codes, true dictionary and the tree;
+held-out samples are drawn with :func:`~sae_lib.synthetic.held_out_seed` and the training data's
+``dictionary_seed``.
 How chapters 4 and 5 train and score SAEs on such data is :mod:`sae_lib.tree_recipes`.
 """
 

@@ -5,13 +5,14 @@ SynthSAEBench (Chanin & Garriga-Alonso 2026) reports that MP-SAEs reconstruct be
 concepts as dimensions and no noise. This world has twice as many features as dimensions (so every input
 carries interference) plus Gaussian noise, and :func:`run_in_noisy_world` trains one SAE in it and scores
 both sides of the claim: reconstruction (FVU) and recovery (matched cosine to the true features).
+Reconstruction is scored on held-out samples drawn with :func:`~sae_lib.synthetic.held_out_seed`.
 """
 
 from __future__ import annotations
 
 from .metrics import evaluate, match_atoms
 from .saes import MPSAE, SAE, BatchTopKSAE, TopKSAE
-from .synthetic import superposition_data
+from .synthetic import held_out_seed, superposition_data
 from .training import train_sae
 
 NOISY_WORLD = {"n_features": 64, "d": 32, "p_active": 0.05, "noise": 0.1}
@@ -36,10 +37,11 @@ def noisy_world_sae(family: str, *, seed: int = 0) -> SAE:
 
 def run_in_noisy_world(family: str, *, steps: int, seed: int = 0, n_test: int = 5_000) -> dict[str, float]:
     """Train ``family`` on ``steps`` fresh batches of the noisy world drawn with ``seed``; score it on
-    ``n_test`` held-out samples (same dictionary) and against the true dictionary."""
+    ``n_test`` held-out samples (same dictionary, :func:`~sae_lib.synthetic.held_out_seed`) and against the
+    true dictionary."""
     batch = NOISY_WORLD_TRAINING["batch_size"]
     train = superposition_data(steps * batch, seed=seed, **NOISY_WORLD)
-    held_out = superposition_data(n_test, seed=seed + 100, dictionary=train.dictionary, **NOISY_WORLD)
+    held_out = superposition_data(n_test, seed=held_out_seed(seed), dictionary=train.dictionary, **NOISY_WORLD)
     sae = noisy_world_sae(family, seed=seed)
     train_sae(sae, train.x, steps=steps, seed=seed, progress=False, **NOISY_WORLD_TRAINING)
     match = match_atoms(sae.W_dec, train.dictionary)

@@ -3,6 +3,11 @@
 Each sample is a sparse, non-negative combination of ``n_features`` unit-norm directions in
 ``d`` dimensions. With ``n_features > d`` the directions cannot all be orthogonal: that is
 superposition, and the SAE's job is to recover the directions (the dictionary) and the codes.
+
+**Held-out data**, one convention for every synthetic-data recipe and chapter: data drawn with seed
+``s`` is scored on samples drawn with seed :func:`held_out_seed` ``(s) = 1_000_000 + s`` from the same
+dictionary. No training seed a chapter uses comes near it, so held-out samples are never training
+samples, and each training seed has its own held-out set.
 """
 
 from __future__ import annotations
@@ -14,6 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .util import positive_int, seeded_generator
+
+HELD_OUT_OFFSET = 1_000_000
+
+
+def held_out_seed(seed: int) -> int:
+    """The seed of the held-out samples that go with data drawn with ``seed`` (see the module docstring)."""
+    return HELD_OUT_OFFSET + seed
 
 
 @dataclass

@@ -3,7 +3,8 @@
 The chapter builds the tree and hands it in (:func:`run_on_tree`, :func:`tune_l1`), so the tree a reader
 sees is the tree that trains. The recipe makes two choices for every SAE family, each in one place:
 the paper's optimiser settings (:data:`PAPER_TRAINING`) and a pre-bias fixed at zero
-(:func:`train_on_tree`).
+(:func:`train_on_tree`). Every SAE is scored on held-out samples of its seed's tree data, drawn with
+:func:`~sae_lib.synthetic.held_out_seed` and the same dictionary.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 from .hierarchy import ConceptTree, HierarchicalData, hierarchical_data
 from .metrics import absorption_score, evaluate, gram_errors, match_atoms
 from .saes import FAMILIES, SAE
+from .synthetic import held_out_seed
 from .training import History, train_sae
 from .util import positive_int, progress_bar
 
@@ -111,7 +113,7 @@ def _train_and_test_data(tree: ConceptTree, n_train: int, n_test: int, seed: int
                          data_settings: Mapping) -> tuple[HierarchicalData, HierarchicalData]:
     """``seed``'s training data and held-out data from ``tree``: one dictionary, independent samples."""
     data = hierarchical_data(n_train, tree=tree, seed=seed, **data_settings)
-    test = hierarchical_data(n_test, tree=tree, seed=1_000_000 + seed, dictionary_seed=seed, **data_settings)
+    test = hierarchical_data(n_test, tree=tree, seed=held_out_seed(seed), dictionary_seed=seed, **data_settings)
     return data, test
 
 

@@ -65,3 +65,11 @@ def test_median_and_range_reports_the_spread_over_seeds():
     assert median_and_range([0.2, 0.4]) == "0.30 [0.20 – 0.40]"  # an even count: the middle two averaged
     with pytest.raises(ValueError, match="at least one"):
         median_and_range([])
+
+
+def test_held_out_data_follows_the_one_convention():
+    from sae_lib import held_out_seed
+
+    run = run_on_tree(paper_tree(), {"topk": {}}, steps=2, seeds=[5], n_test=40, progress=False, correlation=0.3)[0]
+    expected = hierarchical_data(40, correlation=0.3, seed=held_out_seed(5), dictionary_seed=5)
+    assert held_out_seed(5) == 1_000_005 and torch.equal(run.test.x, expected.x)
