@@ -18,8 +18,19 @@ from .saes import FAMILIES, SAE
 FORMAT_VERSION = 2  # 2: the config also records "dtype" and "frozen"
 
 
-def save_sae(sae: SAE, path: str | Path) -> Path:
-    """Write ``sae`` to the directory ``path`` (created if needed); returns the directory."""
+def save_sae(sae: SAE, path: str | Path, format: str = "sae_lib", **saelens_options) -> Path:
+    """Write ``sae`` to the directory ``path`` (created if needed); returns the directory.
+
+    ``format="saelens"`` writes SAELens's format instead, for other tools: ``saelens_options`` (``hook_name``
+    and ``model_name`` at least) go to :func:`sae_lib.saelens_format.save_saelens`."""
+    if format == "saelens":
+        from .saelens_format import save_saelens  # imported here: that module builds on this one
+
+        return save_saelens(sae, path, **saelens_options)
+    if format != "sae_lib":
+        raise ValueError(f"format must be 'sae_lib' (the default) or 'saelens', got {format!r}")
+    if saelens_options:
+        raise TypeError(f"save_sae got {sorted(saelens_options)}, which only format='saelens' takes")
     if not isinstance(sae, SAE):
         raise TypeError(f"save_sae expects an SAE, got {type(sae).__name__}")
     frozen = [name for name, p in sae.named_parameters() if not p.requires_grad]
