@@ -18,6 +18,7 @@ the benchmark looks for them in its own interpreter or in ``--peers-python`` (se
 
     python bench/bench_saes.py                        # small and medium shapes, every family
     python bench/bench_saes.py --shapes tiny --families mp --peers-python /tmp/peers-venv/bin/python
+    python bench/bench_saes.py --shapes medium smollm2    # the shape of the real-scale study too
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ SHAPES = {  # d: input size, n: latents, k: active latents (TopK, MP), batch: ro
     "tiny": dict(d=32, n=128, k=4, batch=512),  # the toy SAEs of chapters 2-3
     "small": dict(d=64, n=512, k=8, batch=1024),
     "medium": dict(d=256, n=2048, k=16, batch=1024),
+    "smollm2": dict(d=576, n=4608, k=32, batch=4096),  # Part III's real-scale SAEs (SmolLM2, expansion 8)
 }
 FAMILIES = ("relu", "topk", "mp")
 L1_COEFF = 1e-3

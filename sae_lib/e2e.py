@@ -60,13 +60,19 @@ class EndToEnd:
 
     The model must be frozen (``requires_grad=False``); gradients still flow through its later blocks
     into the SAE. Data rows are token sequences, shape (n_sequences, seq_len).
+
+    A splice in block L changes nothing before block L, so each step runs blocks 0 to L-1 once, without
+    gradients, and both the original and the spliced runs start there (TransformerLens's
+    ``start_at_layer``): the same loss and gradients as running the whole model twice, for less work, the
+    more so the deeper the splice. ``start_at_splice=False`` runs the whole model twice (for checking).
     """
 
     def __init__(
         self, model: HookedTransformer, hook: str, *, kl_coeff: float = 1.0, downstream_coeff: float = 0.0,
-        downstream: Sequence[str] | None = None,
+        downstream: Sequence[str] | None = None, start_at_splice: bool = True,
     ):
         self.model, self.hook = model, check_hook(model, hook)
+        self.start = hook_layer(self.hook) if start_at_splice else None  # None: run from the tokens
         self.kl_coeff = real_number("kl_coeff", kl_coeff, low=0)
         self.downstream_coeff = real_number("downstream_coeff", downstream_coeff, low=0)
         if self.kl_coeff == 0 and self.downstream_coeff == 0:
@@ -97,8 +103,10 @@ class EndToEnd:
 
     def __call__(self, sae: SAE, batch: Tensor, dead_mask: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         with torch.no_grad():
-            original = run_original(self.model, batch, self.hook, capture=self.downstream)
-        spliced = run_spliced(self.model, batch, self.hook, sae, capture=self.downstream)
+            start = {} if self.start is None else {"start_at_layer": self.start}
+            inputs = batch if self.start is None else self.model(batch, stop_at_layer=self.start)
+            original = run_original(self.model, inputs, self.hook, capture=self.downstream, **start)
+        spliced = run_spliced(self.model, inputs, self.hook, sae, capture=self.downstream, **start)
         terms = {}
         if self.kl_coeff:
             terms["kl"] = self.kl_coeff * kl_divergence(original.logits, spliced.logits)

@@ -45,24 +45,30 @@ def r_squared(x: Tensor, x_hat: Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate(sae: SAE, x: Tensor, *, batch_size: int = 4096, **forward_kwargs) -> dict[str, float]:
+def evaluate(sae: SAE, x: Tensor, *, batch_size: int = 4096, counts: bool = False,
+             **forward_kwargs) -> dict[str, float]:
     """MSE, FVU, R², L0 and alive/dead latent counts of ``sae`` over all of ``x`` (in batches).
 
     Extra keyword arguments go to the SAE's forward, e.g. ``evaluate(topk_sae, x, k=32)``.
-    A latent is alive if it fires on at least one input of ``x``.
+    A latent is alive if it fires on at least one input of ``x``. ``counts=True`` adds
+    ``"fire_counts"``: how many inputs each latent fired on (a tensor; divide by ``len(x)`` for the
+    firing density that feature-density histograms show).
     """
     device = sae.W_dec.device
-    sq_err, nonzeros, fired = 0.0, 0.0, torch.zeros(sae.n_latents, dtype=torch.bool, device=device)
+    sq_err, nonzeros = 0.0, 0.0
+    fires = torch.zeros(sae.n_latents, dtype=torch.long, device=device)
     batch_size = positive_int("batch_size", batch_size)
     x = x.reshape(-1, sae.d_in)
     total_var = total_variance(x).item()  # first: fails clearly on fewer than 2 rows or constant data
     for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size].to(device)
+        batch = x[start : start + batch_size].to(device, sae.W_dec.dtype)
         x_hat, z = sae(batch, **forward_kwargs)
         sq_err += (batch - x_hat).pow(2).sum().item()
-        nonzeros += (z != 0).sum().item()
-        fired |= (z != 0).any(0)
-    alive = int(fired.sum())
+        active = (z != 0).reshape(-1, sae.n_latents)
+        nonzeros += active.sum().item()
+        fires += active.sum(0)
+    alive = int((fires > 0).sum())
+    extra = {"fire_counts": fires.cpu()} if counts else {}
     return {
         "mse": sq_err / x.numel(),
         "fvu": sq_err / total_var,
@@ -70,7 +76,35 @@ def evaluate(sae: SAE, x: Tensor, *, batch_size: int = 4096, **forward_kwargs) -
         "l0": nonzeros / len(x),
         "alive": alive,
         "dead": sae.n_latents - alive,
+        **extra,
     }
+
+
+@torch.no_grad()
+def firing_rates(sae: SAE, x: Tensor, *, batch_size: int = 4096, **encode_kwargs) -> Tensor:
+    """The share of the rows of ``x`` on which each latent fires: what feature-density histograms show
+    (0 for a latent that is dead on this data; how many rows is the window that "dead" refers to)."""
+    x = x.reshape(-1, sae.d_in)
+    fires = torch.zeros(sae.n_latents, dtype=torch.long, device=sae.W_dec.device)
+    for start in range(0, len(x), positive_int("batch_size", batch_size)):
+        z = sae.encode(x[start : start + batch_size].to(sae.W_dec.device, sae.W_dec.dtype), **encode_kwargs)
+        fires += (z != 0).reshape(-1, sae.n_latents).sum(0)
+    return fires.cpu().double() / len(x)
+
+
+def bootstrap_interval(statistic, *samples: Tensor, n_resamples: int = 2_000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval for ``statistic(*samples)``: the samples (one value per unit, e.g.
+    per held-out sequence, all of the same length) are resampled together, with replacement, so a
+    difference of two paired measurements keeps its pairing."""
+    n = len(samples[0])
+    if n < 2 or any(len(s) != n for s in samples):
+        raise ValueError(f"bootstrap needs samples of one length >= 2, got lengths {[len(s) for s in samples]}")
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(n, (positive_int("n_resamples", n_resamples), n), generator=generator)
+    values = torch.tensor([float(statistic(*(torch.as_tensor(s)[i] for s in samples))) for i in index])
+    tail = (1 - real_number("level", level, low=0, high=1, low_open=True, high_open=True)) / 2
+    return values.quantile(tail).item(), values.quantile(1 - tail).item()
 
 
 def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:

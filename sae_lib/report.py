@@ -12,6 +12,9 @@ Every check has a *kind*, so the scorecard can say how much of the papers is rep
 * ``"finding"``: a result of the book's own that the papers do not state (the default otherwise);
 * ``"mechanics"``: a property that holds on any weights (shapes, an identity splice, a library class
   agreeing with the scratch version). Pass ``kind="mechanics"``.
+
+A claim about what a *trained* model represents means nothing on random or planted weights:
+:meth:`ReplicationReport.check_if` asserts it only when the weights are real and records it otherwise.
 """
 
 from __future__ import annotations
@@ -59,6 +62,15 @@ class ReplicationReport:
         if not passed:
             raise AssertionError(f"[{self.chapter}] replication check failed: {claim} (ours: {ours}; paper: {paper})")
         self.checks.append(Check(claim, paper, ours, "pass", kind))
+
+    def check_if(self, real: bool, claim: str, *, ours: str, passed: bool, paper: str = "—",
+                 kind: str | None = None, otherwise: str = "not asserted (weights not trained)") -> None:
+        """:meth:`check` when ``real`` (pretrained or trained weights), else :meth:`record` with status
+        ``otherwise``: the one gate between claims about a model and the mechanics-only runs."""
+        if real:
+            self.check(claim, ours=ours, passed=passed, paper=paper, kind=kind)
+        else:
+            self.record(claim, ours=ours, status=otherwise, paper=paper, kind=kind)
 
     def record(self, claim: str, *, ours: str, status: str, paper: str = "—", kind: str | None = None) -> None:
         """Report a result without asserting it (say in the text why it is not asserted)."""

@@ -136,21 +136,27 @@ def _capture_hooks(capture: Sequence[str], store: dict) -> list:
     return [(name, save) for name in capture]
 
 
-def run_original(model: HookedTransformer, tokens: Tensor, hook: str, *, capture: Sequence[str] = ()) -> Run:
-    """The unmodified model: its logits, its activation at ``hook`` and at the ``capture`` hooks."""
+def run_original(model: HookedTransformer, tokens: Tensor, hook: str, *, capture: Sequence[str] = (),
+                 start_at_layer: int | None = None) -> Run:
+    """The unmodified model: its logits, its activation at ``hook`` and at the ``capture`` hooks.
+    With ``start_at_layer=L``, ``tokens`` is instead the residual stream entering block L, and only
+    blocks L onwards run (the hooks must lie there)."""
     store: dict[str, Tensor] = {}
-    logits = model.run_with_hooks(tokens, fwd_hooks=_capture_hooks([hook, *capture], store))
+    logits = model.run_with_hooks(tokens, fwd_hooks=_capture_hooks([hook, *capture], store),
+                                  start_at_layer=start_at_layer)
     return Run(logits=logits, x=store[hook], acts={name: store[name] for name in capture})
 
 
 def run_spliced(
-    model: HookedTransformer, tokens: Tensor, hook: str, sae: SAE, *, capture: Sequence[str] = (), **sae_kwargs
+    model: HookedTransformer, tokens: Tensor, hook: str, sae: SAE, *, capture: Sequence[str] = (),
+    start_at_layer: int | None = None, **sae_kwargs
 ) -> Run:
     """Run the model with ``sae``'s reconstruction in place of the activation at ``hook``.
 
     Everything after the hook sees ``x_hat`` instead of ``x``. The model's weights are not touched, but
     gradients flow from the logits back through all later blocks into the SAE: that is what end-to-end
-    training needs. Extra keyword arguments go to the SAE (e.g. ``k=`` for TopK and MP SAEs).
+    training needs. Extra keyword arguments go to the SAE (e.g. ``k=`` for TopK and MP SAEs);
+    ``start_at_layer`` is as for :func:`run_original`.
     """
     store: dict[str, Tensor] = {}
 
@@ -159,7 +165,8 @@ def run_spliced(
         store["x"], store["x_hat"], store["z"] = act, x_hat, z
         return x_hat.to(act.dtype)
 
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(hook, splice), *_capture_hooks(capture, store)])
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(hook, splice), *_capture_hooks(capture, store)],
+                                  start_at_layer=start_at_layer)
     return Run(logits=logits, x=store.pop("x"), x_hat=store.pop("x_hat"), z=store.pop("z"), acts=store)
 
 
@@ -188,6 +195,12 @@ def kl_divergence(logits_p: Tensor, logits_q: Tensor) -> Tensor:
 def next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
     """Cross-entropy of predicting each next token, averaged over all predicted positions."""
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+
+
+def per_sequence_ce(logits: Tensor, tokens: Tensor) -> Tensor:
+    """Each sequence's mean next-token cross-entropy, shape (batch,)."""
+    losses = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none")
+    return losses.reshape(len(tokens), -1).mean(1)
 
 
 CACHED_LOG_PROBS = 2**28  # floats (1 GiB): up to this many, the original next-token log-probs are kept
@@ -222,8 +235,7 @@ class HeldOut:
         self.first = int(first_position)
         self.start = hook_layer(hook)  # None: the hook is outside the blocks, so every run starts at the tokens
         keep_log_probs = tokens.numel() * model.cfg.d_vocab <= CACHED_LOG_PROBS
-        self.batches, self.resid, self.acts, self.log_probs = [], [], [], []
-        ce_sum = 0.0
+        self.batches, self.resid, self.acts, self.log_probs, per_seq = [], [], [], [], []
         with torch.no_grad():
             for batch in _batches(self.tokens, batch_size, desc, progress):
                 batch = batch.to(model.cfg.device)
@@ -234,11 +246,12 @@ class HeldOut:
                 self.resid.append(resid)
                 self.acts.append(store[hook])
                 self.log_probs.append(F.log_softmax(logits.float(), -1) if keep_log_probs else None)
-                ce_sum += next_token_ce(logits, batch).item() * batch.shape[0] * (batch.shape[1] - 1)
+                per_seq.append(per_sequence_ce(logits, batch))
+        self.ce_original_per_sequence = torch.cat(per_seq).cpu()
         self.n_tokens = self.tokens.numel()
         self.n_spliced = self.tokens.shape[0] * (self.tokens.shape[1] - self.first)
         self.n_predicted = self.tokens.shape[0] * (self.tokens.shape[1] - 1)
-        self.ce_original = ce_sum / self.n_predicted
+        self.ce_original = self.ce_original_per_sequence.mean().item()  # every sequence predicts as many tokens
         flat = torch.cat([act[:, self.first:].reshape(-1, act.shape[-1]).float() for act in self.acts])
         self.total_variance = (flat - flat.mean(0)).pow(2).sum().item()  # Σ‖x − mean‖² over all tokens
 
@@ -259,20 +272,24 @@ class HeldOut:
     @torch.no_grad()
     def ce_with(self, replace) -> dict[str, float]:
         """CE and KL(original ‖ modified) when the activation at the hook becomes ``replace(act)``:
-        e.g. ``torch.zeros_like`` for zero ablation. ``replace`` sees only the spliced positions."""
+        e.g. ``torch.zeros_like`` for zero ablation. ``replace`` sees only the spliced positions.
+        ``ce_per_sequence`` (a tensor) holds each sequence's own mean CE, for intervals by resampling
+        sequences (compare it with :attr:`ce_original_per_sequence`)."""
         def hook_fn(act, hook):
             if self.first == 0:
                 return replace(act).to(act.dtype)
             return torch.cat([act[:, : self.first], replace(act[:, self.first:]).to(act.dtype)], dim=1)
 
-        ce_sum, kl_sum = 0.0, 0.0
+        per_seq, kl_sum = [], 0.0
         for index, (batch, resid) in enumerate(zip(self.batches, self.resid)):
             logits = self._tail(resid, [(self.hook, hook_fn)])
-            ce_sum += next_token_ce(logits, batch).item() * batch.shape[0] * (batch.shape[1] - 1)
+            per_seq.append(per_sequence_ce(logits, batch))
             log_p, log_q = self._original_log_probs(index), F.log_softmax(logits.float(), -1)
             kl_sum += (log_p.exp() * (log_p - log_q)).sum(-1).sum().item()
-        ce = ce_sum / self.n_predicted
-        return {"ce": ce, "ce_increase": ce - self.ce_original, "kl": kl_sum / self.n_tokens}
+        per_seq = torch.cat(per_seq).cpu()
+        ce = per_seq.mean().item()
+        return {"ce": ce, "ce_increase": ce - self.ce_original, "kl": kl_sum / self.n_tokens,
+                "ce_per_sequence": per_seq}
 
     @torch.no_grad()
     def evaluate(self, sae: SAE, **sae_kwargs) -> dict[str, float]:
@@ -294,7 +311,7 @@ class HeldOut:
         alive = int(fired.sum())
         return {
             "ce_original": self.ce_original, "ce_spliced": costs["ce"], "ce_increase": costs["ce_increase"],
-            "kl": costs["kl"], "l0": sums["nonzero"] / self.n_spliced, "alive": alive,
+            "kl": costs["kl"], "ce_per_sequence": costs["ce_per_sequence"], "l0": sums["nonzero"] / self.n_spliced, "alive": alive,
             "dead": sae.n_latents - alive, "fvu": sums["sq_err"] / self.total_variance,
             "mse": sums["sq_err"] / (self.n_spliced * sae.d_in), "norm_ratio": sums["norm_ratio"] / self.n_spliced,
         }

@@ -63,6 +63,64 @@ class Reconstruction:
         return terms, z
 
 
+class TargetL0:
+    """Reconstruction for a :class:`~sae_lib.ReLUSAE`, with its L1 coefficient steered to a target L0.
+
+    The L1 weight that gives a wanted sparsity depends on the data's scale and on the model, so a value
+    tuned by hand for one model is wrong for the next. This rule finds it during training instead.
+
+    * Start where the scale says: a latent stays on while the MSE gain of its coefficient beats the
+      penalty, ``(2/d)·c > λ``, and with ``L0`` active latents a coefficient is about ``‖x − x̄‖/√L0``.
+      So ``λ₀ = 2·median‖x − x̄‖ / (d·√target)``. And start sparse: each latent's encoder bias is set so
+      that it fires on ``target / n_latents`` of a sample of the data, so the first step already has
+      L0 ≈ target. (Without this, Adam moves a bias by about one learning rate per step, and a bias
+      must travel ``λd/2``, tens of units on a real residual stream: a short run stays dense.)
+    * Steer: for the first ``adapt_steps`` steps, ``log λ += rate·log(L0 / target)``, with ``L0`` a moving
+      average over recent batches and each step's change bounded (a factor of at most ``e^(rate·0.7)``):
+      an overshoot would kill latents that a later, lower λ cannot revive.
+    * Then hold ``λ`` fixed, so the rest of training (and the learning-rate decay) has one objective.
+
+    ``history`` keeps ``λ`` at every step. One run replaces a bisection of several runs."""
+
+    def __init__(self, target_l0: float, adapt_steps: int, *, rate: float = 0.05, smoothing: float = 0.9):
+        self.target = real_number("target_l0", target_l0, low=0, low_open=True)
+        self.adapt_steps = positive_int("adapt_steps", adapt_steps)
+        self.rate = real_number("rate", rate, low=0, low_open=True)
+        self.smoothing = real_number("smoothing", smoothing, low=0, high=1, high_open=True)
+        self.inner, self.step, self.history, self.l0 = Reconstruction(), 0, [], None
+
+    def check_data(self, sae: SAE, data: Tensor) -> None:
+        if not hasattr(sae, "l1_coeff"):
+            raise ValueError(f"TargetL0 steers an L1 coefficient: it needs a ReLUSAE, got {type(sae).__name__}")
+        self.inner.check_data(sae, data)
+
+    @torch.no_grad()
+    def initialize(self, sae: SAE, data: Tensor) -> None:
+        self.inner.initialize(sae, data)
+        sample = data[:100_000].to(sae.W_dec.device, sae.W_dec.dtype)
+        scale = (sample - sample.mean(0)).norm(dim=-1).median().item()
+        self._set(sae, 2 * scale / (sae.d_in * math.sqrt(self.target)))
+        pre = sae.pre_activations(sample[:4096])
+        keep = min(1.0, self.target / sae.n_latents)
+        sae.b_enc.sub_(pre.quantile(1 - keep, dim=0))
+
+    @staticmethod
+    def _set(sae: SAE, value: float) -> None:
+        sae.l1_coeff = value
+        sae._config_extras["l1_coeff"] = value
+
+    def __call__(self, sae: SAE, batch: Tensor, dead_mask: Tensor):
+        terms, z = self.inner(sae, batch, dead_mask)
+        if self.step < self.adapt_steps:
+            l0 = (z.detach() > 0).sum().item() / max(1, z.numel() // sae.n_latents)
+            self.l0 = l0 if self.l0 is None else self.smoothing * self.l0 + (1 - self.smoothing) * l0
+            step = min(max(math.log(max(self.l0, 1e-3) / self.target), -0.7), 0.7)
+            self._set(sae, sae.l1_coeff * math.exp(self.rate * step))
+        self.history.append(sae.l1_coeff)
+        self.step += 1
+        return terms, z
+
+
 @dataclass
 class History:
     """What happened during training, one entry per step."""
@@ -239,6 +297,8 @@ def train_sae(
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(len(data), generator=order_gen), 0
         batch = data[order[cursor : cursor + batch_size]].to(device, non_blocking=True)
+        if batch.is_floating_point():  # activations (maybe float16 from a store) in the SAE's dtype; tokens stay ids
+            batch = batch.to(sae.W_dec.dtype)
         cursor += batch_size
 
         step_lr = lr * lr_factor(step, steps, schedule, warmup, decay, final_lr_frac)

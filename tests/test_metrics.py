@@ -235,3 +235,35 @@ def test_fvu_of_constant_data_is_a_clear_error():
 def test_evaluate_batch_size_is_checked():
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         evaluate(ReLUSAE(8, 16, seed=0), torch.randn(10, 8), batch_size=0)
+
+
+def test_firing_rates_agree_with_evaluate_counts():
+    import torch
+
+    from sae_lib import TopKSAE
+    from sae_lib.metrics import evaluate, firing_rates
+
+    sae = TopKSAE(8, 32, k=3, seed=0)
+    x = torch.randn(500, 8)
+    rates = firing_rates(sae, x, batch_size=64)
+    counts = evaluate(sae, x, counts=True)["fire_counts"]
+    assert torch.equal(rates, counts.double() / 500)
+    assert abs(rates.sum().item() - 3.0) < 1e-9  # exactly k latents per row
+    assert "fire_counts" not in evaluate(sae, x)
+
+
+def test_bootstrap_interval_covers_a_known_mean_and_keeps_pairs():
+    import pytest
+    import torch
+
+    from sae_lib.metrics import bootstrap_interval
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, generator=g) + 3.0
+    low, high = bootstrap_interval(lambda s: s.mean(), a)
+    assert low < a.mean().item() < high and high - low < 0.4
+    paired = a + 0.01  # a tiny, perfectly paired difference has a tiny interval
+    low, high = bootstrap_interval(lambda s, o: s.mean() - o.mean(), paired, a)
+    assert abs(low - 0.01) < 1e-5 and abs(high - 0.01) < 1e-5
+    with pytest.raises(ValueError, match="one length"):
+        bootstrap_interval(lambda s, o: 0, a, a[:10])

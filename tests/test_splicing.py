@@ -133,3 +133,18 @@ def test_held_out_can_leave_the_first_position_alone(model, tokens):
     assert held_out.ce_with(torch.zeros_like)["ce"] == pytest.approx(manual, abs=1e-5)
     with pytest.raises(ValueError, match="first_position must be an integer"):
         HeldOut(model, tokens, hook, first_position=tokens.shape[1])
+
+
+def test_held_out_keeps_each_sequences_ce_for_intervals(model, tokens):
+    from sae_lib.splicing import HeldOut, next_token_ce
+
+    held = HeldOut(model, tokens, "blocks.1.hook_resid_pre", batch_size=3, progress=False)
+    per_seq = held.ce_original_per_sequence
+    assert per_seq.shape == (len(tokens),)
+    assert abs(per_seq.mean().item() - held.ce_original) < 1e-6
+    with torch.no_grad():
+        first = next_token_ce(model(tokens[:1]), tokens[:1]).item()
+    assert abs(per_seq[0].item() - first) < 1e-4
+    scores = held.evaluate(TopKSAE(model.cfg.d_model, 64, k=4, seed=0))
+    assert scores["ce_per_sequence"].shape == (len(tokens),)
+    assert abs(scores["ce_per_sequence"].mean().item() - scores["ce_spliced"]) < 1e-6

@@ -284,3 +284,36 @@ def test_final_median_ignores_one_outlier_batch():
     assert history.final(median=True) == 1.0
     assert history.final() > 20  # the mean is dominated by the one spike
     assert History(loss=[1.0, 3.0]).final(median=True) == 2.0
+
+
+def test_target_l0_steers_the_l1_weight_to_the_wanted_sparsity():
+    """The same rule, on data of very different scales, lands near the target L0 (the L1 weight it
+    finds scales with the data, which is why no fixed weight would do)."""
+    from sae_lib import ReLUSAE, superposition_data, train_sae
+    from sae_lib.metrics import evaluate
+    from sae_lib.training import TargetL0
+
+    found = []
+    for scale in (1.0, 30.0):
+        data = superposition_data(6000, n_features=64, d=32, p_active=0.05, seed=0).x * scale
+        sae = ReLUSAE(32, 128, l1_coeff=1.0, seed=0)
+        rule = TargetL0(4, adapt_steps=300)
+        train_sae(sae, data, steps=400, batch_size=256, lr=3e-3, objective=rule, progress=False)
+        l0 = evaluate(sae, data[:2000])["l0"]
+        assert 2 <= l0 <= 8, (scale, l0)
+        assert rule.history[-1] == rule.history[300] == sae.l1_coeff  # held fixed after adapt_steps
+        found.append(sae.l1_coeff)
+    assert 10 < found[1] / found[0] < 90  # the weight follows the data's scale (30x here)
+
+
+def test_target_l0_needs_an_l1_penalty():
+    import pytest
+
+    from sae_lib import TopKSAE, superposition_data, train_sae
+    from sae_lib.training import TargetL0
+
+    data = superposition_data(500, n_features=16, d=8, p_active=0.1, seed=0).x
+    with pytest.raises(ValueError, match="needs a ReLUSAE"):
+        train_sae(TopKSAE(8, 16, k=2), data, steps=2, batch_size=50, lr=1e-3, objective=TargetL0(2, 1))
+    with pytest.raises(ValueError, match="target_l0"):
+        TargetL0(0, 10)

@@ -1,0 +1,88 @@
+"""The real-scale study of Part III: its settings, and the results and SAEs it shipped.
+
+``scripts/real_scale_study.py`` trains every SAE family once on about two million tokens of SmolLM2
+activations (hours on a CPU), and ships what chapters 6-9 analyse in ``sae_lib/assets/real_scale/``:
+
+* ``results.jsonl``: one line per SAE, with its settings, training budget, runtime and machine, and
+  its held-out scores (FVU, L0, dead latents, CE-loss increase, CE recovered);
+* ``harvest.json``: how the activation store was made (tokens, throughput, attention sinks dropped);
+* ``saes/<name>/``: the chapters' SAEs in SAELens's on-disk format (``cfg.json`` +
+  ``sae_weights.safetensors``, float16), loaded here with :func:`load_shipped`.
+
+The settings live here, not in the script, so that the chapters and the script cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+HOOK = "blocks.10.hook_resid_post"  # the output of block 10: where EleutherAI's `layers.10` SAEs read
+MODEL = "SmolLM2-135M-Instruct"
+SEQ_LEN = 256
+N_LATENTS = 4_608  # expansion 8 over d_model = 576
+KS = (16, 32, 64)
+SOURCES = ("python-docs", "kjv-bible", "fortunes", "gcide")
+SHIPPED = ("topk-k32", "relu-l0-32", "mp-k32", "batchtopk-k32", "matryoshka-k32")
+REMAKE = "python scripts/real_scale_study.py"
+
+
+class ShippedAssetError(RuntimeError):
+    """A shipped result or SAE of the real-scale study is missing, truncated or corrupt."""
+
+
+def assets_dir() -> Path:
+    return Path(str(resources.files("sae_lib"))) / "assets" / "real_scale"
+
+
+def load_results() -> list[dict]:
+    """Every finished SAE of the study, one dict per ``results.jsonl`` line, in the order trained."""
+    path = assets_dir() / "results.jsonl"
+    if not path.is_file():
+        raise ShippedAssetError(f"{path} is missing; the real-scale study makes it: `{REMAKE}`")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ShippedAssetError(f"{path}, line {number}, is not valid JSON ({error}): the file is truncated "
+                                    f"or corrupt; restore it from git or rerun `{REMAKE}`") from error
+    return records
+
+
+def harvest_info() -> dict:
+    """How each activation store was harvested (``harvest.json``)."""
+    path = assets_dir() / "harvest.json"
+    if not path.is_file():
+        raise ShippedAssetError(f"{path} is missing; the real-scale study makes it: `{REMAKE}`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ShippedAssetError(f"{path} is truncated or corrupt ({error}); restore it or rerun `{REMAKE}`") from error
+
+
+def shipped_names() -> list[str]:
+    """The chapters' SAEs that are in the repository now."""
+    folder = assets_dir() / "saes"
+    return [name for name in SHIPPED if (folder / name / "cfg.json").is_file()]
+
+
+def load_shipped(name: str, *, device: str = "cpu"):
+    """One of the shipped SAEs, as a ``sae_lib`` SAE in float32 (read from its float16 SAELens-format folder)."""
+    import torch
+
+    from .checkpoint import CheckpointError
+    from .saelens_format import load_saelens
+
+    if name not in SHIPPED:
+        raise ValueError(f"{name!r} is not one of the shipped SAEs {SHIPPED}")
+    path = assets_dir() / "saes" / name
+    if not path.is_dir():
+        raise ShippedAssetError(f"the shipped SAE {path} is missing; the real-scale study makes it: `{REMAKE}`")
+    try:
+        return load_saelens(path, device=device, dtype=torch.float32)
+    except (CheckpointError, FileNotFoundError) as error:
+        raise ShippedAssetError(f"{error} (the shipped SAE {name!r} comes from `{REMAKE}`)") from error
