@@ -60,8 +60,14 @@ from sae_lib import (
     train_sae,
 )
 from sae_lib.e2e import EndToEnd, make_objective
-from sae_lib.gpt2 import load_gpt2, load_text
-from sae_lib.metrics import frontier_at, max_cosine_across, max_cosine_within
+from sae_lib.corpus import load_text
+from sae_lib.gpt2 import load_gpt2
+from sae_lib.metrics import (
+    firing_rates,
+    frontier_at,
+    max_cosine_across,
+    max_cosine_within,
+)
 from sae_lib.plots import FAMILY_COLORS
 from sae_lib.report import ReplicationReport
 from sae_lib.splicing import (
@@ -520,18 +526,8 @@ if RATIO < 32:
 
 # %%
 def alive_atoms(sae) -> torch.Tensor:
-    with torch.no_grad():
-        fired = (
-            (
-                sae.encode(
-                    harvest(lm, eval_rows[:100], HOOK, progress=False).to(DEVICE)
-                )
-                > 0
-            )
-            .reshape(-1, sae.n_latents)
-            .any(0)
-        )
-    return sae.atoms()[fired].detach().cpu()
+    rows = harvest(lm, eval_rows[:100], HOOK, progress=False)
+    return sae.atoms()[firing_rates(sae, rows) > 0].detach().cpu()
 
 
 chosen = {kind: saes[kind, nearest(kind, reference_l0).name] for kind in LAMBDAS}
@@ -607,6 +603,10 @@ report.record(
 # embedding of every token $t$, with $a_t$ random and large, twice the standard deviation of the
 # activation's largest principal component. The model's outputs do not change; its residual stream
 # now carries the largest-variance direction it has, unread.
+#
+# The trick needs LayerNorm's mean subtraction, so it works on the tiny LM and on GPT-2, and it
+# would *fail* on SmolLM2 or any Llama-style model: RMSNorm only rescales the vector, so the
+# all-ones direction changes every later layer's input there.
 
 # %%
 planted = copy.deepcopy(lm)
@@ -828,7 +828,7 @@ if RUN_REAL_LM:
     r_eval, r_train = r_tokens[:n_eval], r_tokens[n_eval:]
     # λ per model: the paper swept 1-30 locally and ~1-5 e2e on GPT-2. SmolLM2's
     # stream is several times longer: MSE grows with its square and L1 with its
-    # length, so its local λ is larger (chapter 6 uses 40); a KL does not grow at
+    # length, so its local λ is larger; a KL does not grow at
     # all, so its e2e λ is smaller. Untested guesses.
     local_scale, e2e_scale = (1.0, 1.0) if R_IS_GPT2 else (7.0, 0.25)
     R_LAMBDAS = {
@@ -994,6 +994,11 @@ if RUN_REAL_LM:
 # The comparison on the pretrained model is recorded, not asserted: the book's CI has no GPU, so
 # it has never run at the `full` profile's scale, and a claim nobody has seen hold does not
 # belong among the asserted ones. The tiny LM's asserted results above are the chapter's evidence.
+#
+# Training end to end from scratch is expensive: every step runs the rest of the model. Karvonen
+# {cite}`karvonen2025kl` found a cheaper route: train a local SAE as usual, then fine-tune it with
+# the KL term (plus MSE) for only the last few percent of its training tokens. That recovered much
+# of the e2e gain on the CE-loss increase, with mixed results on SAEBench's other metrics.
 
 # %% [markdown]
 # ## Exercises

@@ -141,20 +141,16 @@ describe(
 def claim(
     text: str, *, ours: str, passed: bool, paper: str = "—", kind: str | None = None
 ) -> None:
-    (
-        "Assert a claim about what the model represents; "
-        "with planted random weights only record it."
+    """Assert a claim about what the model represents; with planted weights, record it."""
+    report.check_if(
+        not MECHANICS,
+        text,
+        ours=ours,
+        passed=passed,
+        paper=paper,
+        kind=kind,
+        otherwise="not asserted (planted random weights)",
     )
-    if MECHANICS:
-        report.record(
-            text,
-            ours=ours,
-            status="not asserted (planted random weights)",
-            paper=paper,
-            kind=kind,
-        )
-    else:
-        report.check(text, ours=ours, passed=passed, paper=paper, kind=kind)
 
 
 # %% [markdown]
