@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .splicing import check_hook, check_tokens, _stop_after
+from .splicing import check_hook, check_tokens, harvest
 from .util import positive_int, progress_bar, real_number
 
 SINK_FACTOR = 10.0
@@ -128,32 +128,22 @@ def harvest_to_store(model, tokens: Tensor, hook: str, folder: str | Path, *, ba
         for start in progress_bar(starts, desc=f"harvesting {hook}", show=progress):
             began = time.perf_counter()
             chunk = tokens[start : start + chunk_sequences]
-            acts = []
-            for b in range(0, len(chunk), batch_size):
-                batch = chunk[b : b + batch_size].to(model.cfg.device)
-                _, cache = model.run_with_cache(batch, names_filter=hook, stop_at_layer=_stop_after(hook))
-                acts.append(cache[hook].float().cpu())
-            acts = torch.cat(acts)  # (n, pos, d)
+            acts = harvest(model, chunk, hook, batch_size=batch_size, progress=False)  # (n, pos, d)
             sinks = sink_mask(acts.norm(dim=-1), sink_factor)
             kept = acts[~sinks].half().numpy()
             out.write(kept.tobytes())
             out.flush()
             os.fsync(out.fileno())
-            seconds = time.perf_counter() - began
-            for key, value in (("rows", len(kept)), ("sinks_dropped", int(sinks.sum())),
-                               ("sinks_at_position_0", int(sinks[:, 0].sum()))):
-                state[key] += value
+            done = {"sequences": len(chunk), "tokens_seen": chunk.numel(), "rows_kept": len(kept),
+                    "sinks_dropped": int(sinks.sum()), "sinks_at_position_0": int(sinks[:, 0].sum()),
+                    "seconds": time.perf_counter() - began}
+            for key, value in done.items():
+                setattr(report, key, getattr(report, key) + value)
+            state["rows"] += done["rows_kept"]
+            state["sinks_dropped"] += done["sinks_dropped"]
+            state["sinks_at_position_0"] += done["sinks_at_position_0"]
+            state["seconds"] += done["seconds"]
             state["sequences_done"] = start + len(chunk)
-            state["seconds"] += seconds
             state["complete"] = state["sequences_done"] == len(tokens)
             _write_json(path, state)
-            report.sequences += len(chunk)
-            report.tokens_seen += chunk.numel()
-            report.rows_kept += len(kept)
-            report.sinks_dropped += int(sinks.sum())
-            report.sinks_at_position_0 += int(sinks[:, 0].sum())
-            report.seconds += seconds
-    if len(tokens) == state["sequences_done"] and not state["complete"]:
-        state["complete"] = True
-        _write_json(path, state)
     return report

@@ -40,12 +40,12 @@ sys.path.insert(0, str(ROOT))
 
 from sae_lib import corpus  # noqa: E402
 from sae_lib.activation_store import ActivationStore, harvest_to_store  # noqa: E402
-from sae_lib.real_scale import HOOK, KS, N_LATENTS, SEQ_LEN, SHIPPED, SOURCES  # noqa: E402
+from sae_lib.real_scale import HOOK, KS, N_LATENTS, SEQ_LEN, SHIPPED, SOURCES, assets_dir  # noqa: E402
 from sae_lib.smollm2 import MODEL_NAME, cache_dir  # noqa: E402
 
 TRAIN_SEQUENCES = 8_192  # 2,097,152 tokens
 HELD_OUT_SEQUENCES = 128  # per source, at most (fortunes has fewer held-out documents)
-ASSETS = ROOT / "sae_lib" / "assets" / "real_scale"
+ASSETS = assets_dir()
 RESULTS = ASSETS / "results.jsonl"
 
 
@@ -179,7 +179,10 @@ class Scorer:
                                                     max_sequences=CE_SEQUENCES) for s in SOURCES])
         self.held_out = splicing.HeldOut(model, tokens, HOOK, batch_size=8, progress=False)
         zero = self.held_out.ce_with(torch.zeros_like)
-        mean = torch.cat(list(self.rows.values())).mean(0)
+        pooled = torch.cat(list(self.rows.values()))
+        mean = pooled.mean(0)
+        self.n_rows = len(pooled)
+        self.total_variance = sum((rows - mean).pow(2).sum().item() for rows in self.rows.values())
         self.ce_zero, self.zero_per_sequence = zero["ce"], zero["ce_per_sequence"]
         self.ce_mean = self.held_out.ce_with(lambda a: mean.expand_as(a).to(a.dtype))["ce"]
         reference = {"hook": HOOK, "tokens": self.held_out.n_tokens, "sequences": len(tokens), "seq_len": SEQ_LEN,
@@ -195,15 +198,12 @@ class Scorer:
         from sae_lib.metrics import evaluate
 
         sae.eval()
-        out, sq_err, total, l0_sum = {}, 0.0, 0.0, 0.0
+        out, sq_err, l0_sum = {}, 0.0, 0.0
         fires = torch.zeros(N_LATENTS, dtype=torch.long)
-        pooled = torch.cat(list(self.rows.values()))
-        mean = pooled.mean(0)
         for source, rows in self.rows.items():
             scores = evaluate(sae, rows, counts=True)
             out[f"fvu_{source}"], out[f"l0_{source}"] = scores["fvu"], scores["l0"]
             sq_err += scores["mse"] * rows.numel()
-            total += (rows - mean).pow(2).sum().item()  # pooled variance: about the pooled mean
             l0_sum += scores["l0"] * len(rows)
             fires += scores["fire_counts"]
         fired = fires > 0
@@ -218,9 +218,9 @@ class Scorer:
             lambda s, o, z: (z.mean() - s.mean()) / (z.mean() - o.mean()), with_sae, original, zero)
         out["ce_per_sequence"] = [round(v, 5) for v in with_sae.tolist()]
         out.update({
-            "fvu": sq_err / total, "l0": l0_sum / len(pooled), "alive": int(fired.sum()),
+            "fvu": sq_err / self.total_variance, "l0": l0_sum / self.n_rows, "alive": int(fired.sum()),
             "dead": N_LATENTS - int(fired.sum()), "dead_fraction": 1 - fired.float().mean().item(),
-            "held_out_rows": len(pooled), "ce_tokens": self.held_out.n_tokens,
+            "held_out_rows": self.n_rows, "ce_tokens": self.held_out.n_tokens,
             "ce_original": ce_orig, "ce_spliced": spliced["ce_spliced"], "ce_increase": spliced["ce_increase"],
             "kl": spliced["kl"], "ce_zero_ablation": self.ce_zero, "ce_mean_ablation": self.ce_mean,
             "ce_recovered": (self.ce_zero - spliced["ce_spliced"]) / (self.ce_zero - ce_orig),
