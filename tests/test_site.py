@@ -89,15 +89,30 @@ def artifacts() -> Path:
     return path
 
 
+BROWSER_CRASH_RETRIES = 2
+
+
+def run_chromium(args: list[str]) -> subprocess.CompletedProcess:
+    """One headless Chromium run, started again (at most BROWSER_CRASH_RETRIES times) when the
+    browser itself dies by a signal: on a busy CI machine headless Chromium sometimes segfaults
+    (return code -11) before it loads anything, which says nothing about the page. A page that
+    fails to load, or a non-signal error, is returned at once and fails the test."""
+    for _ in range(BROWSER_CRASH_RETRIES):
+        result = subprocess.run([chromium(), *CHROMIUM_FLAGS, *args], capture_output=True,
+                                text=True, timeout=180)
+        if result.returncode >= 0:
+            return result
+        print(f"Chromium died by signal {-result.returncode}; starting it again")
+    return subprocess.run([chromium(), *CHROMIUM_FLAGS, *args], capture_output=True, text=True,
+                          timeout=180)
+
+
 def open_page(url: str, tmp_path: Path, screenshot: Path) -> str:
     """The page's DOM after its scripts ran (plotly, MathJax), and a screenshot of its top."""
-    browser = chromium()
     profile = ["--user-data-dir=" + str(tmp_path / "profile")]
-    dom = subprocess.run([browser, *CHROMIUM_FLAGS, *profile, "--dump-dom", url],
-                         capture_output=True, text=True, timeout=180)
+    dom = run_chromium([*profile, "--dump-dom", url])
     assert dom.returncode == 0 and dom.stdout, f"Chromium could not open {url}: {dom.stderr[-2000:]}"
-    shot = subprocess.run([browser, *CHROMIUM_FLAGS, *profile, "--window-size=1280,2400",
-                           f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=180)
+    shot = run_chromium([*profile, "--window-size=1280,2400", f"--screenshot={screenshot}", url])
     assert shot.returncode == 0 and screenshot.exists(), f"no screenshot of {url}: {shot.stderr[-2000:]}"
     return dom.stdout
 
