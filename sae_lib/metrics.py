@@ -44,6 +44,12 @@ def r_squared(x: Tensor, x_hat: Tensor) -> float:
     return 1.0 - fvu(x, x_hat)
 
 
+def fire_counts(z: Tensor) -> Tensor:
+    """How many rows each latent fires on (is non-zero) in codes ``z`` (..., n_latents): the one count
+    behind alive/dead latents and firing rates, whichever loop produced the codes."""
+    return (z != 0).reshape(-1, z.shape[-1]).sum(0)
+
+
 @torch.no_grad()
 def evaluate(sae: SAE, x: Tensor, *, batch_size: int = 4096, counts: bool = False,
              **forward_kwargs) -> dict[str, float]:
@@ -64,9 +70,9 @@ def evaluate(sae: SAE, x: Tensor, *, batch_size: int = 4096, counts: bool = Fals
         batch = x[start : start + batch_size].to(device, sae.W_dec.dtype)
         x_hat, z = sae(batch, **forward_kwargs)
         sq_err += (batch - x_hat).pow(2).sum().item()
-        active = (z != 0).reshape(-1, sae.n_latents)
-        nonzeros += active.sum().item()
-        fires += active.sum(0)
+        counts_here = fire_counts(z)
+        nonzeros += counts_here.sum().item()
+        fires += counts_here
     alive = int((fires > 0).sum())
     extra = {"fire_counts": fires.cpu()} if counts else {}
     return {
@@ -88,7 +94,7 @@ def firing_rates(sae: SAE, x: Tensor, *, batch_size: int = 4096, **encode_kwargs
     fires = torch.zeros(sae.n_latents, dtype=torch.long, device=sae.W_dec.device)
     for start in range(0, len(x), positive_int("batch_size", batch_size)):
         z = sae.encode(x[start : start + batch_size].to(sae.W_dec.device, sae.W_dec.dtype), **encode_kwargs)
-        fires += (z != 0).reshape(-1, sae.n_latents).sum(0)
+        fires += fire_counts(z)
     return fires.cpu().double() / len(x)
 
 

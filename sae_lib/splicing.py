@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from .metrics import fire_counts
 from .saes import SAE, ReLUSAE
 from .util import is_integer, positive_int, progress_bar
 
@@ -296,19 +297,20 @@ class HeldOut:
         """The scores of :func:`evaluate_spliced` for ``sae`` spliced in at this hook."""
         check_sae_fits(self.model, sae, self.hook)
         sums = dict(sq_err=0.0, nonzero=0.0, norm_ratio=0.0)
-        fired = torch.zeros(sae.n_latents, dtype=torch.bool, device=sae.W_dec.device)
+        fires = torch.zeros(sae.n_latents, dtype=torch.long, device=sae.W_dec.device)
 
         def splice(act):
             x_hat, z = sae(act, **sae_kwargs)
             x = act.float()
             sums["sq_err"] += (x - x_hat.float()).pow(2).sum().item()
-            sums["nonzero"] += (z != 0).sum().item()
+            counts = fire_counts(z)
+            sums["nonzero"] += counts.sum().item()
             sums["norm_ratio"] += (x_hat.float().norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-8)).sum().item()
-            fired.logical_or_((z != 0).reshape(-1, sae.n_latents).any(0))
+            fires.add_(counts)
             return x_hat
 
         costs = self.ce_with(splice)
-        alive = int(fired.sum())
+        alive = int((fires > 0).sum())
         return {
             "ce_original": self.ce_original, "ce_spliced": costs["ce"], "ce_increase": costs["ce_increase"],
             "kl": costs["kl"], "ce_per_sequence": costs["ce_per_sequence"], "l0": sums["nonzero"] / self.n_spliced, "alive": alive,
