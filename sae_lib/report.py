@@ -7,8 +7,10 @@ Each chapter ends with ``report.show()``; ``report.save()`` writes the checks fo
 
 Every check has a *kind*, so the scorecard can say how much of the papers is replicated:
 
-* ``"replication"``: a paper's claim, with the paper's number beside ours (the default when ``paper``
-  is given);
+* ``"replication"``: a paper's claim, with the paper's number beside ours, computed live in the
+  paper's setting or a faithful analogue (the default when ``paper`` is given);
+* ``"replication (shipped run)"``: the same, but read from a results file that a script shipped (a
+  run too long for the chapter): the chapter re-reads it, so only a changed file can make it fail;
 * ``"finding"``: a result of the book's own that the papers do not state (the default otherwise);
 * ``"mechanics"``: a property that holds on any weights (shapes, an identity splice, a library class
   agreeing with the scratch version). Pass ``kind="mechanics"``.
@@ -27,7 +29,8 @@ from pathlib import Path
 import pandas as pd
 
 REPORTS_ENV = "SAE_BOOK_REPORTS"
-KINDS = ("replication", "finding", "mechanics")
+KINDS = ("replication", "replication (shipped run)", "finding", "mechanics")
+SHIPPED_RUN = "replication (shipped run)"
 
 
 @dataclass
@@ -44,7 +47,7 @@ def _kind(kind: str | None, paper: str) -> str:
         return "finding" if paper == "—" else "replication"
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if kind == "replication" and paper == "—":
+    if kind in ("replication", SHIPPED_RUN) and paper == "—":
         raise ValueError("a replication check needs the paper's number beside ours: pass paper=...")
     return kind
 

@@ -51,5 +51,9 @@ def test_report_kinds_separate_replications_findings_and_mechanics(tmp_path):
         report.check("typo", ours="1", passed=True, kind="mechanic")
     with pytest.raises(ValueError, match="needs the paper's number"):
         report.check("no paper number", ours="1", passed=True, kind="replication")
+    with pytest.raises(ValueError, match="needs the paper's number"):
+        report.record("shipped, no paper number", ours="1", status="x", kind="replication (shipped run)")
+    report.check("read from a shipped run", ours="1", passed=True, paper="2", kind="replication (shipped run)")
     report.save(tmp_path)
-    assert [c.kind for c in load_reports(tmp_path)["ch"]] == ["replication", "finding", "mechanics", "finding"]
+    assert [c.kind for c in load_reports(tmp_path)["ch"]] == ["replication", "finding", "mechanics", "finding",
+                                                               "replication (shipped run)"]
