@@ -258,7 +258,10 @@ report.check(
 #
 # Signs matter in both: SAE codes are non-negative, so an atom pointing the opposite way is a different
 # feature. The two scores differ in one important way: MMCS lets one learned atom stand in for several
-# true features. Here are both, on four dictionaries we construct by hand:
+# true features, one-to-one matching does not. Here are both, on four dictionaries we construct by
+# hand. The last one is the kind of failure MMCS forgives: 32 of its atoms each **merge** two true
+# features (feature $i$ and feature $i + 32$), and its other 32 atoms learned nothing (random
+# directions, as a dead latent's untrained atom would be).
 
 # %%
 truth = data.dictionary
@@ -268,26 +271,27 @@ noisy = torch.nn.functional.normalize(
     dim=1,
 )
 random_guess = random_dictionary(N_FEATURES, D_MODEL, seed=123)
-# A "lazy" dictionary: the first 32 features, plus 32 copies of mixtures of pairs
-# of them.
-mixtures = torch.nn.functional.normalize(
-    truth[:32] + truth[torch.arange(32) + 32], dim=1
-)
-lazy = torch.cat([truth[:32], mixtures])
+# 32 atoms that each merge feature i with feature i + 32, and 32 random atoms.
+merged = torch.nn.functional.normalize(truth[:32] + truth[32:], dim=1)
+merged_and_dead = torch.cat([merged, random_dictionary(32, D_MODEL, seed=7)])
+PARTLY = 0.6  # "partly found": a merged atom has cosine about 0.71 with each part
 
 rows = []
 for name, learned in [
     ("true, shuffled", shuffled),
     ("true + noise", noisy),
     ("random", random_guess),
-    ("half true, half mixtures", lazy),
+    ("32 merged + 32 dead", merged_and_dead),
 ]:
     match = match_atoms(learned, truth)
+    best = cosine_matrix(truth, learned).max(dim=1).values  # MMCS's per-feature score
     rows.append(
         {
             "dictionary": name,
             "MMCS": mean_max_cosine(learned, truth),
             "matched mean cos": match.mean,
+            f"best ≥ {PARTLY}": (best >= PARTLY).float().mean().item(),
+            f"matched ≥ {PARTLY}": match.fraction_above(PARTLY),
             "matched ≥ 0.9": match.fraction_above(0.9),
         }
     )
@@ -296,13 +300,17 @@ scores.round(3)
 
 # %% [markdown]
 # Shuffling changes nothing, noise lowers both scores a little, and a random dictionary still scores
-# well above zero on both (its MMCS is printed below the table): that is the floor a useless SAE would
-# reach, because with 64 random guesses some land near each feature by chance. The last row is the subtle one. The "lazy" dictionary contains only half the
-# features; the other half of its atoms are mixtures of two features each. MMCS is fairly forgiving,
-# because a mixture still has cosine $1/\sqrt{2} \approx 0.71$ with each of its parts, so the missing
-# features look partly found. One-to-one matching says plainly that only half the features were
-# recovered: we report it wherever a claim is about recovering *all* features. This failure, an atom
-# that merges features, returns in Part II as **feature absorption**.
+# well above zero on both (checked below): that is the floor a useless SAE would reach, because with
+# 64 random guesses some land near each feature by chance. The last row is the subtle one. A merged
+# atom has cosine about $1/\sqrt{2} \approx 0.71$ with each of its two parts, and MMCS lets it count
+# for both, so nearly every feature looks partly found (a pair whose two features point apart merges
+# into an atom with a lower cosine) and MMCS is well above the random floor. One-to-one matching gives
+# each merged atom to one feature only; the other feature of the pair is left with a random atom, so
+# only about half the features are partly found, and the matched mean cosine falls towards the random
+# dictionary's. (No atom of this dictionary is a true feature, so its share matched at cos ≥ 0.9 is
+# zero; the lower bar of 0.6 is what tells the two rules apart here.) We report the one-to-one score
+# wherever a claim is about recovering *all* features. This failure, an atom that merges features,
+# returns in Part II as **feature absorption**.
 
 # %%
 report.check(
@@ -316,10 +324,12 @@ print(
     f"matched mean cos {scores.loc['random', 'matched mean cos']:.2f}"
 )
 report.check(
-    "A random dictionary's MMCS is well above zero: the floor a useless SAE would "
-    "reach",
-    ours=f"{scores.loc['random', 'MMCS']:.2f}",
-    passed=scores.loc["random", "MMCS"] > 0.2,
+    "A random dictionary scores well above zero on both (> 0.2): the floor a useless "
+    "SAE would reach",
+    ours=f"MMCS {scores.loc['random', 'MMCS']:.2f}, matched "
+    f"{scores.loc['random', 'matched mean cos']:.2f}",
+    passed=scores.loc["random", "MMCS"] > 0.2
+    and scores.loc["random", "matched mean cos"] > 0.2,
     kind="mechanics",
 )
 report.check(
@@ -328,12 +338,24 @@ report.check(
     passed=scores.loc["random", "matched mean cos"] < 0.6,
     kind="mechanics",
 )
-lazy_found = scores.loc["half true, half mixtures", "matched ≥ 0.9"]
+lazy = scores.loc["32 merged + 32 dead"]
 report.check(
-    "One-to-one matching exposes merged features: only half of them are found at cos ≥ "
-    "0.9",
-    ours=f"{lazy_found:.2f}",
-    passed=abs(lazy_found - 0.5) < 1e-6,
+    f"MMCS forgives merged features (≥ 90% of features have an atom at cos ≥ "
+    f"{PARTLY}); one-to-one matching gives each merged atom to one feature (≤ 55% "
+    f"matched at cos ≥ {PARTLY})",
+    ours=f"best ≥ {PARTLY}: {lazy[f'best ≥ {PARTLY}']:.0%}, matched ≥ {PARTLY}: "
+    f"{lazy[f'matched ≥ {PARTLY}']:.0%}",
+    passed=lazy[f"best ≥ {PARTLY}"] >= 0.9
+    and lazy[f"matched ≥ {PARTLY}"] <= 0.55
+    and lazy["matched ≥ 0.9"] == 0,
+    kind="mechanics",
+)
+report.check(
+    "On the merged dictionary, MMCS sits well above the one-to-one matched mean "
+    "cosine (by > 0.1)",
+    ours=f"MMCS {lazy['MMCS']:.2f} vs matched {lazy['matched mean cos']:.2f} "
+    f"(random: {scores.loc['random', 'matched mean cos']:.2f})",
+    passed=lazy["MMCS"] > lazy["matched mean cos"] + 0.1,
     kind="mechanics",
 )
 
