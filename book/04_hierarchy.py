@@ -369,10 +369,10 @@ report.check(
 # four families; three of them are one-shot encoders and belong here (the fourth, matching pursuit, is
 # chapter 5's):
 # * **ReLU** with its L1 weight tuned so that its L0 lands on the tree's 1.36 (the paper's target);
-# * **BatchTopK** {cite}`bussmann2024batchtopk`: an *average* of $k = 1.36$ active latents per sample, chosen
-#   over the whole batch (the $1.36 \cdot 200$ largest activations of a batch of 200), and at inference a
-#   threshold learned during training, so a sample with one concept can use one latent and a sample with
-#   two can use two;
+# * **BatchTopK** {cite}`bussmann2024batchtopk` (introduced in chapter 3): an *average* of $k = 1.36$
+#   active latents per sample, chosen over the whole batch (the $1.36 \cdot 200$ largest activations of a
+#   batch of 200), and at inference chapter 3's JumpReLU with the threshold learned during training, so a
+#   sample with one concept can use one latent and a sample with two can use two;
 # * **Matryoshka** {cite}`bussmann2025matryoshka`: BatchTopK at the same $k$, plus a loss that asks the first
 #   5 latents alone, and the first 10 alone, to reconstruct as well as they can (prefixes of 5, 10 and 20
 #   latents, summed with equal weights: our choice, the library's default of $n/4$, $n/2$, $n$);
@@ -537,7 +537,8 @@ def check_families(scores: pd.DataFrame, scale: str) -> None:
     report.check(
         "BatchTopK and per-sample TopK SAEs absorb too (median absorption > 0.15; "
         f"{seeds})",
-        paper="0.42 – 0.54 (BatchTopK)",
+        paper="BatchTopK absorbs (our bar 0.15 is not the paper's range; "
+        "0.42 – 0.54 is compared in a record below)",
         ours=(
             f"BatchTopK {median_and_range(absorption['batchtopk'])}; TopK "
             f"{median_and_range(absorption['topk'])}"
@@ -563,9 +564,9 @@ abs_of = absorption_by_family(scores)
 # ### Beside the paper
 #
 # The paper's Table 1 gives absorption ranges for three of these families, taken over a grid of child
-# magnitudes (chapter 5 rebuilds that grid); here we have one cell of it (children as strong as their
-# parent, $\rho = 0.3$), so each of our rows gives the median and the range over seeds of the same
-# score, not over cells:
+# magnitudes (chapter 5 runs a grid in the same shape, but with cell values of its own: the paper's are
+# not in our sources); here we have one cell (children as strong as their parent, $\rho = 0.3$), so
+# each of our rows gives the median and the range over seeds of the same score, not over cells:
 
 # %%
 PAPER_RANGES = {
@@ -593,7 +594,8 @@ beside
 # latents are dead. A child whose matched latent never fires contributes whatever cosine that
 # untrained atom happens to have with the parent, near zero, which pulls the average down although
 # nothing was recovered. Splitting the children of every BatchTopK and TopK run by whether their matched
-# latent is alive makes this visible:
+# latent is alive makes this visible. Each entry is the absorption score's own term, the |cosine|
+# between the child's matched atom and its true parent, averaged over the children in that group:
 
 # %%
 rows = []
@@ -606,34 +608,39 @@ for run in (r for r in runs if r.name in ("batchtopk", "topk")):
             {
                 "SAE": run.name,
                 "matched latent": "alive" if fired[latent] else "dead",
-                "cos(atom, true parent)": (
+                "|cos(atom, true parent)|": (
                     atoms[latent] @ run.test.dictionary[tree.parent[child]]
-                ).item(),
+                )
+                .abs()
+                .item(),
             }
         )
 split = (
     pd.DataFrame(rows)
-    .groupby(["SAE", "matched latent"])["cos(atom, true parent)"]
+    .groupby(["SAE", "matched latent"])["|cos(atom, true parent)|"]
     .agg(["mean", "count"])
 )
 split.round(2)
 
 # %% [markdown]
-# Where a latent did learn a child, its atom leans clearly toward the parent (compare the means with the
-# paper's BatchTopK range); where the latent died, there is no child atom at all, a different failure
-# that the absorption score averages in. Our BatchTopK also carries AuxK (chapter 3), which the paper's
-# does not have, and which here does not save all latents; and our `ci` runs are shorter than the
-# paper's 15k steps. Matryoshka's prefix losses do what they are for: its child atoms lean toward their
-# parent less than ReLU's (checked above).
+# Where a latent did learn a child, its atom leans clearly toward the parent; where the latent died,
+# there is no child atom at all, a different failure that the absorption score averages in. The
+# live-only means are our own diagnostic, not the paper's score (which averages over every child), so
+# we do not set them against the paper's range; the check below asks only that they clear a bar of
+# our choosing, 0.3. Our BatchTopK also carries AuxK (chapter 3), which the paper's does not have, and
+# which here does not save all latents; and our `ci` runs are shorter than the paper's 15k steps.
+# Matryoshka's prefix losses do what they are for: its child atoms lean toward their parent less than
+# ReLU's (checked above).
 
 # %%
 alive_absorption = split.xs("alive", level="matched latent")["mean"].min()
 report.check(
     "BatchTopK and TopK children learned by a live latent lean toward their parent "
-    "(cos > 0.3)",
-    paper="0.42 – 0.54 (BatchTopK)",
+    "(mean |cos| > 0.3, our diagnostic)",
+    paper="none: live latents only, not the paper's score",
     ours=f"lowest mean of the two: {alive_absorption:.2f}",
     passed=bool(alive_absorption > 0.3),
+    kind="finding",
 )
 for name in ("batchtopk", "topk"):
     median = abs_of[name].median()
