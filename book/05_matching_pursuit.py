@@ -355,7 +355,12 @@ report.check(
 # 0.6 and 0.9, each on several seeds (a seed fixes the dictionary, the data, the initialisation and the
 # batch order; the two families share the first two). The other families of chapter 4 join in the
 # absorption grid below. As in chapter 4, the ReLU's L1 weight is bisected so that its L0 lands on the
-# tree's 1.36 (`tune_l1`, short runs on seed 0 at $\rho = 0$; we reuse that weight everywhere below).
+# tree's 1.36. To be plain about it: the weight is tuned once, at $\rho = 0$ (`tune_l1`, short runs on
+# seed 0), and reused at every correlation and everywhere below; it is not re-tuned per $\rho$. The
+# table's L0 column shows whether the ReLU's sparsity still matches across $\rho$. It need not: the
+# same weight buys a different L0 once siblings correlate. Whether it stays within 0.25 of 1.36 at
+# every $\rho$ is recorded (not asserted) below, at this run's scale and at the full profile's; read
+# the ReLU's recovery and absorption at a $\rho$ where its L0 drifted with that in mind.
 
 # %%
 start = time.perf_counter()
@@ -378,12 +383,13 @@ medians = (
     results.groupby(["correlation", "SAE"], sort=False).median().drop(columns="seed")
 )
 medians[
-    ["mean_cos", "min_cos", "absorption", "flat", "hierarchical", "fvu", "dead"]
+    ["l0", "mean_cos", "min_cos", "absorption", "flat", "hierarchical", "fvu", "dead"]
 ].round(3).unstack("SAE")
 
 # %% [markdown]
-# Medians over seeds of: the mean and worst matched cosine with the true concepts, absorption, the flat
-# (within-level) and hierarchical (across-level) Gram errors defined in chapter 4, FVU and dead latents.
+# Medians over seeds of: L0 on held-out samples, the mean and worst matched cosine with the true
+# concepts, absorption, the flat (within-level) and hierarchical (across-level) Gram errors defined in
+# chapter 4, FVU and dead latents. MP's L0 is set by its $k = 3$ steps, not by a tuned weight.
 
 # %%
 fig = make_subplots(
@@ -437,7 +443,8 @@ plot_cosine_panels(
 # %% [markdown]
 # At $\rho = 0$ the MP-SAE finds the dictionary exactly, and at $\rho = 0.3$ it is nearly exact; from $0.6$
 # on it mixes siblings, and at $0.9$ little is left, as in the paper. ReLU SAEs absorb at every
-# correlation up to 0.6 (and at 0.9 fail more broadly). MP's absorption and hierarchical error stay near
+# correlation up to 0.6, and at 0.9 fail more broadly: their worst and mean matched cosines drop below
+# their values at every lower correlation (checked below). MP's absorption and hierarchical error stay near
 # zero wherever it recovers the tree. We state recovery as:
 # **every true concept's matched atom has cosine ≥ 0.9** (≥ 0.99 at $\rho = 0$), and mean matched cosine
 # ≥ 0.97 (medians over seeds).
@@ -522,6 +529,29 @@ def check_sweep(table: pd.DataFrame, scale: str) -> None:
         passed=all(
             0.45 <= med(table, rho, "relu", "absorption") <= 0.70
             for rho in (0.0, 0.3, 0.6)
+        ),
+    )
+    relu_l0 = [med(table, rho, "relu", "l0") for rho in CORRELATIONS]
+    matched = all(abs(v - 1.36) <= 0.25 for v in relu_l0)
+    report.record(
+        "Does the L1 weight tuned at ρ = 0 keep the ReLU's L0 within 0.25 of the "
+        f"tree's 1.36 at every ρ? (matched sparsity; {seeds})",
+        ours="ReLU L0 "
+        + ", ".join(f"ρ={rho}: {v:.2f}" for rho, v in zip(CORRELATIONS, relu_l0)),
+        status="matches" if matched else "differs",
+    )
+    lower = [rho for rho in CORRELATIONS if rho < 0.9]
+    report.check(
+        "At ρ = 0.9 ReLU SAEs fail more broadly: worst and mean matched cosine below "
+        f"their values at every lower ρ ({seeds})",
+        ours=", ".join(
+            f"ρ={rho}: worst {med(table, rho, 'relu', 'min_cos'):.2f}, "
+            f"mean {med(table, rho, 'relu', 'mean_cos'):.2f}"
+            for rho in CORRELATIONS
+        ),
+        passed=all(
+            med(table, 0.9, "relu", m) < min(med(table, r, "relu", m) for r in lower)
+            for m in ("min_cos", "mean_cos")
         ),
     )
     mp_dead = int(table.loc[table.SAE == "mp", "dead"].max())
@@ -707,10 +737,12 @@ beside
 # to seed shows. ReLU's absorption follows the geometry: it is highest when children are weak and falls
 # as they grow. MP's absorption is below ReLU's in every cell and near zero wherever children are at
 # least as strong as their parent (both checked below); with children half as strong as their parent it
-# absorbs too, more than the paper's range (recorded below). For BatchTopK and TopK, read the dead-latent column beside their scores: as in chapter
-# 4, a dead latent matched to a child pulls the score down without recovering anything. Why MP absorbs
-# weak children: an atom that leans toward the parent costs MP little reconstruction error when the child
-# is small beside its parent, and a run can settle there. Its largest cell is printed below.
+# can absorb too (its largest cell is printed below). Whether its median over those runs stays inside
+# the paper's range is recorded below, at this run's scale and at the full profile's, not asserted:
+# the answer moves with the scale. For BatchTopK and TopK, read the dead-latent column beside their
+# scores: as in chapter 4, a dead latent matched to a child pulls the score down without recovering
+# anything. Why MP can absorb weak children: an atom that leans toward the parent costs MP little
+# reconstruction error when the child is small beside its parent, and a run can settle there.
 
 # %%
 print(
@@ -801,7 +833,9 @@ check_grid(grid, "this run")
 # SAE has nothing left to find after two steps. So we build a busier world with the same concepts:
 # top-level concepts now fire *independently* (parents with probability 0.3, leaves 0.15), so a sample
 # holds 2.6 concepts on average and sometimes many more. TopK and MP get a budget of $k = 2$ (ReLU keeps
-# the bisected L1 weight), and we sweep the inference $k$ from 1 to 20.
+# the bisected L1 weight), and we sweep the inference $k$ from 1 to 20. This busier tree is the book's
+# own, not the paper's, so what follows are our findings set beside the paper's claim, not a
+# replication of it (the scorecard files them so).
 
 # %%
 busy = busy_tree(tree)  # parents fire with probability 0.3, leaves 0.15, independently
@@ -865,22 +899,28 @@ def check_adaptive(curves: dict, scale: str, relu_max_active: int | None = None)
     )
     report.check(
         "Adaptive sparsity: MP's error never rises with k "
-        f"and keeps falling past its training k ({scale})",
-        paper="falls monotonically past the training k",
+        f"and keeps falling past its training k (our busier tree, not the paper's; "
+        f"{scale})",
+        paper="the paper's claim, on its own tree: falls monotonically past the "
+        "training k",
+        kind="finding",
         ours=f"FVU {mp_curve[1]:.3f} at k = 2 → {mp_curve[-1]:.3f} at k = 20",
         passed=bool((mp_curve[1:] <= mp_curve[:-1] + 1e-6).all())
         and mp_curve[-1] < 0.75 * mp_curve[1],
     )
     report.check(
-        f"TopK's error ends far above its training-k value (k = 20 vs k = 2; {scale})",
-        paper="gets worse past the training k",
+        "TopK's error ends far above its training-k value (k = 20 vs k = 2; our busier "
+        f"tree, not the paper's; {scale})",
+        paper="the paper's claim, on its own tree: gets worse past the training k",
+        kind="finding",
         ours=f"FVU {topk_curve[1]:.3f} at k = 2 → {topk_curve[-1]:.3f} at k = 20",
         passed=bool(topk_curve[-1] > 1.3 * topk_curve[1]),
     )
     codes = f" (up to {relu_max_active} per input)" if relu_max_active else ""
     report.record(
-        f"ReLU's error plateaus with the inference budget ({scale})",
-        paper="plateaus",
+        f"ReLU's error plateaus with the inference budget (our busier tree; {scale})",
+        paper="the paper's claim, on its own tree: plateaus",
+        kind="finding",
         ours="flat past its own L0 by construction "
         "(we truncate its codes to the top k); with all its codes"
         f"{codes} FVU {relu_curve[-1]:.4f}, vs MP at k = 20 "
