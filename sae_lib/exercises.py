@@ -495,3 +495,60 @@ def check_coactivation(fn: Callable, *, solution: bool = False) -> bool:
               ("one input, codes of shape (1, 4)", _two_modality_codes(1, 0, 4, 122)[0])]
     cases = [Case(text, (z,), coactivation(z)) for text, z in inputs]
     return _run("co-activation", fn, cases, solution=solution)
+
+
+# ============================================================================ chapter 9: a real model
+def _absorption_words(seed: int, n_words: int = 48, d: int = 12, n_latents: int = 30):
+    """Words that all start with one letter, probe direction ``e0``, coded by a dictionary whose latent
+    0 is the letter's main latent and whose latents 1-3 are word latents leaning towards the probe
+    (cosines 0.6, 0.3 and 0.015: below the 0.025 that absorption needs). Each word is carried by the main latent or by one word latent, plus
+    weak background latents and noise: some words are absorbed, some are not."""
+    g = _gen(seed)
+    atoms = F.normalize(torch.randn(n_latents, d, generator=g), dim=1)
+    direction = torch.zeros(d)
+    direction[0] = 1.0
+    atoms[0] = direction
+    for i, cosine in zip((1, 2, 3), (0.6, 0.3, 0.015)):
+        atoms[i] = cosine * direction + math.sqrt(1 - cosine**2) * F.one_hot(torch.tensor(i), d).float()
+    codes = torch.zeros(n_words, n_latents)
+    carrier = torch.randint(4, (n_words,), generator=g)
+    codes[torch.arange(n_words), carrier] = 1 + 2 * torch.rand(n_words, generator=g)
+    background = torch.randint(4, n_latents, (n_words, 2), generator=g)
+    codes.scatter_(1, background, 0.3 * torch.rand(n_words, 2, generator=g))
+    x = codes @ atoms + 0.01 * torch.randn(n_words, d, generator=g)
+    return x, codes, direction, atoms
+
+
+def check_full_absorption(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(x, codes, direction, atoms, main)`` -> (n_words,) bool: which words are fully absorbed, by
+    SAEBench's rule (as ``sae_lib.absorption.word_absorption(...).full``)."""
+    from .absorption import word_absorption
+
+    cases = []
+    for text, seed, main, scale in (("48 words, main latent [0]", 0, [0], 1.0),
+                                    ("48 words, main latents [0, 5] (a split)", 1, [0, 5], 1.0),
+                                    ("48 words, the probe direction not of unit length", 2, [0], 3.0)):
+        x, codes, direction, atoms = _absorption_words(seed)
+        expected = word_absorption(x, codes, scale * direction, atoms, main).full
+        cases.append(Case(f"{text} ({int(expected.sum())} absorbed)", (x, codes, scale * direction, atoms, main),
+                          expected))
+    return _run("full absorption", fn, cases, solution=solution)
+
+
+def check_explanation_auroc(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(keys, counts, tokens, fires)`` -> the AUROC of a token-set explanation: each token scores the
+    count of its key in the explanation (0 if absent), against where the latent fires."""
+    from .interp_proxy import TokenExplanation, auroc
+
+    g = _gen(90)
+    tokens = torch.randint(20, (6, 30), generator=g)
+    lexical = torch.isin(tokens, torch.tensor([3, 7])) & (torch.rand(6, 30, generator=g) < 0.9)
+    noisy = lexical | (torch.rand(6, 30, generator=g) < 0.05)
+    cases = []
+    for text, keys, counts, fires in (
+            ("a lexical latent explained by its two tokens", (3, 7), (30, 12), lexical),
+            ("the same latent with a few stray firings, one key wrong", (3, 11), (25, 4), noisy),
+            ("an explanation whose tokens never occur", (50, 51), (9, 9), lexical)):
+        score = TokenExplanation(-1, "token", keys, counts).score(tokens)
+        cases.append(Case(text, (keys, counts, tokens, fires), auroc(score, fires)))
+    return _run("explanation AUROC", fn, cases, solution=solution)

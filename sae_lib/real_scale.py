@@ -26,6 +26,7 @@ KS = (16, 32, 64)
 SOURCES = ("python-docs", "kjv-bible", "fortunes", "gcide")
 SHIPPED = ("topk-k32", "relu-l0-32", "mp-k32", "batchtopk-k32", "matryoshka-k32")
 REMAKE = "python scripts/real_scale_study.py"
+REMAKE_ABSORPTION = "python scripts/absorption_study.py"
 
 
 class ShippedAssetError(RuntimeError):
@@ -34,6 +35,12 @@ class ShippedAssetError(RuntimeError):
 
 def assets_dir() -> Path:
     return Path(str(resources.files("sae_lib"))) / "assets" / "real_scale"
+
+
+def absorption_dir() -> Path:
+    """Chapter 9's shipped data (``scripts/absorption_study.py``): first-letter word activations at
+    :data:`HOOK` and the detection proxy of the shipped SAEs."""
+    return Path(str(resources.files("sae_lib"))) / "assets" / "absorption"
 
 
 def load_results() -> list[dict]:
@@ -86,3 +93,45 @@ def load_shipped(name: str, *, device: str = "cpu"):
         return load_saelens(path, device=device, dtype=torch.float32)
     except (CheckpointError, FileNotFoundError) as error:
         raise ShippedAssetError(f"{error} (the shipped SAE {name!r} comes from `{REMAKE}`)") from error
+
+
+def _read_json(path: Path, remake: str):
+    if not path.is_file():
+        raise ShippedAssetError(f"{path} is missing; `{remake}` makes it")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ShippedAssetError(f"{path} is truncated or corrupt ({error}); restore it from git or "
+                                f"rerun `{remake}`") from error
+
+
+def load_words() -> dict:
+    """The first-letter prompts' activations (float32) with their words and how they were made:
+    ``{"train": {"x", "labels", "token_ids", "words"}, "test": {...}, "info": {...}}``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    info = _read_json(absorption_dir() / "words.json", REMAKE_ABSORPTION)
+    path = absorption_dir() / "words.safetensors"
+    if not path.is_file():
+        raise ShippedAssetError(f"{path} is missing; `{REMAKE_ABSORPTION}` makes it")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ShippedAssetError(f"{path} is truncated or corrupt ({error}); restore it from git or "
+                                f"rerun `{REMAKE_ABSORPTION}`") from error
+    data = {"info": info}
+    for side in ("train", "test"):
+        words = info[f"{side}_words"]
+        part = {key: tensors[f"{side}_{key}"] for key in ("x", "labels", "token_ids")}
+        if len(part["x"]) != len(words):
+            raise ShippedAssetError(f"{path} holds {len(part['x'])} {side} rows but words.json names "
+                                    f"{len(words)} words: the two files are from different runs; "
+                                    f"rerun `{REMAKE_ABSORPTION}`")
+        data[side] = {**part, "x": part["x"].float(), "words": words}
+    return data
+
+
+def load_proxy() -> dict:
+    """The detection proxy of every shipped SAE on the study's text (``proxy.json``)."""
+    return _read_json(absorption_dir() / "proxy.json", REMAKE_ABSORPTION)

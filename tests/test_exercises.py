@@ -422,3 +422,47 @@ def test_every_chapter_has_two_exercises_each_with_a_checked_hidden_solution(cha
         name = re.search(r"exercises\.(check_\w+)\(", solution).group(1)
         assert re.search(rf"exercises\.{name}\((?!\w+_solution)\w+\)", before), (
             f"{chapter.name}: no check cell runs {name} on the reader's function before the solution")
+
+
+def full_absorption(x, codes, direction, atoms, main):
+    p = direction / direction.norm()
+    cosine = F.normalize(atoms, dim=1) @ p
+    projection, contribution = x @ p, codes * cosine
+    top_value, top = contribution.max(1)
+    silent = (codes[:, main].abs() < 1e-8).all(1)
+    return silent & (projection > 0) & (cosine[top] >= 0.025) & (top_value >= 0.4 * projection)
+
+
+def test_full_absorption(capsys):
+    accepts(ex.check_full_absorption, full_absorption, capsys)
+
+    def unnormalised(x, codes, direction, atoms, main):  # forgets that the probe has any length
+        cosine = F.normalize(atoms, dim=1) @ direction
+        projection, contribution = x @ direction, codes * cosine
+        top_value, top = contribution.max(1)
+        silent = (codes[:, main].abs() < 1e-8).all(1)
+        return silent & (projection > 0) & (cosine[top] >= 0.025) & (top_value >= 0.4 * projection)
+
+    def first_main_only(x, codes, direction, atoms, main):  # a split letter: only one main latent checked
+        return full_absorption(x, codes, direction, atoms, main[:1])
+
+    rejects(ex.check_full_absorption, unnormalised, capsys, "unit length")
+    rejects(ex.check_full_absorption, first_main_only, capsys, "split")
+
+
+def test_explanation_auroc(capsys):
+    from sae_lib.interp_proxy import TokenExplanation, auroc
+
+    def right(keys, counts, tokens, fires):
+        return auroc(TokenExplanation(-1, "token", tuple(keys), tuple(counts)).score(tokens), fires)
+
+    def ties_ignored(keys, counts, tokens, fires):  # ranks ties in arbitrary order
+        score = TokenExplanation(-1, "token", tuple(keys), tuple(counts)).score(tokens).flatten()
+        ranks = torch.empty(len(score))
+        ranks[score.argsort(stable=True)] = torch.arange(1, len(score) + 1, dtype=torch.float)
+        y = fires.flatten()
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+    accepts(ex.check_explanation_auroc, right, capsys)
+    rejects(ex.check_explanation_auroc, ties_ignored, capsys)

@@ -48,3 +48,42 @@ def test_a_shipped_sae_loads_in_float32_and_a_corrupt_one_is_named(assets):
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     with pytest.raises(real_scale.ShippedAssetError, match=r"sae_weights\.safetensors.*real_scale_study\.py"):
         real_scale.load_shipped("topk-k32")
+
+
+@pytest.fixture
+def absorption_assets(tmp_path, monkeypatch):
+    monkeypatch.setattr(real_scale, "absorption_dir", lambda: tmp_path)
+    return tmp_path
+
+
+def _write_words(folder, n_train=3, n_test=2):
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for side, n in (("train", n_train), ("test", n_test)):
+        tensors[f"{side}_x"] = torch.randn(n, 4).half()
+        tensors[f"{side}_labels"] = torch.arange(n)
+        tensors[f"{side}_token_ids"] = torch.arange(n) + 100
+    save_file(tensors, str(folder / "words.safetensors"))
+    info = {"train_words": [" ab", " bc", " cd"], "test_words": [" de", " ef"]}
+    (folder / "words.json").write_text(json.dumps(info))
+
+
+def test_chapter_9_words_load_and_damage_is_named(absorption_assets):
+    with pytest.raises(real_scale.ShippedAssetError, match=r"words\.json is missing.*absorption_study\.py"):
+        real_scale.load_words()
+    with pytest.raises(real_scale.ShippedAssetError, match=r"proxy\.json is missing.*absorption_study\.py"):
+        real_scale.load_proxy()
+    _write_words(absorption_assets)
+    words = real_scale.load_words()
+    assert words["train"]["x"].dtype == torch.float32 and words["test"]["words"] == [" de", " ef"]
+    _write_words(absorption_assets, n_test=3)  # rows and words from different runs
+    with pytest.raises(real_scale.ShippedAssetError, match=r"3 test rows but words\.json names 2"):
+        real_scale.load_words()
+    path = absorption_assets / "words.safetensors"
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(real_scale.ShippedAssetError, match=r"words\.safetensors is truncated or corrupt"):
+        real_scale.load_words()
+    (absorption_assets / "proxy.json").write_text('{"saes": ')
+    with pytest.raises(real_scale.ShippedAssetError, match=r"proxy\.json is truncated or corrupt"):
+        real_scale.load_proxy()
