@@ -492,37 +492,46 @@ report.check(
 # times worse: with tens of thousands of pairs, some are always unlucky. Those pairs are where an
 # encoder that reads each feature on its own makes its errors.
 #
-# :::{exercise} Mean max cosine
-# :label: ex-1-mmcs
+# :::{exercise} One-to-one matching
+# :label: ex-1-matching
 #
-# Write `mmcs(learned, true)`: for each true feature (a row of `true`), the largest cosine any
-# learned atom (a row of `learned`) reaches, averaged over the true features. Signs count: an atom
-# pointing the opposite way is a different feature. Return a number or a one-element tensor.
+# The table above called `match_atoms` for its one-to-one scores. Write its core,
+# `matched_cosine(learned, true)`: pair each true feature (a row of `true`) with a *distinct*
+# learned atom (a row of `learned`, which may have more rows) so that the summed cosine is as
+# large as possible, and return the matched cosines as a tensor of shape `(n_true,)`, in the true
+# features' order. Rows may have any length, and signs count. Hint:
+# `scipy.optimize.linear_sum_assignment(matrix, maximize=True)` solves the assignment problem
+# for a NumPy matrix and returns the chosen `(rows, columns)`. The checker includes a case where
+# giving each feature in turn its best free atom is not the best pairing.
 # :::
 
 
 # %%
-def mmcs(learned, true):
-    """Mean over the rows of `true` of the best cosine with any row of `learned`."""
-    raise NotImplementedError("your turn")
+def matched_cosine(learned, true):
+    """(n_true,) cosines of the best one-to-one pairing, in `true`'s row order."""
+    raise NotImplementedError("your turn: a cosine matrix, then linear_sum_assignment")
 
 
 # %%
-mmcs_passed = exercises.check_mmcs(mmcs)
+matched_passed = exercises.check_matched_cosine(matched_cosine)
 
 # %% [markdown]
-# ::::{solution-start} ex-1-mmcs
+# ::::{solution-start} ex-1-matching
 # :class: dropdown
 # ::::
 
 
 # %%
-def mmcs_solution(learned, true):
+from scipy.optimize import linear_sum_assignment
+
+
+def matched_cosine_solution(learned, true):
     cos = F.normalize(true, dim=1) @ F.normalize(learned, dim=1).T  # (true, learned)
-    return cos.max(dim=1).values.mean()  # best learned atom for each true feature
+    rows, cols = linear_sum_assignment(cos.numpy(), maximize=True)
+    return cos[rows, cols]  # rows come back sorted: one per true feature, in order
 
 
-exercises.check_mmcs(mmcs_solution, solution=True)
+exercises.check_matched_cosine(matched_cosine_solution, solution=True)
 
 # %% [markdown]
 # ::::{solution-end}

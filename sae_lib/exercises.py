@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .hierarchy import conditionally_orthogonal_dictionary, paper_tree
-from .metrics import absorption_score, coactivation, cosine_matrix, gram_errors, mean_max_cosine, modality_score
-from .saes import MPSAE, ReLUSAE, TopKSAE
+from .metrics import (absorption_score, babel, coactivation, cosine_matrix, gram_errors, match_atoms,
+                      modality_score)
+from .saes import MPSAE, BatchTopKSAE, ReLUSAE, TopKSAE
 from .training import Reconstruction
 
 
@@ -178,17 +179,26 @@ def check_interference(fn: Callable, *, solution: bool = False) -> bool:
     return _run("interference", fn, cases, solution=solution)
 
 
-def check_mmcs(fn: Callable, *, solution: bool = False) -> bool:
-    """``fn(learned, true)`` -> mean over true features of the best cosine any learned atom reaches."""
+def check_matched_cosine(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(learned, true)`` -> (n_true,) cosines of the one-to-one matching that maximises their sum,
+    in the true features' order (as ``sae_lib.match_atoms(learned, true).cosine``)."""
     true = F.normalize(torch.randn(16, 8, generator=_gen(3)), dim=1)
     shuffled = true[torch.randperm(16, generator=_gen(4))]
-    inputs = [("24 random learned atoms and 16 true features in 8 dimensions",
+    merged = torch.cat([F.normalize(true[:8] + true[8:], dim=1), _scaled_dictionary(8, 8, 7)])
+    merged = merged[torch.randperm(16, generator=_gen(8))]
+    # Feature 0 prefers atom 0 (cos 0.8), but feature 1 has no other use for it: the best pairing
+    # gives atom 0 to feature 1 (0.6) and atom 1 to feature 0 (0.7), not feature by feature.
+    trap_true = torch.eye(3)[:2]
+    trap_learned = torch.tensor([[1.6, 1.2, 0.0], [0.7, 0.0, 0.714], [0.0, -0.5, 0.5]])
+    inputs = [("the true features shuffled and rescaled", 3 * shuffled, true),
+              ("24 random learned atoms of random lengths for 16 true features in 8 dimensions",
                _scaled_dictionary(24, 8, 5), true),
-              ("the true features shuffled and rescaled", 3 * shuffled, true),
-              ("learned = −true (every atom points the wrong way)", -true, true),
-              ("4 learned atoms for 16 true features", _scaled_dictionary(4, 8, 6), true)]
-    cases = [Case(text, (learned, t), mean_max_cosine(learned, t)) for text, learned, t in inputs]
-    return _run("mean max cosine", fn, cases, solution=solution)
+              ("8 atoms that each merge two true features, 8 random atoms, shuffled", merged, true),
+              ("the true features flipped (−true), shuffled", -shuffled, true),
+              ("3 learned atoms for 2 true features, where taking each feature's best free atom in "
+               "turn is not the best pairing", trap_learned, trap_true)]
+    cases = [Case(text, (learned, t), match_atoms(learned, t).cosine) for text, learned, t in inputs]
+    return _run("matched cosines", fn, cases, solution=solution)
 
 
 # ============================================================================ chapter 2: the standard SAE
