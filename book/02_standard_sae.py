@@ -602,9 +602,8 @@ report.check(
 # ## Exercises
 #
 # Two exercises on the ReLU SAE itself. Each has a stub to fill in, a cell that checks your
-# function against the library's `ReLUSAE` on a few random SAEs and inputs, and a solution behind
-# a toggle ({ref}`how to work the exercises <working-the-exercises>`). Try them without
-# scrolling back to `ScratchSAE`.
+# function against the library's `ReLUSAE`, and a solution behind a toggle
+# ({ref}`how to work the exercises <working-the-exercises>`).
 
 # %%
 import torch.nn.functional as F
@@ -612,55 +611,65 @@ import torch.nn.functional as F
 from sae_lib import ReLUSAE, exercises
 
 # %% [markdown]
-# :::{exercise} The ReLU SAE's forward pass
-# :label: ex-2-forward
+# :::{exercise} The best code for one atom
+# :label: ex-2-best-code
 #
-# Write `relu_forward(sae, x)` for a library `ReLUSAE`: return `(x_hat, z)` computed from its
-# parameters `sae.W_enc` $(d, n)$, `sae.b_enc` $(n)$, `sae.W_dec` $(n, d)$ and `sae.b_dec` $(d)$,
-# with the formulas at the top of this chapter. The checker's SAEs have non-zero biases and
-# decoder rows of any length, and `x` may have extra leading dimensions, e.g. $(2, 3, d)$.
+# The closed form above took a lone feature, unit atoms and no pre-bias. Generalise it: for an SAE
+# with a single latent, write `best_code(x, atom, b_dec, l1_coeff)`. For each row of `x`
+# $(b, d)$, return the code $z \ge 0$ that minimises this chapter's loss
+# $\frac{1}{d}\|x - \hat x\|^2 + \lambda z$, where $\hat x = z\,u + b_{\text{dec}}$, $u$ is
+# `atom` $(d)$ scaled to unit length and $\lambda$ = `l1_coeff`, and the reconstruction
+# $\hat x$ it gives. Return `(z, x_hat)`, of shapes $(b)$ and $(b, d)$. The checker's inputs
+# are not multiples of the atom, its atoms have any length, and some inputs fall in the dead zone.
 # :::
 
 
 # %%
-def relu_forward(sae, x):
-    """(x_hat, z) of the ReLU SAE `sae` on activations x of shape (..., d)."""
-    raise NotImplementedError("your turn: encode (mind b_dec), decode with unit atoms")
+def best_code(x, atom, b_dec, l1_coeff):
+    """(z, x_hat): each row's best code z >= 0 for the unit atom, and its x_hat."""
+    raise NotImplementedError("your turn: zero the slope in z, then clip at 0")
 
 
 # %%
-relu_forward_passed = exercises.check_relu_forward(relu_forward)
+best_code_passed = exercises.check_best_code(best_code)
 
 # %% [markdown]
-# ::::{solution-start} ex-2-forward
+# ::::{solution-start} ex-2-best-code
 # :class: dropdown
 # ::::
 
 
 # %%
-def relu_forward_solution(sae, x):
-    z = F.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc)
-    atoms = F.normalize(sae.W_dec, dim=1)  # unit rows, whatever the parameter's scale
-    return z @ atoms + sae.b_dec, z
+def best_code_solution(x, atom, b_dec, l1_coeff):
+    unit = F.normalize(atom, dim=0)
+    # The slope in z is -2<x - b_dec - z u, u>/d + λ: zero at <x - b_dec, u> - λd/2.
+    s = (x - b_dec) @ unit  # how much of the atom the centred input holds
+    z = (s - l1_coeff * x.shape[-1] / 2).clamp(min=0)
+    return z, z[:, None] * unit + b_dec
 
 
-exercises.check_relu_forward(relu_forward_solution, solution=True)
+exercises.check_best_code(best_code_solution, solution=True)
 
 # %% [markdown]
 # ::::{solution-end}
 # ::::
 #
+# The checker's reference is a library `ReLUSAE` with one latent, whose encoder reads the unit
+# atom and whose encoder bias is $-\lambda d/2$: for a single atom, the ReLU encoder with that
+# bias computes the best code exactly. With many atoms that are not orthogonal, no encoder of
+# this form computes the best codes exactly in general: one reason the trained SAE's dead zone
+# above need not equal $\lambda d/2$.
+#
 # **Predict, then run.** Take one SAE and double the length of every row of its `W_dec`
 # parameter. Does the reconstruction change, and by how much? Guess, then run.
 
 # %%
-use_forward = exercises.prefer(relu_forward, relu_forward_solution, relu_forward_passed)
 probe = ReLUSAE(D_MODEL, N_LATENTS, seed=5)
 x_probe = test.x[:256]
-before, _ = use_forward(probe, x_probe)
 with torch.no_grad():
+    before, _ = probe(x_probe)
     probe.W_dec.mul_(2.0)
-after, _ = use_forward(probe, x_probe)
+    after, _ = probe(x_probe)
 change = (after - before).abs().max().item()
 print(f"largest change in x_hat after doubling W_dec: {change:.1e}")
 
@@ -682,7 +691,7 @@ report.check(
 # Write `relu_loss(sae, x)`: the training loss of this chapter,
 # $\frac{1}{d}\|x - \hat x\|^2 + \lambda \sum_i z_i$ averaged over the inputs, with
 # $\lambda$ = `sae.l1_coeff`. Return a tensor that carries a gradient, so an optimiser could
-# train on it. You may call your `relu_forward` (or the solution's).
+# train on it. `sae(x)` gives `(x_hat, z)`.
 # :::
 
 
@@ -703,7 +712,7 @@ relu_loss_passed = exercises.check_relu_loss(relu_loss)
 
 # %%
 def relu_loss_solution(sae, x):
-    x_hat, z = relu_forward_solution(sae, x)
+    x_hat, z = sae(x)
     inputs = z.numel() // z.shape[-1]  # x may have several leading dimensions
     return (x_hat - x).pow(2).mean() + sae.l1_coeff * z.sum() / inputs
 

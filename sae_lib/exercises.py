@@ -226,12 +226,37 @@ def _relu_cases(seed: int) -> list[tuple[str, ReLUSAE, Tensor]]:
     ]
 
 
-def check_relu_forward(fn: Callable, *, solution: bool = False) -> bool:
-    """``fn(sae, x)`` -> ``(x_hat, z)`` of a ReLU SAE, as ``sae(x)`` computes them."""
+def _one_latent_sae(atom: Tensor, b_dec: Tensor, l1_coeff: float) -> ReLUSAE:
+    """The library's ReLU SAE with one latent whose encoder reads the unit atom and whose bias is the
+    soft threshold -λd/2: it computes the exact minimiser of the chapter's loss for that atom."""
+    d = atom.shape[0]
+    sae = ReLUSAE(d, 1, l1_coeff=l1_coeff)
     with torch.no_grad():
-        cases = [Case(text, (sae, x), tuple(t.detach() for t in sae(x)), names=("x_hat", "z"))
-                 for text, sae, x in _relu_cases(10)]
-    return _run("ReLU SAE forward pass", fn, cases, solution=solution)
+        sae.W_dec.copy_(atom[None])
+        sae.W_enc.copy_(F.normalize(atom, dim=0)[:, None])
+        sae.b_enc.fill_(-l1_coeff * d / 2)
+        sae.b_dec.copy_(b_dec)
+    return sae
+
+
+def check_best_code(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(x, atom, b_dec, l1_coeff)`` -> ``(z, x_hat)``: for each row of ``x`` (b, d), the code
+    ``z >= 0`` (b,) minimising ``(1/d)·‖x - x_hat‖² + l1_coeff·z`` with ``x_hat = z·atom/‖atom‖ + b_dec``,
+    and that ``x_hat`` (b, d)."""
+    cases = []
+    for seed, (d, length, l1_coeff, spread) in enumerate([(8, 2.5, 0.1, 1.0), (32, 0.4, 0.02, 0.2),
+                                                          (4, 1.0, 1.0, 3.0)]):
+        g = _gen(130 + seed)
+        atom = length * F.normalize(torch.randn(d, generator=g), dim=0)
+        b_dec = 0.5 * torch.randn(d, generator=g)
+        s = spread * torch.linspace(-0.5, 2.5, 7)  # magnitudes along the atom, some in the dead zone
+        x = b_dec + s[:, None] * F.normalize(atom, dim=0) + 0.05 * torch.randn(7, d, generator=g)
+        with torch.no_grad():
+            x_hat, z = _one_latent_sae(atom, b_dec, l1_coeff)(x)
+        text = (f"d = {d}, an atom of length {length}, a non-zero b_dec, λ = {l1_coeff}, 7 inputs "
+                f"(threshold λd/2 = {l1_coeff * d / 2:.3g})")
+        cases.append(Case(text, (x, atom, b_dec, l1_coeff), (z[:, 0], x_hat), names=("z", "x_hat")))
+    return _run("the best one-atom code", fn, cases, solution=solution)
 
 
 def _compare_loss(expected, got) -> None:

@@ -123,19 +123,30 @@ def relu_loss(sae, x):
     return (x_hat - x).pow(2).mean() + sae.l1_coeff * z.abs().sum() / rows
 
 
-def test_relu_forward(capsys):
-    accepts(ex.check_relu_forward, relu_forward, capsys)
+def best_code(x, atom, b_dec, l1_coeff):
+    unit = F.normalize(atom, dim=0)
+    z = ((x - b_dec) @ unit - l1_coeff * x.shape[-1] / 2).clamp(min=0)
+    return z, z[:, None] * unit + b_dec
 
-    def no_centring(sae, x):
-        z = F.relu(x @ sae.W_enc + sae.b_enc)
-        return z @ sae.atoms() + sae.b_dec, z
 
-    def raw_decoder(sae, x):
-        z = F.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc)
-        return z @ sae.W_dec + sae.b_dec, z
+def test_best_code(capsys):
+    accepts(ex.check_best_code, best_code, capsys)
 
-    rejects(ex.check_relu_forward, no_centring, capsys, "x_hat")
-    rejects(ex.check_relu_forward, raw_decoder, capsys, "x_hat")
+    def threshold_without_d(x, atom, b_dec, l1_coeff):  # λ/2: as if the MSE were a plain sum
+        unit = F.normalize(atom, dim=0)
+        z = ((x - b_dec) @ unit - l1_coeff / 2).clamp(min=0)
+        return z, z[:, None] * unit + b_dec
+
+    def not_centred(x, atom, b_dec, l1_coeff):  # reads x instead of x - b_dec
+        return best_code(x + b_dec, atom, b_dec, l1_coeff)[0], best_code(x, atom, b_dec, l1_coeff)[1]
+
+    def raw_atom(x, atom, b_dec, l1_coeff):
+        z = ((x - b_dec) @ atom - l1_coeff * x.shape[-1] / 2).clamp(min=0)
+        return z, z[:, None] * atom + b_dec
+
+    rejects(ex.check_best_code, threshold_without_d, capsys, "z[")
+    rejects(ex.check_best_code, not_centred, capsys, "b_dec")
+    rejects(ex.check_best_code, raw_atom, capsys)
 
 
 def test_relu_loss(capsys):
