@@ -13,6 +13,7 @@ Two pieces, each written atomically (a temporary file renamed into place) and sk
 2. **proxy** (``sae_lib/assets/absorption/proxy.json``): the offline detection proxy
    (:mod:`sae_lib.interp_proxy`) of every shipped SAE, on ``PROXY_SEQUENCES`` training sequences (the
    explanations) and as many held-out ones (the scores): more text than the chapter can harvest live.
+   SAEs are added one at a time (an SAE shipped later is scored by a later run, on the same text).
 """
 
 from __future__ import annotations
@@ -84,7 +85,16 @@ def words_piece(out: Path, model, tokenizer, per_letter: int) -> None:
     log(f"words: {len(sample):,d} prompts in {seconds:.0f} s")
 
 
-def proxy_piece(out: Path, model, tokenizer, n_sequences: int) -> None:
+def proxy_todo(out: Path, again: bool) -> list[str]:
+    """The shipped SAEs that proxy.json does not score yet (all of them with ``again``)."""
+    path = out / "proxy.json"
+    done = set() if again or not path.is_file() else set(json.loads(path.read_text())["saes"])
+    return [name for name in shipped_names() if name not in done]
+
+
+def proxy_piece(out: Path, model, tokenizer, n_sequences: int, names: list[str]) -> None:
+    """Score ``names`` and merge them into proxy.json (one file rewritten atomically per SAE, so an
+    interrupted run keeps the SAEs it finished)."""
     from sae_lib.splicing import harvest
 
     began = time.perf_counter()
@@ -94,21 +104,25 @@ def proxy_piece(out: Path, model, tokenizer, n_sequences: int) -> None:
                                                  max_sequences=n_sequences)}
     acts = {side: harvest(model, tokens, HOOK, batch_size=8) for side, tokens in texts.items()}
     harvest_seconds = time.perf_counter() - began
-    result = {"model": MODEL, "hook": HOOK, "seq_len": SEQ_LEN, "sequences_per_side": n_sequences,
-              "tokens_per_side": n_sequences * SEQ_LEN, "latents_per_sae": PROXY_LATENTS,
-              "seed": PROXY_SEED, "n_top": interp_proxy.N_TOP, "size": interp_proxy.SIZE,
-              "min_density": interp_proxy.MIN_DENSITY, "harvest_seconds": round(harvest_seconds, 1),
-              "machine": machine(), "script": "scripts/absorption_study.py", "saes": {}}
-    for name in shipped_names():
+    settings = {"model": MODEL, "hook": HOOK, "seq_len": SEQ_LEN, "sequences_per_side": n_sequences,
+                "tokens_per_side": n_sequences * SEQ_LEN, "latents_per_sae": PROXY_LATENTS,
+                "seed": PROXY_SEED, "n_top": interp_proxy.N_TOP, "size": interp_proxy.SIZE,
+                "min_density": interp_proxy.MIN_DENSITY, "script": "scripts/absorption_study.py"}
+    path = out / "proxy.json"
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    if any(result.get(key) != value for key, value in settings.items()):
+        result = {**settings, "saes": {}}  # other settings: start afresh, never mix two runs
+    for name in names:
+        sae_began = time.perf_counter()
         sae = load_shipped(name)
         proxy = interp_proxy.sae_detection_proxy(sae, texts["train"], acts["train"], texts["held_out"],
                                                  acts["held_out"], n_latents=PROXY_LATENTS,
                                                  seed=PROXY_SEED)
-        result["saes"][name] = {"summary": proxy.summary(), "latents": proxy.rows()}
+        result["saes"][name] = {"summary": proxy.summary(), "latents": proxy.rows(),
+                                "seconds": round(time.perf_counter() - sae_began + harvest_seconds, 1),
+                                "machine": machine(), "made": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_atomically(path, lambda p: p.write_text(json.dumps(result) + "\n"))
         log(f"proxy {name}: {proxy.summary()}")
-    result["seconds"] = round(time.perf_counter() - began, 1)
-    result["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    write_atomically(out / "proxy.json", lambda p: p.write_text(json.dumps(result) + "\n"))
 
 
 def main() -> None:
@@ -123,7 +137,7 @@ def main() -> None:
     parser.add_argument("--again", action="store_true", help="remake pieces that are done")
     args = parser.parse_args()
     done = {"words": (args.out / "words.json").is_file() and (args.out / "words.safetensors").is_file(),
-            "proxy": (args.out / "proxy.json").is_file()}
+            "proxy": not proxy_todo(args.out, False)}
     if args.list:
         for piece, finished in done.items():
             print(f"{'done' if finished else 'todo':5s} {piece}")
@@ -139,7 +153,7 @@ def main() -> None:
     if "words" in todo:
         words_piece(args.out, model, tokenizer, args.words_per_letter)
     if "proxy" in todo:
-        proxy_piece(args.out, model, tokenizer, args.proxy_sequences)
+        proxy_piece(args.out, model, tokenizer, args.proxy_sequences, proxy_todo(args.out, args.again))
     log(f"done in {time.perf_counter() - began:.0f} s")
 
 
