@@ -522,9 +522,9 @@ report.check(
 # `BatchTopKSAE` estimates $\theta$ during training as a running average of the smallest
 # pre-activation each training batch kept. That inference rule is a **JumpReLU**: a ReLU that jumps
 # from 0 straight to the pre-activation once it crosses a threshold, so small codes are cut, not
-# shrunk. JumpReLU SAEs (Rajamanoharan et al., 2024) learn a separate threshold per latent, through
-# a straight-through estimate of its gradient and an L0 penalty; BatchTopK's inference is a JumpReLU
-# with one threshold for every latent, read off the training batches. Chapter 4 uses BatchTopK as
+# shrunk. JumpReLU SAEs {cite}`rajamanoharan2024jumprelu` learn a separate threshold per latent,
+# through a straight-through estimate of its gradient and an L0 penalty; BatchTopK's inference is a
+# JumpReLU with one threshold for every latent, read off the training batches. Chapter 4 uses BatchTopK as
 # one of the MP-SAE paper's baselines. Here it is on this chapter's data, with the same budget
 # $k = 4$ and the same recipe as the TopK SAE:
 
@@ -593,9 +593,10 @@ report.check(
 # %% [markdown]
 # ## Exercises
 #
-# Two exercises: the TopK activation and the AuxK loss. Each has a stub to fill in, a cell that
-# checks your function against the library's `TopKSAE` on random inputs, and a solution behind a
-# toggle ({ref}`how to work the exercises <working-the-exercises>`).
+# Two exercises: BatchTopK's inference threshold and the AuxK loss. Each has a stub to fill in, a
+# cell that checks your function against the library (`BatchTopKSAE`, `TopKSAE`) on random
+# inputs, and a solution behind a toggle
+# ({ref}`how to work the exercises <working-the-exercises>`).
 
 # %%
 import torch.nn.functional as F
@@ -603,39 +604,52 @@ import torch.nn.functional as F
 from sae_lib import exercises
 
 # %% [markdown]
-# :::{exercise} The TopK activation
-# :label: ex-3-topk
+# :::{exercise} BatchTopK's threshold
+# :label: ex-3-threshold
 #
-# Without looking back at `topk_activation`, write `topk_codes(pre, k)`: given pre-activations of
-# shape $(\dots, n)$, keep the $k$ largest entries of each row, pass them through a ReLU, and put
-# zeros everywhere else. The checker tries rows with fewer than $k$ positive entries too: what
-# should happen to a kept entry that is negative?
+# Write `batchtopk_threshold(batches, k, momentum)`, the estimate of $\theta$ that `BatchTopKSAE`
+# builds during training. `batches` is a list of pre-activation batches, each of shape $(B, n)$.
+# Each batch keeps its `round(k * B)` largest entries, over the whole batch (`k` may be a
+# fraction), and offers the smallest **positive** value among them; a batch whose kept values are
+# all $\le 0$ offers nothing. The estimate starts at the first value offered, then moves a
+# fraction `1 - momentum` of the way to each new one (an exponential moving average). Return it
+# as a number, or $-1$ if no batch has offered a value yet (that is how the library stores
+# "unknown").
 # :::
 
 
 # %%
-def topk_codes(pre, k):
-    """Codes shaped like `pre`: each row's k largest entries, ReLU'd; 0 elsewhere."""
-    raise NotImplementedError("your turn: torch.topk, then scatter into zeros")
+def batchtopk_threshold(batches, k, momentum):
+    """The running threshold after these training batches of pre-activations."""
+    raise NotImplementedError("your turn: flatten, topk, keep the positive ones")
 
 
 # %%
-topk_passed = exercises.check_topk_activation(topk_codes)
+threshold_passed = exercises.check_batchtopk_threshold(batchtopk_threshold)
 
 # %% [markdown]
-# ::::{solution-start} ex-3-topk
+# ::::{solution-start} ex-3-threshold
 # :class: dropdown
 # ::::
 
 
 # %%
-def topk_codes_solution(pre, k):
-    values, indices = pre.topk(k, dim=-1)
-    # The ReLU matters when under k entries are positive: a kept negative becomes 0.
-    return torch.zeros_like(pre).scatter(-1, indices, F.relu(values))
+def batchtopk_threshold_solution(batches, k, momentum):
+    estimate = -1.0
+    for pre in batches:
+        keep = min(max(1, round(k * len(pre))), pre.numel())
+        kept = pre.flatten().topk(keep).values  # the whole batch's selection
+        kept = kept[kept > 0]  # a kept negative value becomes a 0 code: no threshold
+        if len(kept):
+            smallest = kept.min().item()
+            if estimate < 0:
+                estimate = smallest
+            else:
+                estimate = momentum * estimate + (1 - momentum) * smallest
+    return estimate
 
 
-exercises.check_topk_activation(topk_codes_solution, solution=True)
+exercises.check_batchtopk_threshold(batchtopk_threshold_solution, solution=True)
 
 # %% [markdown]
 # ::::{solution-end}
@@ -650,8 +664,8 @@ exercises.check_topk_activation(topk_codes_solution, solution=True)
 # the top `sae.k_aux` of their codes (or all of them, if fewer are dead), decode them with the
 # dead latents' unit atoms into $\hat e$, and return the AuxK term of the formula above:
 # `sae.auxk_coeff` times the fraction of $e$'s energy that $\hat e$ leaves unexplained, times
-# the batch's variance $\sigma^2$ (no gradient through it either). Your `topk_codes` (or the
-# solution's) does the selection; `sae.atoms()` gives the unit atoms.
+# the batch's variance $\sigma^2$ (no gradient through it either). The chapter's
+# `topk_activation` does the selection; `sae.atoms()` gives the unit atoms.
 # :::
 
 
@@ -675,7 +689,7 @@ def auxk_loss_solution(sae, x, x_hat, dead_mask):
     error = (x - x_hat).detach()
     # Pre-activations of the dead latents only.
     pre = (x - sae.b_dec) @ sae.W_enc[:, dead_mask] + sae.b_enc[dead_mask]
-    codes = topk_codes_solution(pre, min(sae.k_aux, int(dead_mask.sum())))
+    codes = topk_activation(pre, min(sae.k_aux, int(dead_mask.sum())))
     error_hat = codes @ sae.atoms()[dead_mask]
     unexplained = (error_hat - error).pow(2).mean() / error.pow(2).mean()
     variance = (x - x.mean(0)).pow(2).mean().detach()

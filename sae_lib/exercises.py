@@ -276,28 +276,43 @@ def check_relu_loss(fn: Callable, *, solution: bool = False) -> bool:
 
 
 # ============================================================================ chapter 3: TopK SAEs
-def _library_topk(pre: Tensor, k: int) -> Tensor:
-    """The library's TopK activation applied to given pre-activations (an SAE whose encoder is the identity)."""
-    n = pre.shape[-1]
-    sae = TopKSAE(n, n, k)
+def _library_threshold(batches: Sequence[Tensor], k: float, momentum: float) -> float:
+    """The inference threshold a BatchTopK SAE whose encoder is the identity estimates in training on
+    these batches of pre-activations (-1 while no batch has kept a positive value)."""
+    n = batches[0].shape[-1]
+    sae = BatchTopKSAE(n, n, k, threshold_momentum=momentum)
     with torch.no_grad():
         sae.W_enc.copy_(torch.eye(n))
         sae.b_enc.zero_()
         sae.b_dec.zero_()
-        return sae.encode(pre)
+        sae.train()
+        for pre in batches:
+            sae.encode(pre)
+    return sae.threshold.item()
 
 
-def check_topk_activation(fn: Callable, *, solution: bool = False) -> bool:
-    """``fn(pre, k)`` -> codes: the ``k`` largest pre-activations of each row, ReLU'd; zero elsewhere."""
-    mostly_negative = torch.randn(4, 10, generator=_gen(31)) - 1.5
-    mostly_negative[0] = -torch.rand(10, generator=_gen(32)) - 0.1  # a row with no positive entry
-    inputs = [("pre-activations of shape (6, 10), k = 3", torch.randn(6, 10, generator=_gen(30)), 3),
-              ("shape (2, 4, 10) (batch, position, latent), k = 1", torch.randn(2, 4, 10, generator=_gen(33)), 1),
-              ("mostly negative pre-activations (fewer than k positive), shape (4, 10), k = 4",
-               mostly_negative, 4),
-              ("k equal to the number of latents, shape (3, 5), k = 5", torch.randn(3, 5, generator=_gen(34)), 5)]
-    cases = [Case(text, (pre, k), _library_topk(pre, k)) for text, pre, k in inputs]
-    return _run("TopK activation", fn, cases, solution=solution)
+def check_batchtopk_threshold(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(batches, k, momentum)`` -> BatchTopK's inference threshold estimated on a sequence of
+    batches of pre-activations (B, n): each batch keeps its ``round(k·B)`` largest entries and offers
+    the smallest positive one; the estimate starts at the first such value and then moves a fraction
+    ``1 - momentum`` of the way to each new one; -1 if no batch has offered a value."""
+    g = _gen(140)
+    sparse = torch.randn(6, 10, generator=g) - 2.0  # about 2% positive: fewer than k·B = 24
+    sparse[0, :3] = torch.tensor([0.9, 0.4, 0.2])
+    negative = -torch.rand(4, 10, generator=g) - 0.1
+    inputs = [("one batch of shape (5, 10), k = 3", [torch.randn(5, 10, generator=g)], 3, 0.9),
+              ("3 batches of shape (8, 12), k = 2, momentum 0.9",
+               [torch.randn(8, 12, generator=g) for _ in range(3)], 2, 0.9),
+              ("4 batches of shape (4, 10), k = 2.5 (10 kept per batch), momentum 0.5",
+               [torch.randn(4, 10, generator=g) + 0.3 for _ in range(4)], 2.5, 0.5),
+              ("2 batches, the second with fewer positive entries than k·B = 24 (k = 4, shape (6, 10))",
+               [torch.randn(6, 10, generator=g), sparse], 4, 0.8),
+              ("3 batches, the first with no positive entry at all (k = 2, shape (4, 10))",
+               [negative, torch.randn(4, 10, generator=g), torch.randn(4, 10, generator=g)], 2, 0.7),
+              ("only batches with no positive entry (k = 1)", [negative, negative - 1], 1, 0.9)]
+    cases = [Case(text, (batches, k, momentum), _library_threshold(batches, k, momentum))
+             for text, batches, k, momentum in inputs]
+    return _run("BatchTopK's threshold", fn, cases, solution=solution)
 
 
 def check_auxk(fn: Callable, *, solution: bool = False) -> bool:

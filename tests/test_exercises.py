@@ -176,15 +176,36 @@ def auxk(sae, x, x_hat, dead_mask):
     return sae.auxk_coeff * unexplained * (x - x.mean(0)).pow(2).mean()
 
 
-def test_topk_activation(capsys):
-    accepts(ex.check_topk_activation, topk_activation, capsys)
+def batchtopk_threshold(batches, k, momentum):
+    estimate = -1.0
+    for pre in batches:
+        kept = pre.flatten().topk(min(max(1, round(k * len(pre))), pre.numel())).values
+        kept = kept[kept > 0]
+        if len(kept):
+            smallest = kept.min().item()
+            estimate = smallest if estimate < 0 else momentum * estimate + (1 - momentum) * smallest
+    return estimate
 
-    def without_relu(pre, k):
-        values, indices = pre.topk(k, dim=-1)
-        return torch.zeros_like(pre).scatter(-1, indices, values)
 
-    rejects(ex.check_topk_activation, without_relu, capsys, "mostly negative")
-    rejects(ex.check_topk_activation, lambda pre, k: F.relu(pre), capsys)  # no selection at all
+def test_batchtopk_threshold(capsys):
+    accepts(ex.check_batchtopk_threshold, batchtopk_threshold, capsys)
+
+    def per_row(batches, k, momentum):  # TopK's selection (k per row), not the batch's
+        return batchtopk_threshold([pre.topk(round(k), dim=-1).values for pre in batches], 1, momentum)
+
+    def keeps_negatives(batches, k, momentum):  # the k·B-th value, even when it is not positive
+        estimate = None
+        for pre in batches:
+            smallest = pre.flatten().topk(round(k * len(pre))).values.min().item()
+            estimate = smallest if estimate is None else momentum * estimate + (1 - momentum) * smallest
+        return estimate
+
+    def momentum_on_the_new_value(batches, k, momentum):
+        return batchtopk_threshold(batches, k, 1 - momentum)
+
+    rejects(ex.check_batchtopk_threshold, per_row, capsys, "one batch")
+    rejects(ex.check_batchtopk_threshold, keeps_negatives, capsys, "fewer positive")
+    rejects(ex.check_batchtopk_threshold, momentum_on_the_new_value, capsys, "momentum")
 
 
 def test_auxk(capsys):
