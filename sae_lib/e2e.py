@@ -65,6 +65,12 @@ class EndToEnd:
     gradients, and both the original and the spliced runs start there (TransformerLens's
     ``start_at_layer``): the same loss and gradients as running the whole model twice, for less work, the
     more so the deeper the splice. ``start_at_splice=False`` runs the whole model twice (for checking).
+
+    **The tail only.** The data rows may also be the residual stream *at the splice* itself, float
+    sequences of shape (n_sequences, seq_len, d_model), for a splice at ``blocks.L.hook_resid_pre`` or
+    ``blocks.L.hook_resid_post``: an activation store harvested in sequence order (the model is frozen,
+    so those activations never change). Then nothing before the splice runs at all: each step runs the
+    blocks after it twice, once without gradients for the original distribution, once spliced.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class EndToEnd:
     ):
         self.model, self.hook = model, check_hook(model, hook)
         self.start = hook_layer(self.hook) if start_at_splice else None  # None: run from the tokens
+        self.entry = _entry(model, self.hook)  # (layer, hook) where residual rows enter, or None
         self.kl_coeff = real_number("kl_coeff", kl_coeff, low=0)
         self.downstream_coeff = real_number("downstream_coeff", downstream_coeff, low=0)
         if self.kl_coeff == 0 and self.downstream_coeff == 0:
@@ -92,21 +99,44 @@ class EndToEnd:
             )
 
     def check_data(self, sae: SAE, data: Tensor) -> None:
-        check_tokens(self.model, data)
         check_sae_fits(self.model, sae, self.hook)
+        if isinstance(data, Tensor) and data.is_floating_point() and data.ndim == 3:
+            self.check_residuals(data)
+        else:
+            check_tokens(self.model, data)
+
+    def check_residuals(self, data: Tensor) -> None:
+        """Residual rows for the tail-only path: (n_sequences, seq_len, d_model), at a resid hook."""
+        if self.entry is None:
+            raise ValueError(f"residual-stream rows can stand in for tokens only at a residual-stream hook "
+                             f"(blocks.L.hook_resid_pre, or hook_resid_post before the last block), not "
+                             f"{self.hook!r}: pass token ids instead")
+        d_model, n_ctx = self.model.cfg.d_model, self.model.cfg.n_ctx
+        if data.ndim != 3 or data.shape[2] != d_model or data.shape[1] > n_ctx:
+            raise ValueError(f"residual rows must be (n_sequences, seq_len <= {n_ctx}, d_model = {d_model}), "
+                             f"the stream at {self.hook} in sequence order; got {tuple(data.shape)}")
 
     @torch.no_grad()
     def initialize(self, sae: SAE, data: Tensor) -> None:
         """Pre-bias at the mean activation over (up to) the first 256 sequences, as for local SAEs."""
-        acts = harvest(self.model, data[:256], self.hook, progress=False)
+        if data.is_floating_point():
+            acts = data[:256].float()
+        else:
+            acts = harvest(self.model, data[:256], self.hook, progress=False)
         sae.b_dec.copy_(acts.reshape(-1, sae.d_in).mean(0).to(sae.b_dec))
 
     def __call__(self, sae: SAE, batch: Tensor, dead_mask: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        hook = self.hook
         with torch.no_grad():
-            start = {} if self.start is None else {"start_at_layer": self.start}
-            inputs = batch if self.start is None else self.model(batch, stop_at_layer=self.start)
-            original = run_original(self.model, inputs, self.hook, capture=self.downstream, **start)
-        spliced = run_spliced(self.model, inputs, self.hook, sae, capture=self.downstream, **start)
+            if batch.is_floating_point():  # the residual stream at the splice: run the tail only
+                self.check_residuals(batch)
+                layer, hook = self.entry
+                start, inputs = {"start_at_layer": layer}, batch.to(sae.W_dec.dtype)
+            else:
+                start = {} if self.start is None else {"start_at_layer": self.start}
+                inputs = batch if self.start is None else self.model(batch, stop_at_layer=self.start)
+            original = run_original(self.model, inputs, hook, capture=self.downstream, **start)
+        spliced = run_spliced(self.model, inputs, hook, sae, capture=self.downstream, **start)
         terms = {}
         if self.kl_coeff:
             terms["kl"] = self.kl_coeff * kl_divergence(original.logits, spliced.logits)
@@ -115,6 +145,20 @@ class EndToEnd:
             terms["downstream"] = self.downstream_coeff / len(self.downstream) * mse
         terms.update(sae.extra_losses(spliced.x, spliced.x_hat, spliced.z, dead_mask))
         return terms, spliced.z
+
+
+def _entry(model: HookedTransformer, hook: str) -> tuple[int, str] | None:
+    """Where rows of the residual stream at ``hook`` enter the model: (block, that block's resid_pre
+    hook). ``blocks.L.hook_resid_post`` is the very tensor that enters block L+1. None for other hooks,
+    and for the output of the last block (nothing is left to run after it)."""
+    layer = hook_layer(hook)
+    if layer is None:
+        return None
+    if hook == f"blocks.{layer}.hook_resid_pre":
+        return layer, hook
+    if hook == f"blocks.{layer}.hook_resid_post" and layer + 1 < model.cfg.n_layers:
+        return layer + 1, f"blocks.{layer + 1}.hook_resid_pre"
+    return None
 
 
 OBJECTIVES = ("local", "e2e", "e2e+ds")

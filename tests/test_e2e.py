@@ -222,3 +222,46 @@ def test_starting_at_the_splice_agrees_on_smollm2():
     assert loss_fast == pytest.approx(loss_slow, rel=1e-4)
     for name in grads_slow:
         torch.testing.assert_close(grads_fast[name], grads_slow[name], rtol=1e-3, atol=1e-6)
+    from sae_lib.splicing import harvest
+
+    rows = harvest(model, tokens, "blocks.23.hook_resid_post", progress=False)  # = what enters block 24
+    loss_tail, grads_tail = _loss_and_grads(EndToEnd(model, "blocks.23.hook_resid_post"), sae, rows)
+    assert loss_tail == pytest.approx(loss_slow, rel=1e-4)
+    for name in grads_slow:
+        torch.testing.assert_close(grads_tail[name], grads_slow[name], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("hook", ["blocks.2.hook_resid_pre", "blocks.1.hook_resid_post"])
+def test_the_tail_only_path_from_stored_residuals_gives_the_same_loss_and_gradients(deep, hook):
+    """Rows of the residual stream at the splice (what a sequence-ordered activation store holds) stand in
+    for the tokens: the same e2e+ds loss and SAE gradients as the whole model, with nothing before the
+    splice run at all."""
+    from sae_lib.splicing import harvest
+
+    model, tokens = deep
+    sae = ReLUSAE(model.cfg.d_model, 4 * model.cfg.d_model, l1_coeff=1e-3, seed=0)
+    settings = dict(kl_coeff=0.5, downstream_coeff=2.5, downstream=["blocks.3.hook_resid_pre"])
+    rows = harvest(model, tokens[:4], hook, progress=False)
+    loss_tail, grads_tail = _loss_and_grads(EndToEnd(model, hook, **settings), sae, rows)
+    loss_whole, grads_whole = _loss_and_grads(EndToEnd(model, hook, start_at_splice=False, **settings), sae,
+                                              tokens[:4])
+    assert loss_tail == pytest.approx(loss_whole, rel=1e-5)
+    for name in grads_whole:
+        torch.testing.assert_close(grads_tail[name], grads_whole[name], rtol=1e-4, atol=1e-7)
+
+
+def test_residual_rows_train_an_e2e_sae_and_bad_rows_are_clear_errors(lm):
+    from sae_lib.splicing import harvest
+
+    model, tokens = lm
+    rows = harvest(model, tokens[:64], HOOK, progress=False)
+    sae = ReLUSAE(model.cfg.d_model, 64, l1_coeff=1e-3, seed=0)
+    history = train_sae(sae, rows, objective=EndToEnd(model, HOOK), steps=30, batch_size=16, lr=3e-3,
+                        progress=False)
+    assert history.final("kl", 5) < 0.7 * history.terms["kl"][0]
+    with pytest.raises(ValueError, match=r"must be \(n_sequences, seq_len"):
+        EndToEnd(model, HOOK).check_data(sae, torch.cat([rows, rows], 2))
+    with pytest.raises(ValueError, match="only at a residual-stream hook"):
+        EndToEnd(model, "blocks.1.hook_mlp_out").check_data(sae, rows)
+    with pytest.raises(ValueError, match="only at a residual-stream hook"):
+        EndToEnd(model, "blocks.1.hook_resid_post").check_data(sae, rows)  # the last block: no tail
