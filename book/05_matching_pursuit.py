@@ -1260,10 +1260,10 @@ closing
 # %% [markdown]
 # ## Exercises
 #
-# Two exercises: one matching-pursuit step, then the whole pursuit built from it. Each has a stub
-# to fill in, a cell that checks your function against the library's `MPSAE` on random inputs, and
-# a solution behind a toggle ({ref}`how to work the exercises <working-the-exercises>`). Try
-# them without looking back at `matching_pursuit`.
+# Two exercises: a number that says when greedy pursuit can be trusted, then the authors'
+# stopping rule. Each has a stub to fill in, a cell that checks your function against the
+# library (`sae_lib.metrics.babel`, `MPSAE`) on random inputs, and a solution behind a toggle
+# ({ref}`how to work the exercises <working-the-exercises>`).
 
 # %%
 import plotly.graph_objects as go
@@ -1272,102 +1272,141 @@ import torch.nn.functional as F
 from sae_lib import TopKSAE, error_vs_k, exercises, fvu, superposition_data
 
 # %% [markdown]
-# :::{exercise} One matching-pursuit step
-# :label: ex-5-step
+# :::{exercise} The Babel function
+# :label: ex-5-babel
 #
-# Write `mp_step(residual, atoms)`: for residuals $(b, d)$ and unit atoms $(n, d)$, pick for each
-# row the atom with the largest positive correlation, and return `(indices, coefficients,
-# new_residual)`: the chosen atom $(b)$, its coefficient $\operatorname{ReLU}(c_j)$ $(b)$, and the
-# residual with that atom's part removed $(b, d)$. If no atom correlates positively, the
-# coefficient is 0 and the residual stays as it is.
+# The guarantees above hold for any dictionary, but they do not say that MP picks the *right*
+# atoms. Tropp {cite}`tropp2004greed` measures how much a few atoms can gang up on another one
+# with the **Babel function**
+#
+# $$\mu_1(p) = \max_i \; \max_{|S| = p,\ i \notin S} \; \sum_{j \in S} |\cos(d_i, d_j)|,$$
+#
+# the largest total |cosine| between one atom and $p$ others ($\mu_1(1)$ is the coherence, the
+# most similar pair). He shows that if $\mu_1(s - 1) + \mu_1(s) < 1$, a greedy pursuit that
+# picks the atom of largest |correlation| (the classic rule; ours ranks by
+# $\operatorname{ReLU}(c)$) only ever picks atoms of an input's support, for every input built
+# from $s$ atoms. Write `babel(atoms, p)` for atoms $(n, d)$ of any length and $1 \le p < n$;
+# return a number or a one-element tensor.
 # :::
 
 
 # %%
-def mp_step(residual, atoms):
-    """One greedy step for every row: (indices, coefficients, new_residual)."""
-    raise NotImplementedError("your turn")
+def babel(atoms, p):
+    """Tropp's mu_1(p): the largest sum of one atom's p largest |cosines|."""
+    raise NotImplementedError("your turn: |cosines|, zero the diagonal, topk, sum, max")
 
 
 # %%
-step_passed = exercises.check_mp_step(mp_step)
+babel_passed = exercises.check_babel(babel)
 
 # %% [markdown]
-# ::::{solution-start} ex-5-step
+# ::::{solution-start} ex-5-babel
 # :class: dropdown
 # ::::
 
 
 # %%
-def mp_step_solution(residual, atoms):
-    coefficients, indices = F.relu(residual @ atoms.T).max(dim=-1)
-    return indices, coefficients, residual - coefficients[:, None] * atoms[indices]
+def babel_solution(atoms, p):
+    unit = F.normalize(atoms, dim=1)
+    cos = (unit @ unit.T).abs().fill_diagonal_(0.0)  # not an atom with itself
+    return cos.topk(p, dim=1).values.sum(1).max()  # p worst others, worst atom
 
 
-exercises.check_mp_step(mp_step_solution, solution=True)
+exercises.check_babel(babel_solution, solution=True)
 
 # %% [markdown]
 # ::::{solution-end}
 # ::::
 #
-# :::{exercise} The whole pursuit
-# :label: ex-5-pursuit
-#
-# Write `pursuit(x, atoms, k)`: $k$ steps starting from the residual $x$, returning the codes
-# $z$ $(b, n)$, where an atom chosen twice gets the sum of its coefficients, and the
-# reconstruction $\hat x = x - r_k$ $(b, d)$. Use a step function: `step` below is your `mp_step`
-# once it passes, the solution's otherwise.
-# :::
+# **Predict, then run.** For the 256 random atoms in 64 dimensions used above, up to which
+# sparsity $s$ does Tropp's condition hold? And for the tree's 20 true concepts at $\rho = 0$?
 
 # %%
-step = exercises.prefer(mp_step, mp_step_solution, step_passed)
+use_babel = exercises.prefer(babel, babel_solution, babel_passed)
 
 
-def pursuit(x, atoms, k):
-    """k matching-pursuit steps: (codes z, reconstruction x_hat)."""
+def guaranteed_sparsity(atoms):
+    """The largest s < n with mu_1(s - 1) + mu_1(s) < 1 (mu_1(0) = 0)."""
+    s, before = 0, 0.0
+    while s + 1 < len(atoms):
+        now = float(use_babel(atoms, s + 1))
+        if before + now >= 1:
+            break
+        s, before = s + 1, now
+    return s
+
+
+for name, dictionary in [
+    ("256 random atoms in 64 dimensions", random_dictionary(256, 64, seed=0)),
+    ("the tree's 20 true concepts (ρ = 0)", run.test.dictionary),
+]:
+    s_max = guaranteed_sparsity(dictionary)
+    first = ", ".join(f"{float(use_babel(dictionary, p)):.2f}" for p in (1, 2, 3))
+    holds = "every s" if s_max == len(dictionary) - 1 else f"s ≤ {s_max}"
+    print(f"{name}: μ₁(1), μ₁(2), μ₁(3) = {first}; the condition holds for {holds}")
+
+# %% [markdown]
+# :::{exercise} The authors' stopping rule
+# :label: ex-5-threshold
+#
+# Write `pursuit_with_threshold(x, atoms, k, threshold)`: matching pursuit over unit atoms
+# $(n, d)$ in which each row of `x` $(b, d)$ stops on its own once its residual is small,
+# $\|r\| < \text{threshold}\cdot\|x\|$ (checked before every step), and after at most $k$
+# steps in any case. Return the codes $z$ $(b, n)$. The chapter's `matching_pursuit(r, atoms, 1)`
+# does one step for every row and returns `(codes of that step, new residual)`; the new part is
+# letting each row stop at its own time. The checker's inputs have norms from 0.1 to 25.
+# :::
+
+
+# %%
+def pursuit_with_threshold(x, atoms, k, threshold):
+    """Codes (b, n) of MP stopping each row once |r| < threshold |x| (<= k steps)."""
     raise NotImplementedError("your turn")
 
 
 # %%
-pursuit_passed = exercises.check_matching_pursuit(pursuit)
+threshold_passed = exercises.check_mp_threshold(pursuit_with_threshold)
 
 # %% [markdown]
-# ::::{solution-start} ex-5-pursuit
+# ::::{solution-start} ex-5-threshold
 # :class: dropdown
 # ::::
 
 
 # %%
-def pursuit_solution(x, atoms, k):
+def pursuit_with_threshold_solution(x, atoms, k, threshold):
     z, residual = torch.zeros(len(x), len(atoms)), x
-    rows = torch.arange(len(x))
+    limit = threshold * x.norm(dim=1, keepdim=True)  # relative to each row's own norm
     for _ in range(k):
-        indices, coefficients, residual = step(residual, atoms)
-        z[rows, indices] += coefficients  # accumulate: an atom may be chosen again
-    return z, x - residual
+        going = residual.norm(dim=1, keepdim=True) >= limit  # (b, 1): still running
+        step_codes, new_residual = matching_pursuit(residual, atoms, 1)
+        z = z + going * step_codes  # a stopped row adds nothing
+        residual = torch.where(going, new_residual, residual)
+    return z
 
 
-exercises.check_matching_pursuit(pursuit_solution, solution=True)
+exercises.check_mp_threshold(pursuit_with_threshold_solution, solution=True)
 
 # %% [markdown]
 # ::::{solution-end}
 # ::::
 #
 # **Predict, then run.** Take one dictionary of 64 unit atoms in 32 dimensions and inputs that are
-# sparse sums of them. Encode with your pursuit, and with a TopK encoder that reads the same atoms
-# (its encoder is the dictionary's transpose), for $k = 1, 2, \dots, 24$. Neither was trained for
-# any particular $k$. Before running: how does each one's error change as $k$ grows past the
-# three or so features an input really has? Can MP's error ever go up?
+# sparse sums of them. Encode with the chapter's `matching_pursuit`, and with a TopK encoder that
+# reads the same atoms (its encoder is the dictionary's transpose), for $k = 1, 2, \dots, 24$.
+# Neither was trained for any particular $k$. Before running: how does each one's error change as
+# $k$ grows past the three or so features an input really has? Can MP's error ever go up?
 
 # %%
-use_pursuit = exercises.prefer(pursuit, pursuit_solution, pursuit_passed)
 toy = superposition_data(1_000, n_features=64, d=32, p_active=0.05, seed=3)
 tied = TopKSAE(32, 64, k=1)
 with torch.no_grad():
     tied.W_dec.copy_(toy.dictionary)
     tied.W_enc.copy_(toy.dictionary.T)
 ks = list(range(1, 25))
-mp_error = [fvu(toy.x, use_pursuit(toy.x, toy.dictionary, k)[1]) for k in ks]
+mp_error = [
+    fvu(toy.x, toy.x - matching_pursuit(toy.x, toy.dictionary, k)[1]) for k in ks
+]
 topk_error = error_vs_k(tied, toy.x, ks)
 fig = go.Figure(
     [

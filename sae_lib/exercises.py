@@ -382,52 +382,50 @@ def _correlated_atoms(n: int, d: int, seed: int) -> Tensor:
     return F.normalize(torch.randn(n, d, generator=g) + 1.2 * torch.randn(1, d, generator=g), dim=1)
 
 
-def _compare_mp_step(expected, got) -> None:
-    if not isinstance(got, (tuple, list)) or len(got) != 3:
-        raise _Mismatch("expected a tuple (indices, coefficients, new_residual)")
-    index, coefficient, residual = expected
-    _compare(coefficient, got[1], "coefficients")
-    _compare(residual, got[2], "new_residual")
-    chosen = coefficient > 0  # where nothing correlates positively, any index is right: it adds 0
-    got_index = torch.as_tensor(got[0])
-    if got_index.shape != index.shape:
-        raise _Mismatch(f"expected indices of shape {tuple(index.shape)}, got shape {tuple(got_index.shape)}")
-    wrong = chosen & (got_index != index)
-    if wrong.any():
-        row = int(wrong.nonzero()[0])
-        raise _Mismatch(f"expected indices[{row}] = {int(index[row])} (the atom with the largest correlation), "
-                        f"got {int(got_index[row])}")
+def check_babel(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(atoms, p)`` -> Tropp's Babel function μ₁(p): the largest sum, over one atom, of its ``p``
+    largest |cosines| with the other atoms (as ``sae_lib.metrics.babel``)."""
+    angles = torch.arange(5) * 2 * math.pi / 5
+    pentagon = 1.7 * torch.stack([angles.cos(), angles.sin()], dim=1)
+    signs = torch.where(torch.rand(12, 1, generator=_gen(151)) < 0.5, -1.0, 1.0)
+    inputs = [("20 random atoms of random lengths in 6 dimensions, p = 1 (the coherence)",
+               _scaled_dictionary(20, 6, 150), 1),
+              ("the same 20 atoms, p = 3", _scaled_dictionary(20, 6, 150), 3),
+              ("12 correlated atoms, about half of them flipped (negative cosines), p = 2",
+               signs * _correlated_atoms(12, 5, 152), 2),
+              ("4 orthonormal atoms, p = 3", torch.eye(4), 3),
+              ("5 atoms in 2 dimensions (a pentagon, rows of length 1.7), p = 4", pentagon, 4)]
+    cases = [Case(text, (atoms, p), babel(atoms, p)) for text, atoms, p in inputs]
+    return _run("the Babel function", fn, cases, solution=solution)
 
 
-def check_mp_step(fn: Callable, *, solution: bool = False) -> bool:
-    """``fn(residual, atoms)`` -> ``(indices, coefficients, new_residual)`` of one matching-pursuit step."""
+def check_mp_threshold(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(x, atoms, k, threshold)`` -> codes (b, n) of matching pursuit with the authors' stopping
+    rule: a row stops once ``‖r‖ < threshold·‖x‖``, after at most ``k`` steps (as
+    ``MPSAE(..., threshold=threshold)`` with these atoms and no pre-bias)."""
+    orthonormal = torch.linalg.qr(torch.randn(6, 6, generator=_gen(160)))[0].T  # rows: unit, orthogonal
+    two_atoms = 1.5 * orthonormal[0] + 0.8 * orthonormal[3] + torch.zeros(5, 1)
+    two_atoms[2:] = 0.4 * orthonormal[1] + 2.0 * orthonormal[2]
+    def unit_atoms(seed: int) -> Tensor:  # spread out, so the pursuit keeps making progress
+        return F.normalize(torch.randn(20, 6, generator=_gen(seed)), dim=1)
+
+    inputs = [("x of shape (8, 6), 20 unit atoms, k = 10, threshold 0.3",
+               torch.randn(8, 6, generator=_gen(161)), unit_atoms(162), 10, 0.3),
+              ("inputs of norm about 25 (shape (6, 6)), 20 unit atoms, k = 10, threshold 0.2",
+               10 * torch.randn(6, 6, generator=_gen(163)), unit_atoms(164), 10, 0.2),
+              ("inputs of norm about 0.1 (shape (6, 6)), 20 unit atoms, k = 10, threshold 0.2",
+               0.04 * torch.randn(6, 6, generator=_gen(165)), unit_atoms(166), 10, 0.2),
+              ("sums of 2 of 6 orthonormal atoms, k = 5, threshold 0.05 (2 steps are enough)",
+               two_atoms, orthonormal, 5, 0.05),
+              ("a threshold too small to be reached: k = 3 is the cap (x (5, 6), 20 unit atoms)",
+               torch.randn(5, 6, generator=_gen(167)), unit_atoms(168), 3, 0.01)]
     cases = []
-    anti = -_correlated_atoms(6, 5, 82).sum(0, keepdim=True).repeat(3, 1)  # correlates negatively with most
-    inputs = [("residuals (8, 6) and 20 unit atoms", torch.randn(8, 6, generator=_gen(80)),
-               _correlated_atoms(20, 6, 81)),
-              ("residuals pointing away from most atoms (shape (3, 5), 6 atoms)", anti, _correlated_atoms(6, 5, 82)),
-              ("one residual (1, 4) and 4 orthonormal atoms", torch.randn(1, 4, generator=_gen(83)), torch.eye(4))]
-    for text, residual, atoms in inputs:
-        trace = _mp_sae(atoms).trace(residual, k=1)
-        cases.append(Case(text, (residual, atoms),
-                          (trace.indices[:, 0], trace.coefficients[:, 0], trace.residuals[1]),
-                          compare=_compare_mp_step))
-    return _run("one matching-pursuit step", fn, cases, solution=solution)
-
-
-def check_matching_pursuit(fn: Callable, *, solution: bool = False) -> bool:
-    """``fn(x, atoms, k)`` -> ``(z, x_hat)``: ``k`` greedy steps, codes summed where an atom repeats."""
-    cases = []
-    inputs = [("x of shape (8, 6), 20 correlated atoms, k = 3", torch.randn(8, 6, generator=_gen(90)),
-               _correlated_atoms(20, 6, 91), 3),
-              ("k = 1", torch.randn(5, 6, generator=_gen(92)), _correlated_atoms(10, 6, 93), 1),
-              ("more steps than dimensions: x (4, 3), 8 atoms, k = 7 (atoms are picked again)",
-               torch.randn(4, 3, generator=_gen(94)), _correlated_atoms(8, 3, 95), 7)]
-    for text, x, atoms, k in inputs:
+    for text, x, atoms, k, threshold in inputs:
+        sae = _mp_sae(atoms)
+        sae.threshold = threshold
         with torch.no_grad():
-            x_hat, z = _mp_sae(atoms)(x, k=k)
-        cases.append(Case(text, (x, atoms, k), (z, x_hat), names=("z", "x_hat")))
-    return _run("the whole pursuit", fn, cases, solution=solution)
+            cases.append(Case(text, (x, atoms, k, threshold), sae.encode(x, k=k)))
+    return _run("pursuit with a stopping rule", fn, cases, solution=solution)
 
 
 # ============================================================================ chapters 6-7: a language model

@@ -292,43 +292,62 @@ def matching_pursuit(x, atoms, k):
     return z, x - residual
 
 
-def test_mp_step(capsys):
-    accepts(ex.check_mp_step, mp_step, capsys)
+def test_babel(capsys):
+    def babel(atoms, p):
+        unit = F.normalize(atoms, dim=1)
+        cos = (unit @ unit.T).abs().fill_diagonal_(0.0)
+        return cos.topk(p, dim=1).values.sum(1).max()
 
-    def no_relu(residual, atoms):
-        coefficients, indices = (residual @ atoms.T).max(dim=-1)
-        return indices, coefficients, residual - coefficients[:, None] * atoms[indices]
+    accepts(ex.check_babel, babel, capsys)
 
-    def largest_magnitude(residual, atoms):
-        c = residual @ atoms.T
-        indices = c.abs().argmax(dim=-1)
-        coefficients = c.gather(1, indices[:, None]).squeeze(1)
-        return indices, coefficients, residual - coefficients[:, None] * atoms[indices]
+    def with_itself(atoms, p):  # the diagonal left in: every atom's own cosine 1 counted
+        unit = F.normalize(atoms, dim=1)
+        return (unit @ unit.T).abs().topk(p, dim=1).values.sum(1).max()
 
-    rejects(ex.check_mp_step, lambda r, a: (*mp_step(r, a)[:2], r), capsys, "new_residual")
-    rejects(ex.check_mp_step, no_relu, capsys, "coefficients")
-    rejects(ex.check_mp_step, largest_magnitude, capsys)
+    def signed(atoms, p):  # a negative cosine interferes as much as a positive one
+        unit = F.normalize(atoms, dim=1)
+        return (unit @ unit.T).fill_diagonal_(0.0).topk(p, dim=1).values.sum(1).max()
+
+    rejects(ex.check_babel, with_itself, capsys, "coherence")
+    rejects(ex.check_babel, signed, capsys)
+    rejects(ex.check_babel, lambda atoms, p: babel(atoms, p) / p, capsys, "p = 3")  # a mean, not a sum
 
 
-def test_matching_pursuit(capsys):
-    accepts(ex.check_matching_pursuit, matching_pursuit, capsys)
+def mp_threshold(x, atoms, k, threshold):
+    z, residual = torch.zeros(len(x), len(atoms)), x
+    for _ in range(k):
+        going = residual.norm(dim=1) >= threshold * x.norm(dim=1)
+        indices, coefficients, new_residual = mp_step(residual, atoms)
+        z[torch.arange(len(x)), indices] += coefficients * going
+        residual = torch.where(going[:, None], new_residual, residual)
+    return z
 
-    def no_residual_update(x, atoms, k):  # picks the same atom k times
-        z = torch.zeros(len(x), len(atoms))
+
+def test_mp_threshold(capsys):
+    accepts(ex.check_mp_threshold, mp_threshold, capsys)
+
+    def absolute(x, atoms, k, threshold):  # ‖r‖ < threshold, whatever the input's scale
+        z, residual = torch.zeros(len(x), len(atoms)), x
         for _ in range(k):
-            indices, coefficients, _ = mp_step(x, atoms)
-            z[torch.arange(len(x)), indices] += coefficients
-        return z, z @ atoms
+            going = residual.norm(dim=1) >= threshold
+            indices, coefficients, new_residual = mp_step(residual, atoms)
+            z[torch.arange(len(x)), indices] += coefficients * going
+            residual = torch.where(going[:, None], new_residual, residual)
+        return z
 
-    def overwrites_codes(x, atoms, k):  # an atom picked twice keeps only its last coefficient
-        z, residual = torch.zeros(len(x), len(atoms)), x.clone()
+    def whole_batch(x, atoms, k, threshold):  # runs every row until all rows are done
+        z, residual = torch.zeros(len(x), len(atoms)), x
         for _ in range(k):
+            if (residual.norm(dim=1) < threshold * x.norm(dim=1)).all():
+                break
             indices, coefficients, residual = mp_step(residual, atoms)
-            z[torch.arange(len(x)), indices] = coefficients
-        return z, x - residual
+            z[torch.arange(len(x)), indices] += coefficients
+        return z
 
-    rejects(ex.check_matching_pursuit, no_residual_update, capsys, "k = 3")
-    rejects(ex.check_matching_pursuit, overwrites_codes, capsys, "z[")
+    rejects(ex.check_mp_threshold, absolute, capsys, "threshold 0.3")
+    rejects(ex.check_mp_threshold, whole_batch, capsys)
+    rejects(ex.check_mp_threshold, lambda x, atoms, k, threshold: matching_pursuit(x, atoms, k)[0],
+            capsys)  # no stopping rule at all
 
 
 # ---------------------------------------------------------------- chapters 6-7 (the shipped tiny LM)
