@@ -410,6 +410,7 @@ report.check(
     "L1 shrinks: a lone feature of magnitude 1 comes back at < 90% for every λ",
     ours=f"max {max(values):.2f}",
     paper="qualitative (Wright & Sharkey 2024)",
+    kind="finding",
     passed=max(values) < 0.9,
 )
 report.check(

@@ -240,6 +240,7 @@ report.check(
         f"{relu_eval['l0']:.2f}, k = {K}"
     ),
     paper="qualitative (Gao et al. 2024)",
+    kind="finding",
     passed=topk_response > relu_response + 0.3
     and topk_response > 0.8
     and abs(relu_eval["l0"] - K) <= 0.4 * K,
@@ -344,6 +345,7 @@ report.check(
         f"{(matched['FVU TopK'] / matched['FVU ReLU at same L0']).max():.2f}"
     ),
     paper="TopK beats ReLU on the MSE–L0 frontier (Gao et al. 2024)",
+    kind="finding",
     passed=len(matched) >= 2
     and bool((matched["FVU TopK"] < matched["FVU ReLU at same L0"]).all()),
 )
@@ -410,6 +412,7 @@ report.check(
     "AuxK revives dead latents (dead count at least halved)",
     ours=f"{without} → {with_aux} of {N_LATENTS}",
     paper="AuxK prevents dead latents (Gao et al. 2024)",
+    kind="finding",
     passed=with_aux <= without / 2,
 )
 runs_without, runs_with = aux_runs["without AuxK"], aux_runs["with AuxK (α = 1/32)"]
@@ -491,6 +494,7 @@ for k in [2, 4]:
         f"TopK trained at k = {k} (≤ true L0 + 1): inference at 4k is worse than at k",
         ours=f"FVU {at_k:.3f} → {at_4k:.3f}",
         paper="qualitative (Gao et al. 2024)",
+        kind="finding",
         passed=at_4k > 1.5 * at_k,
     )
 at_4k_of_2, at_8k_of_2 = (curves[2][inference_ks.index(k)] for k in (8, 16))
@@ -573,6 +577,7 @@ report.check(
     f"BatchTopK's threshold keeps the training budget on held-out data (mean L0 "
     f"within 25% of k = {K})",
     paper="threshold estimated during training (Bussmann et al. 2024)",
+    kind="finding",
     ours=f"L0 {batch_eval['l0']:.2f}",
     passed=abs(batch_eval["l0"] - K) <= 0.25 * K,
 )

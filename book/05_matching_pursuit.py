@@ -477,6 +477,7 @@ def check_sweep(table: pd.DataFrame, scale: str) -> None:
             f"MP-SAE recovers the true dictionary at ρ = {rho}: "
             f"every matched cosine ≥ {need}, mean ≥ 0.97 ({seeds})",
             paper="exact recovery",
+            kind="replication" if scale == "this run" else "replication (shipped run)",
             ours=f"worst {med(table, rho, 'mp', 'min_cos'):.3f}, "
             f"mean {med(table, rho, 'mp', 'mean_cos'):.3f} (medians; "
             f"worst over seeds {worst:.3f})",
@@ -488,6 +489,7 @@ def check_sweep(table: pd.DataFrame, scale: str) -> None:
         "MP-SAE recovery degrades as siblings correlate more: partial at 0.6, "
         f"poor at 0.9 ({seeds})",
         paper="partial at 0.6, degraded at 0.9",
+        kind="replication" if scale == "this run" else "replication (shipped run)",
         ours=" → ".join(f"{v:.2f}" for v in mean_cos) + " (mean matched cos)",
         passed=mean_cos[1] > mean_cos[2] > mean_cos[3]
         and med(table, 0.6, "mp", "min_cos") < 0.9
@@ -498,6 +500,7 @@ def check_sweep(table: pd.DataFrame, scale: str) -> None:
             f"MP-SAE absorbs far less than ReLU at ρ = {rho} "
             f"(median ≤ 0.07 and ≤ ¼ of ReLU's; {seeds})",
             paper="MP ≈ 0.001–0.07 vs ReLU 0.45–0.70",
+            kind="replication" if scale == "this run" else "replication (shipped run)",
             ours=f"MP {spread(table, rho, 'mp', 'absorption')}; "
             f"ReLU {spread(table, rho, 'relu', 'absorption')} "
             "(median [min – max] over seeds)",
@@ -522,6 +525,7 @@ def check_sweep(table: pd.DataFrame, scale: str) -> None:
         "ReLU SAEs absorb at ρ = 0, 0.3 and 0.6 (median absorption in the paper's "
         f"range; {seeds})",
         paper="0.45 – 0.70",
+        kind="replication" if scale == "this run" else "replication (shipped run)",
         ours=", ".join(
             f"ρ={rho}: {spread(table, rho, 'relu', 'absorption')}"
             for rho in (0.0, 0.3, 0.6)
@@ -559,6 +563,7 @@ def check_sweep(table: pd.DataFrame, scale: str) -> None:
         "No MP-SAE atom died in any run, so we use neither atom dropout nor a "
         f"revive term ({seeds})",
         paper="dropout and revive help against dead atoms",
+        kind="finding",
         ours=f"most dead atoms in one run: {mp_dead}",
         passed=mp_dead == 0,
     )
@@ -761,6 +766,7 @@ def check_grid(grid: pd.DataFrame, scale: str) -> None:
     report.check(
         f"ReLU absorption falls as children get stronger (every spread; {seeds})",
         paper="0.45 – 0.70 over the table",
+        kind="replication" if scale == "this run" else "replication (shipped run)",
         ours="; ".join(
             f"spread {s}: " + " → ".join(f"{v:.2f}" for v in relu_by_mean[s])
             for s in relu_by_mean.columns
@@ -770,6 +776,7 @@ def check_grid(grid: pd.DataFrame, scale: str) -> None:
     report.check(
         f"MP-SAE absorbs less than ReLU in every cell ({seeds})",
         paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70",
+        kind="replication" if scale == "this run" else "replication (shipped run)",
         ours="; ".join(
             f"child mean {m}, spread {s}: MP {cells.loc[(m, s), 'mp']:.3f} vs ReLU "
             f"{cells.loc[(m, s), 'relu']:.2f}"
@@ -785,6 +792,7 @@ def check_grid(grid: pd.DataFrame, scale: str) -> None:
         "MP absorbs ≤ 0.07 and ≤ ¼ of ReLU, "
         f"BatchTopK and TopK (medians over those cells and seeds; {seeds})",
         paper="MP 0.001 – 0.07; ReLU 0.45 – 0.70; BatchTopK 0.42 – 0.54",
+        kind="replication" if scale == "this run" else "replication (shipped run)",
         ours=f"MP {strong['mp']:.3f}, "
         + ", ".join(f"{f} {strong[f]:.2f}" for f in one_shot),
         passed=strong["mp"] <= min(0.07, *(strong[f] / 4 for f in one_shot)),
@@ -794,6 +802,7 @@ def check_grid(grid: pd.DataFrame, scale: str) -> None:
         "MP-SAE absorption where children are half as strong as their parent "
         f"(our cells; {seeds})",
         paper="0.001 – 0.07 over the paper's grid",
+        kind="replication" if scale == "this run" else "replication (shipped run)",
         ours=median_and_range(weak_mp, 3),
         status="matches" if weak_mp.median() <= 0.07 else "differs",
     )
@@ -810,6 +819,7 @@ def check_grid(grid: pd.DataFrame, scale: str) -> None:
         report.record(
             f"Absorption range over the grid, {family} (cell medians; {seeds})",
             paper=f"{lo:g} – {hi:g}",
+            kind="replication" if scale == "this run" else "replication (shipped run)",
             ours=f"{cells[family].min():.3f} – {cells[family].max():.3f} "
             f"over {len(cells)} cells "
             f"(our grid, not the paper's)",
@@ -1070,6 +1080,7 @@ def check_noisy_world(rows: pd.DataFrame, scale: str) -> float:
         f"of the true features (against TopK at the same L0; {scale})",
         paper="MP-SAE: lower error, worse ground-truth recovery "
         "(Chanin & Garriga-Alonso 2026)",
+        kind="finding",
         ours=summary + "; our simple generator, not theirs",
         status="matches" if mp["fvu"] < topk["fvu"] and gap > 0.01 else "differs",
     )
@@ -1138,6 +1149,7 @@ report.check(
     "Noisy world: trained longer, TopK's atoms sharpen past MP's, so the recovery gap "
     "SynthSAEBench reports appears with training",
     paper="MP-SAE: worse ground-truth recovery (Chanin & Garriga-Alonso 2026)",
+    kind="finding",
     ours=f"TopK − MP matched cos: this run {synth_gap:+.3f}, "
     f"full profile {full_gap:+.3f}",
     # (run at the full profile, "this run" is the same run)
@@ -1204,6 +1216,7 @@ report.record(
     "MP at ρ = 0.3: runs whose worst atom is the sibling-orthogonalised one "
     f"(cos ≈ {target:.3f}; full profile)",
     paper="exact recovery",
+    kind="replication (shipped run)",
     ours=f"{stuck.sum()} of {len(mp_03)} runs",
     status="differs" if stuck.any() else "matches",
 )
@@ -1211,6 +1224,7 @@ report.check(
     "At full scale the sibling-orthogonalised atom is the rule at ρ = 0.3 (most "
     "seeds), and it costs cosine, not absorption (every run ≤ 0.07)",
     paper="MP absorption 0.001 – 0.07",
+    kind="replication (shipped run)",
     ours=f"{stuck.sum()} of {len(mp_03)} runs; absorption "
     f"{median_and_range(mp_03.absorption, 4)}",
     passed=bool(2 * stuck.sum() > len(mp_03) and mp_03.absorption.max() <= 0.07),

@@ -448,6 +448,7 @@ if not REAL:
         "CE increase, FVU and CE recovered mean nothing on weights that were not "
         "trained",
         paper=PAPER_LOCAL,
+        kind="mechanics",
         ours=ce_text,
         status="mechanics only",
     )
@@ -463,6 +464,7 @@ else:
         "The paper's GPT-2 CE increase is not comparable: this is SmolLM2, not "
         "GPT-2",
         paper=PAPER_LOCAL,
+        kind="finding",
         ours=ce_text + f" (SmolLM2, {HOOK})",
         status="not comparable",
     )
@@ -508,6 +510,7 @@ def record_same_fvu(costs: dict[str, float], which: str) -> float:
         f"{which}: the same FVU costs more CE where the SAE leaves its error than in "
         "a random direction (ratio > 1.5)",
         paper=GURNEE,
+        kind="replication" if REAL else "mechanics",
         ours=f"{own:+.3f} vs {turned:+.3f} (x{ratio:.2f}), {held_out.n_tokens} tokens",
         status=status,
     )
@@ -880,6 +883,7 @@ for k in real_scale.KS:
         report.record(
             f"SmolLM2, k = {k}: MP vs TopK FVU",
             paper=f"EleutherAI: {ELEUTHER[k]}",
+            kind="replication (shipped run)",
             ours="not yet trained (scripts/real_scale_study.py is resumable)",
             status="not run",
         )
@@ -900,6 +904,7 @@ for k in real_scale.KS:
     report.record(
         f"SmolLM2, k = {k}: MP vs TopK FVU (expansion 8, 2M tokens, tied MP)",
         paper=f"EleutherAI: {ELEUTHER[k]} (expansion 64-128, untied MP)",
+        kind="replication (shipped run)",
         ours=f"MP {fvu_mp:.3f} vs TopK {fvu_topk:.3f}",
         status="agrees" if agrees else "differs",
     )
