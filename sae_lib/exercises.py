@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .hierarchy import conditionally_orthogonal_dictionary, paper_tree
-from .metrics import (absorption_score, babel, coactivation, cosine_matrix, gram_errors, match_atoms,
+from .metrics import (absorption_score, babel, cosine_matrix, gram_errors, match_atoms,
                       modality_score)
 from .saes import MPSAE, BatchTopKSAE, ReLUSAE, TopKSAE
 from .training import Reconstruction
@@ -536,13 +536,57 @@ def check_modality_score(fn: Callable, *, solution: bool = False) -> bool:
     return _run("modality score", fn, cases, solution=solution)
 
 
-def check_coactivation(fn: Callable, *, solution: bool = False) -> bool:
-    """``fn(z)`` -> C[i, j], the fraction of inputs on which latents i and j both fire."""
-    inputs = [("codes of shape (20, 6)", _two_modality_codes(10, 10, 6, 120)[0]),
-              ("codes of shape (7, 3) with large values", 5 * _two_modality_codes(3, 4, 3, 121)[0]),
-              ("one input, codes of shape (1, 4)", _two_modality_codes(1, 0, 4, 122)[0])]
-    cases = [Case(text, (z,), coactivation(z)) for text, z in inputs]
-    return _run("co-activation", fn, cases, solution=solution)
+def _concept_codes(n_pairs: int, seed: int, *, shared: bool = True) -> tuple[Tensor, Tensor, list[str]]:
+    """Codes of ``n_pairs`` matched pairs (image rows, caption rows, 8 atoms) and each pair's colour.
+
+    Atoms 0-2 switch on for red, green and blue in pictures (and in captions when ``shared``); atom 3
+    never varies (std 0); atom 4 fires on every row, strongly and noisily (it swamps a profile that is
+    not standardised); atom 5 is switched *off* by red (where colour is carried); atoms 6-7 are noise. The caption tower scales
+    every atom by its own factor (0.2 to 5), so only a per-modality standardisation cancels it."""
+    g = _gen(seed)
+    colours = ("red", "green", "blue")
+    labels = [colours[i] for i in torch.randint(0, 3, (n_pairs,), generator=g).tolist()]
+    red = torch.tensor([label == "red" for label in labels])
+
+    def side(carries_colour: bool) -> Tensor:
+        z = torch.rand(n_pairs, 8, generator=g) * (torch.rand(n_pairs, 8, generator=g) < 0.3)
+        if carries_colour:
+            for j, colour in enumerate(colours):
+                on = torch.tensor([label == colour for label in labels])
+                z[on, j] += 0.5 + torch.rand(int(on.sum()), generator=g)
+        z[:, 3] = 0.7
+        z[:, 4] = 20 + 10 * torch.rand(n_pairs, generator=g)
+        off = red if carries_colour else torch.zeros(n_pairs, dtype=torch.bool)
+        z[:, 5] = torch.where(off, torch.zeros(n_pairs), 1 + torch.rand(n_pairs, generator=g))
+        return z
+
+    z_image = side(True)
+    z_caption = side(shared) * torch.exp(torch.empty(8).uniform_(-1.6, 1.6, generator=g))
+    return z_image, z_caption, labels
+
+
+def check_concept_overlap(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(z_image, z_caption, labels, value)`` -> the cosine between ``value``'s atom profiles in
+    pictures and in captions (row i of each is pair i, ``labels[i]`` its value), each profile the
+    mean code with the value minus without it, per atom, divided by the atom's standard deviation
+    over that modality's rows (0 for an atom that never varies): ``sharing.concept_overlap``."""
+    from .sharing import concept_overlap
+
+    inputs = []
+    for text, (z_image, z_caption, labels), value in (
+            ("60 pairs, colour shared by both towers, value 'green'", _concept_codes(60, 170), "green"),
+            ("60 pairs, value 'red' (it switches atom 5 off in both modalities)", _concept_codes(60, 171), "red"),
+            ("80 pairs, colour in the pictures only (captions do not carry it), value 'blue'",
+             _concept_codes(80, 172, shared=False), "blue"),
+            ("25 pairs, value 'red'", _concept_codes(25, 173), "red")):
+        inputs.append((text, z_image, z_caption, labels, value))
+    z_image, _, labels = _concept_codes(30, 174)
+    inputs.append(("30 pairs whose caption codes never vary (an empty caption profile), value 'green'",
+                   z_image, torch.full_like(z_image, 0.5), labels, "green"))
+    cases = [Case(text + " (atom 3 never varies)", (zi, zc, labels, value),
+                  concept_overlap(zi, zc, labels, labels, value))
+             for text, zi, zc, labels, value in inputs]
+    return _run("concept overlap", fn, cases, solution=solution)
 
 
 # ============================================================================ chapter 9: a real model

@@ -459,9 +459,43 @@ def test_modality_score(capsys):
     rejects(ex.check_modality_score, firing_counts, capsys)
 
 
-def test_coactivation(capsys):
-    accepts(ex.check_coactivation, lambda z: (z > 0).float().T @ (z > 0).float() / len(z), capsys)
-    rejects(ex.check_coactivation, lambda z: z.T @ z / len(z), capsys)
+def concept_overlap(z_image, z_caption, labels, value, *, pooled=False, clip=False, subtract=True,
+                    standardise=True):
+    """The right answer by default; each keyword makes one of the mistakes the checker must catch."""
+    has = torch.tensor([label == value for label in labels])
+    both = torch.cat([z_image, z_caption])
+
+    def profile(z):
+        difference = z[has].mean(0) - (z[~has].mean(0) if subtract else 0)
+        if standardise:
+            spread = both.std(0) if pooled else z.std(0)
+            difference = torch.where(spread > 0, difference / spread.clamp_min(1e-12), 0.0)
+        return difference.clamp_min(0) if clip else difference
+
+    a, b = profile(z_image), profile(z_caption)
+    norms = a.norm() * b.norm()
+    return float(a @ b / norms) if norms > 0 else 0.0
+
+
+def test_concept_overlap(capsys):
+    accepts(ex.check_concept_overlap, concept_overlap, capsys)
+
+    def biased_std(z_image, z_caption, labels, value):  # a global rescaling: the cosine ignores it
+        return concept_overlap(z_image * 3, z_caption / 2, labels, value)
+
+    accepts(ex.check_concept_overlap, biased_std, capsys)
+    rejects(ex.check_concept_overlap,
+            lambda *a: concept_overlap(*a, standardise=False), capsys)  # swamped by atom 4
+    rejects(ex.check_concept_overlap, lambda *a: concept_overlap(*a, pooled=True), capsys)
+    rejects(ex.check_concept_overlap, lambda *a: concept_overlap(*a, clip=True), capsys)
+    rejects(ex.check_concept_overlap, lambda *a: concept_overlap(*a, subtract=False), capsys)
+
+    def nan_for_constant_atoms(z_image, z_caption, labels, value):
+        has = torch.tensor([label == value for label in labels])
+        a, b = ((z[has].mean(0) - z[~has].mean(0)) / z.std(0) for z in (z_image, z_caption))
+        return float(F.cosine_similarity(a, b, dim=0))
+
+    rejects(ex.check_concept_overlap, nan_for_constant_atoms, capsys, "nan")
 
 
 # ---------------------------------------------------------------- every chapter's exercises section
