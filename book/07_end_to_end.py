@@ -373,63 +373,75 @@ report.check(
 # ### The central claim, at matched L0
 #
 # Points of different objectives never land at exactly the same L0, so we read the local frontier
-# *at* each e2e SAE's L0, interpolating in log L0 between the two local SAEs around it. We never
-# extrapolate: an e2e SAE sparser than every local SAE is compared with the sparsest local one,
-# which uses more latents (a harder comparison for e2e), and one denser than every local SAE is not
-# compared. The claim holds where the e2e SAE's CE increase is below the local value.
+# *at* each e2e SAE's L0, interpolating in log L0 between the two local SAEs around it
+# (`sae_lib.metrics.frontier_at`). We never extrapolate: an SAE outside the L0 range of the local
+# sweep is shown beside the nearest local SAE in the table, but the claim is tested only on the
+# SAEs inside that range, every one of them. It holds where the e2e SAE's CE increase is below the
+# local frontier's value at its L0 (ratio below 1).
 
 # %%
 local_points = [p for p in points if p["objective"] == "local"]
-sparsest_local = min(local_points, key=lambda p: p["l0"])
+local_range = (
+    min(p["l0"] for p in local_points),
+    max(p["l0"] for p in local_points),
+)
 
 
-def local_ce_at(l0: float) -> float | None:
-    """The local frontier read at ``l0``. Below the sparsest local SAE, that SAE's own
-    CE increase: it uses more latents, so beating it is a stronger claim than beating
-    the frontier at ``l0``."""
-    ce = frontier_at(local_points, l0)
-    return (
-        sparsest_local["ce_increase"]
-        if ce is None and l0 < sparsest_local["l0"]
-        else ce
-    )
+def nearest_local_ce(l0: float) -> float:
+    """Outside the local sweep: the CE increase of the local SAE nearest in L0."""
+    return min(local_points, key=lambda p: abs(p["l0"] - l0))["ce_increase"]
 
 
 matched = []
 for p in points:
     if p["objective"] != "local":
-        local_ce = local_ce_at(p["l0"])
+        frontier = frontier_at(local_points, p["l0"])
+        local_ce = nearest_local_ce(p["l0"]) if frontier is None else frontier
         matched.append(
             {
                 "objective": p["objective"],
                 "λ": p["λ"],
                 "L0": p["l0"],
                 "CE increase": p["ce_increase"],
+                "inside the local L0 range": frontier is not None,
                 "local CE increase at this L0": local_ce,
-                "ratio": None if local_ce is None else p["ce_increase"] / local_ce,
+                "ratio": p["ce_increase"] / local_ce,
             }
         )
 matched = pd.DataFrame(matched)
+print(
+    f"local sweep: L0 {local_range[0]:.1f} to {local_range[1]:.1f}; outside it the "
+    "local value is the nearest local SAE's (shown, not tested)"
+)
 matched.round(3)
 
 # %%
-e2e_rows = matched[(matched["objective"] == "e2e") & matched["ratio"].notna()]
-low = e2e_rows.sort_values("L0").iloc[0]
+inside = matched[matched["inside the local L0 range"]]
+e2e_rows = inside[inside["objective"] == "e2e"]
 report.check(
-    "At matched low L0, e2e SAEs give a lower CE-loss increase than local SAEs "
-    "(tiny LM)",
+    "At matched L0, e2e SAEs give a lower CE-loss increase than local SAEs: every "
+    "e2e SAE inside the local sweep's L0 range lies below the interpolated local "
+    "frontier (tiny LM)",
     paper="GPT-2 layer 6: e2e 0.099 (L0 39.7) vs local 0.228 (L0 42.8)",
-    ours=f"L0 {low['L0']:.1f}: e2e {low['CE increase']:.3f} vs local "
-    f"{low['local CE increase at this L0']:.3f}",
-    passed=bool(low["ratio"] < 0.5),
+    kind="finding",
+    ours=", ".join(
+        f"L0 {r['L0']:.1f}: e2e {r['CE increase']:.3f} vs local "
+        f"{r['local CE increase at this L0']:.3f} (×{r['ratio']:.2f})"
+        for _, r in e2e_rows.iterrows()
+    )
+    + f"; {len(e2e_rows)} of {int((matched['objective'] == 'e2e').sum())} e2e SAEs "
+    "inside the range",
+    passed=len(e2e_rows) > 0 and bool((e2e_rows["ratio"] < 1).all()),
 )
-ds_rows = matched[(matched["objective"] == "e2e+ds") & matched["ratio"].notna()]
+ds_rows = inside[inside["objective"] == "e2e+ds"]
 report.record(
-    "e2e+ds SAEs against local SAEs at matched L0 (tiny LM): CE-loss increase",
+    "e2e+ds SAEs inside the local sweep's L0 range against the interpolated local "
+    "frontier (tiny LM): CE-loss increase",
     paper="GPT-2 layer 6: e2e+ds 0.124 (L0 36.8) vs local 0.228",
+    kind="finding",
     ours=", ".join(
         f"L0 {r['L0']:.1f}: {r['CE increase']:.3f} vs "
-        f"{r['local CE increase at this L0']:.3f}"
+        f"{r['local CE increase at this L0']:.3f} (×{r['ratio']:.2f})"
         for _, r in ds_rows.iterrows()
     )
     or "no e2e+ds SAE inside the local sweep",
@@ -463,7 +475,7 @@ def nearest(kind: str, l0: float) -> pd.Series:
     return group.iloc[(group["l0"] - l0).abs().argmin()]
 
 
-reference_l0 = low["L0"]
+reference_l0 = e2e_rows["L0"].min() if len(e2e_rows) else matched["L0"].min()
 compare = pd.DataFrame(
     {
         kind: nearest(kind, reference_l0)[
@@ -485,37 +497,67 @@ report.check(
 report.check(
     "e2e SAEs shrink their output more than local SAEs (output/input norm ratio)",
     paper="layer 6: e2e 0.31 vs local 0.92",
+    kind="finding",
     ours=f"e2e {compare.loc['e2e', 'norm_ratio']:.2f} vs local "
     f"{compare.loc['local', 'norm_ratio']:.2f}",
     passed=bool(compare.loc["e2e", "norm_ratio"] < compare.loc["local", "norm_ratio"]),
 )
-report.record(
-    "Alive latents at similar L0 (the paper: e2e needs fewer)",
-    paper="e2e fewer alive than local",
-    ours=", ".join(f"{k} {int(compare.loc[k, 'alive'])}/{RATIO * D}" for k in LAMBDAS),
-    status="measured"
-    if RATIO < 32
-    else (
-        "pass"
-        if compare.loc["e2e", "alive"] < compare.loc["local", "alive"]
-        else "differs"
-    ),
-)
+
+# %% [markdown]
+# **Alive latents.** The paper also reports that e2e SAEs need fewer alive latents than local ones.
+# Here are the alive latents (those that fire at least once on the held-out window of
+# `evaluate_spliced`) of every SAE of the sweep, objective by objective, and of the three SAEs
+# compared above near the same L0.
 
 # %%
+n_latents = RATIO * D
+alive_table = pd.DataFrame(
+    {
+        kind: {
+            "SAEs": len(group),
+            "L0 range": f"{group['l0'].min():.1f} – {group['l0'].max():.1f}",
+            "alive, fewest": int(group["alive"].min()),
+            "alive, most": int(group["alive"].max()),
+            f"alive near L0 {reference_l0:.1f}": int(compare.loc[kind, "alive"]),
+            "share alive (mean)": f"{group['alive'].mean() / n_latents:.1%}",
+        }
+        for kind, group in results.groupby(level="objective", sort=False)
+    }
+).T
+print(f"{n_latents} latents per SAE ({RATIO} per dimension)")
+alive_table
+
+# %%
+e2e_fewer = bool(compare.loc["e2e", "alive"] < compare.loc["local", "alive"])
+print(
+    "near the same L0, e2e keeps",
+    "fewer" if e2e_fewer else "at least as many",
+    "alive latents as local",
+)
+report.record(
+    "Alive latents at similar L0: e2e fewer than local",
+    paper="e2e fewer alive than local",
+    kind="finding",
+    ours=", ".join(f"{k} {int(compare.loc[k, 'alive'])}/{n_latents}" for k in LAMBDAS)
+    + f" (near L0 {reference_l0:.1f})",
+    status="e2e fewer" if e2e_fewer else "e2e not fewer",
+)
+fewest_alive = results["alive"].min() / n_latents
 if RATIO < 32:
-    fewest_alive = compare["alive"].min() / (RATIO * D)
     report.check(
-        f"With {RATIO} latents per dimension nearly all latents stay alive for every "
-        f"objective (> 90%)",
-        ours=f"fewest alive: {fewest_alive:.0%}",
+        f"With {RATIO} latents per dimension, every SAE of every objective keeps over "
+        "90% of its latents alive, so alive counts can differ by under a tenth",
+        ours=f"fewest alive: {fewest_alive:.0%} "
+        f"({results['alive'].idxmin()[0]}, λ = {results['alive'].idxmin()[1]})",
         passed=fewest_alive > 0.9,
     )
 
 # %% [markdown]
-# With only 8 latents per dimension (the `ci` profile) nearly every latent stays alive whatever the
-# objective, so this dictionary is too small to show the paper's difference in alive counts; the
-# `full` profile uses 32 per dimension.
+# With only 8 latents per dimension (the `ci` profile), nearly every latent stays alive whatever
+# the objective (checked over every SAE of the sweep), so this dictionary is too small to show the
+# paper's difference in alive counts: the table says which objective keeps more here, and the
+# closing table records whether that is the paper's direction, without asserting it. The `full`
+# profile uses 32 per dimension (the paper 60) and records the same comparison.
 #
 # ### Geometry of the dictionaries
 #
@@ -575,6 +617,7 @@ within, to_local = (
 report.record(
     "Dictionary geometry: median max cosine within each dictionary",
     paper="e2e most orthogonal, then e2e+ds, then local",
+    kind="finding",
     ours=", ".join(f"{k} {v:.2f}" for k, v in within.items()),
     status="same order"
     if within["e2e"] < within["e2e+ds"] < within["local"]
@@ -584,6 +627,7 @@ report.record(
     "Dictionary geometry: e2e+ds atoms are closer to the local dictionary than e2e "
     "atoms are",
     paper="e2e+ds features resemble local ones more than e2e features do",
+    kind="finding",
     ours=f"median max cos to local: e2e+ds {to_local['e2e+ds']:.2f}, e2e "
     f"{to_local['e2e']:.2f}",
     status="same" if to_local["e2e+ds"] > to_local["e2e"] else "differs",
@@ -713,6 +757,7 @@ local_p, e2e_p = (
 report.check(
     "A local SAE spends latents on the planted direction the model never reads",
     paper="suggested by the paper's argument, not tested there",
+    kind="finding",
     ours=f"{local_p['latents along u']} latents, {local_p['share of firings']:.0%} of "
     f"firings, keeps {local_p['planted variance kept']:.0%} of its variance",
     passed=local_p["latents along u"] >= 5
@@ -722,6 +767,7 @@ report.check(
 report.check(
     "An e2e SAE spends (almost) none on it, and drops the planted variance",
     paper="suggested by the paper's argument, not tested there",
+    kind="finding",
     ours=f"{e2e_p['latents along u']} latents, {e2e_p['share of firings']:.1%} of "
     f"firings, keeps {e2e_p['planted variance kept']:.0%} of its variance",
     passed=e2e_p["share of firings"] < 0.01 and e2e_p["planted variance kept"] < 0.2,
@@ -762,6 +808,7 @@ report.check(
 report.record(
     f"MP-SAE trained end to end vs the local MP-SAE, same k = {K_MP}: CE-loss increase",
     paper="not tried in either paper",
+    kind="finding",
     ours=f"e2e {mp_e2e['ce_increase']:.3f} vs local {mp_local['ce_increase']:.3f}",
     status="e2e lower"
     if mp_e2e["ce_increase"] < mp_local["ce_increase"]
