@@ -62,13 +62,7 @@ def load_results() -> list[dict]:
 
 def harvest_info() -> dict:
     """How each activation store was harvested (``harvest.json``)."""
-    path = assets_dir() / "harvest.json"
-    if not path.is_file():
-        raise ShippedAssetError(f"{path} is missing; the real-scale study makes it: `{REMAKE}`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ShippedAssetError(f"{path} is truncated or corrupt ({error}); restore it or rerun `{REMAKE}`") from error
+    return _read_json(assets_dir() / "harvest.json", REMAKE)
 
 
 def shipped_names() -> list[str]:

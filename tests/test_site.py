@@ -97,14 +97,12 @@ def run_chromium(args: list[str]) -> subprocess.CompletedProcess:
     browser itself dies by a signal: on a busy CI machine headless Chromium sometimes segfaults
     (return code -11) before it loads anything, which says nothing about the page. A page that
     fails to load, or a non-signal error, is returned at once and fails the test."""
-    for _ in range(BROWSER_CRASH_RETRIES):
+    for attempt in range(BROWSER_CRASH_RETRIES + 1):
         result = subprocess.run([chromium(), *CHROMIUM_FLAGS, *args], capture_output=True,
                                 text=True, timeout=180)
-        if result.returncode >= 0:
+        if result.returncode >= 0 or attempt == BROWSER_CRASH_RETRIES:
             return result
         print(f"Chromium died by signal {-result.returncode}; starting it again")
-    return subprocess.run([chromium(), *CHROMIUM_FLAGS, *args], capture_output=True, text=True,
-                          timeout=180)
 
 
 def open_page(url: str, tmp_path: Path, screenshot: Path) -> str:
