@@ -6,6 +6,7 @@ model's output distribution stays what it was::
 
     e2e:     KL(p_original ‖ p_spliced)                     + sparsity
     e2e+ds:  ½·KL + (β/n)·Σ_{n later streams} MSE(original, spliced residual stream) + sparsity
+    KL fine-tune (Karvonen 2025):  KL + α·MSE(a, â)/Var(a) + sparsity, from a trained local SAE
 
 where the later streams are the residual streams entering the blocks after the splice's own
 (:func:`downstream_hooks`).
@@ -57,6 +58,11 @@ class EndToEnd:
       ``downstream_coeff / n`` times the summed MSE over the ``n`` :func:`downstream_hooks` (or the
       ``downstream`` hooks given). Where no stream is left between the splice and the output (a splice in
       the last block) that list is empty, and e2e+ds is an error unless ``downstream`` names the hooks.
+    * ``EndToEnd(model, hook, mse_coeff=1.0)``: KL plus the local reconstruction error at the splice,
+      ``mse_coeff · MSE(a, â) / Var(a)`` (the variance per element of the first batch's activations, so
+      the term reads as a fraction of variance unexplained and weighs about as much as the KL on a real
+      model). Karvonen's fine-tune: a local SAE trained a little longer on this objective
+      (``train_sae(..., init_b_dec=False)``, so training starts from the trained SAE).
 
     The model must be frozen (``requires_grad=False``); gradients still flow through its later blocks
     into the SAE. Data rows are token sequences, shape (n_sequences, seq_len).
@@ -75,15 +81,17 @@ class EndToEnd:
 
     def __init__(
         self, model: HookedTransformer, hook: str, *, kl_coeff: float = 1.0, downstream_coeff: float = 0.0,
-        downstream: Sequence[str] | None = None, start_at_splice: bool = True,
+        downstream: Sequence[str] | None = None, mse_coeff: float = 0.0, start_at_splice: bool = True,
     ):
         self.model, self.hook = model, check_hook(model, hook)
         self.start = hook_layer(self.hook) if start_at_splice else None  # None: run from the tokens
         self.entry = _entry(model, self.hook)  # (layer, hook) where residual rows enter, or None
         self.kl_coeff = real_number("kl_coeff", kl_coeff, low=0)
         self.downstream_coeff = real_number("downstream_coeff", downstream_coeff, low=0)
-        if self.kl_coeff == 0 and self.downstream_coeff == 0:
-            raise ValueError("kl_coeff and downstream_coeff are both 0: nothing would be trained")
+        self.mse_coeff = real_number("mse_coeff", mse_coeff, low=0)
+        self.variance: float | None = None  # of the activation at the splice, per element (first batch)
+        if self.kl_coeff == 0 and self.downstream_coeff == 0 and self.mse_coeff == 0:
+            raise ValueError("kl_coeff, downstream_coeff and mse_coeff are all 0: nothing would be trained")
         if any(p.requires_grad for p in model.parameters()):
             raise ValueError("freeze the model first (requires_grad_(False) on its parameters): only the SAE trains")
         if isinstance(downstream, str):
@@ -117,13 +125,20 @@ class EndToEnd:
                              f"the stream at {self.hook} in sequence order; got {tuple(data.shape)}")
 
     @torch.no_grad()
+    def activation_sample(self, data: Tensor, n_sequences: int = 256) -> Tensor:
+        """The activations at the splice of (up to) the first ``n_sequences`` rows, flat (N, d_model):
+        what an initialisation that reads activations (the pre-bias, :class:`~sae_lib.training.TargetL0`)
+        sees."""
+        if data.is_floating_point():
+            acts = data[:n_sequences].float()
+        else:
+            acts = harvest(self.model, data[:n_sequences], self.hook, progress=False)
+        return acts.reshape(-1, acts.shape[-1])
+
+    @torch.no_grad()
     def initialize(self, sae: SAE, data: Tensor) -> None:
         """Pre-bias at the mean activation over (up to) the first 256 sequences, as for local SAEs."""
-        if data.is_floating_point():
-            acts = data[:256].float()
-        else:
-            acts = harvest(self.model, data[:256], self.hook, progress=False)
-        sae.b_dec.copy_(acts.reshape(-1, sae.d_in).mean(0).to(sae.b_dec))
+        sae.b_dec.copy_(self.activation_sample(data).mean(0).to(sae.b_dec))
 
     def __call__(self, sae: SAE, batch: Tensor, dead_mask: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         hook = self.hook
@@ -143,6 +158,11 @@ class EndToEnd:
         if self.downstream:
             mse = sum(F.mse_loss(spliced.acts[h], original.acts[h]) for h in self.downstream)
             terms["downstream"] = self.downstream_coeff / len(self.downstream) * mse
+        if self.mse_coeff:
+            x = spliced.x.detach()
+            if self.variance is None:
+                self.variance = x.reshape(-1, x.shape[-1]).var(0).mean().item()
+            terms["mse"] = self.mse_coeff / self.variance * F.mse_loss(spliced.x_hat, x)
         terms.update(sae.extra_losses(spliced.x, spliced.x_hat, spliced.z, dead_mask))
         return terms, spliced.z
 
@@ -159,6 +179,24 @@ def _entry(model: HookedTransformer, hook: str) -> tuple[int, str] | None:
     if hook == f"blocks.{layer}.hook_resid_post" and layer + 1 < model.cfg.n_layers:
         return layer + 1, f"blocks.{layer + 1}.hook_resid_pre"
     return None
+
+
+def kl_finetune(
+    model: HookedTransformer, hook: str, sae: SAE, *, local_l1: float, sample: Tensor, target_l0: float,
+    adapt_steps: int, mse_coeff: float = 1.0, rate: float = 0.05,
+):
+    """Karvonen's fine-tune of a trained local ReLU SAE: the objective to train it on a little longer.
+
+    KL + ``mse_coeff``·MSE/Var(a) (:class:`EndToEnd`), and the L1 weight the SAE was trained with,
+    ``local_l1`` (against the plain MSE), divided by the same variance (that of ``sample``, activations
+    at the splice), so that sparsity weighs against reconstruction as it did; then steered by
+    :class:`~sae_lib.training.TargetL0` to hold ``target_l0``. Train with ``init_b_dec=False``."""
+    from .training import TargetL0
+
+    variance = sample.reshape(-1, sample.shape[-1]).float().var(0).mean().item()
+    TargetL0._set(sae, local_l1 / variance)
+    inner = EndToEnd(model, hook, mse_coeff=mse_coeff)
+    return TargetL0(target_l0, adapt_steps=adapt_steps, inner=inner, rate=rate)
 
 
 OBJECTIVES = ("local", "e2e", "e2e+ds")

@@ -9,6 +9,9 @@ activations (hours on a CPU), and ships what chapters 6-9 analyse in ``sae_lib/a
 * ``saes/<name>/``: the chapters' SAEs in SAELens's on-disk format (``cfg.json`` +
   ``sae_weights.safetensors``, float16), loaded here with :func:`load_shipped`.
 
+``scripts/e2e_study.py`` adds chapter 7's end-to-end SAEs at the same hook, on the same text:
+``e2e_results.jsonl`` (same scores, same held-out text) and its shipped SAEs in ``saes/``.
+
 The settings live here, not in the script, so that the chapters and the script cannot disagree.
 """
 
@@ -25,12 +28,22 @@ N_LATENTS = 4_608  # expansion 8 over d_model = 576
 KS = (16, 32, 64)
 SOURCES = ("python-docs", "kjv-bible", "fortunes", "gcide")
 SHIPPED = ("topk-k32", "relu-l0-32", "mp-k32", "batchtopk-k32", "matryoshka-k32")
+# Chapter 7's study, most needed first: (kind, target L0); kl-ft starts from the local relu-l0-<L0>
+E2E_PLAN = (("kl-ft", 32), ("e2e", 32), ("kl-ft", 16), ("e2e", 16), ("e2e+ds", 32), ("e2e", 24),
+            ("e2e+ds", 16), ("e2e+ds", 24))
+E2E_SHIPPED = ("e2e-l0-32",)
 REMAKE = "python scripts/real_scale_study.py"
+REMAKE_E2E = "python scripts/e2e_study.py"
 REMAKE_ABSORPTION = "python scripts/absorption_study.py"
 
 
 class ShippedAssetError(RuntimeError):
     """A shipped result or SAE of the real-scale study is missing, truncated or corrupt."""
+
+
+def e2e_name(kind: str, target_l0: int) -> str:
+    """The name of one SAE of chapter 7's study: ``e2e-l0-32``, ``e2e+ds-l0-16``, ``kl-ft-relu-l0-32``."""
+    return f"kl-ft-relu-l0-{target_l0}" if kind == "kl-ft" else f"{kind}-l0-{target_l0}"
 
 
 def assets_dir() -> Path:
@@ -43,11 +56,15 @@ def absorption_dir() -> Path:
     return Path(str(resources.files("sae_lib"))) / "assets" / "absorption"
 
 
-def load_results() -> list[dict]:
-    """Every finished SAE of the study, one dict per ``results.jsonl`` line, in the order trained."""
-    path = assets_dir() / "results.jsonl"
+def load_results(study: str = "real_scale") -> list[dict]:
+    """Every finished SAE of a study, one dict per line of its results file, in the order trained:
+    ``"real_scale"`` (``results.jsonl``) or ``"e2e"`` (``e2e_results.jsonl``, chapter 7's)."""
+    if study not in ("real_scale", "e2e"):
+        raise ValueError(f"study must be 'real_scale' or 'e2e', got {study!r}")
+    path = assets_dir() / ("results.jsonl" if study == "real_scale" else "e2e_results.jsonl")
+    remake = REMAKE if study == "real_scale" else REMAKE_E2E
     if not path.is_file():
-        raise ShippedAssetError(f"{path} is missing; the real-scale study makes it: `{REMAKE}`")
+        raise ShippedAssetError(f"{path} is missing; `{remake}` makes it")
     records = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -56,7 +73,7 @@ def load_results() -> list[dict]:
             records.append(json.loads(line))
         except json.JSONDecodeError as error:
             raise ShippedAssetError(f"{path}, line {number}, is not valid JSON ({error}): the file is truncated "
-                                    f"or corrupt; restore it from git or rerun `{REMAKE}`") from error
+                                    f"or corrupt; restore it from git or rerun `{remake}`") from error
     return records
 
 
@@ -65,10 +82,11 @@ def harvest_info() -> dict:
     return _read_json(assets_dir() / "harvest.json", REMAKE)
 
 
-def shipped_names() -> list[str]:
-    """The chapters' SAEs that are in the repository now."""
+def shipped_names(study: str = "real_scale") -> list[str]:
+    """The chapters' SAEs of a study (``"real_scale"`` or ``"e2e"``) that are in the repository now."""
+    names = {"real_scale": SHIPPED, "e2e": E2E_SHIPPED}[study]
     folder = assets_dir() / "saes"
-    return [name for name in SHIPPED if (folder / name / "cfg.json").is_file()]
+    return [name for name in names if (folder / name / "cfg.json").is_file()]
 
 
 def load_shipped(name: str, *, device: str = "cpu"):
@@ -78,15 +96,16 @@ def load_shipped(name: str, *, device: str = "cpu"):
     from .checkpoint import CheckpointError
     from .saelens_format import load_saelens
 
-    if name not in SHIPPED:
-        raise ValueError(f"{name!r} is not one of the shipped SAEs {SHIPPED}")
+    if name not in SHIPPED + E2E_SHIPPED:
+        raise ValueError(f"{name!r} is not one of the shipped SAEs {SHIPPED + E2E_SHIPPED}")
+    remake = REMAKE if name in SHIPPED else REMAKE_E2E
     path = assets_dir() / "saes" / name
     if not path.is_dir():
-        raise ShippedAssetError(f"the shipped SAE {path} is missing; the real-scale study makes it: `{REMAKE}`")
+        raise ShippedAssetError(f"the shipped SAE {path} is missing; `{remake}` makes it")
     try:
         return load_saelens(path, device=device, dtype=torch.float32)
     except (CheckpointError, FileNotFoundError) as error:
-        raise ShippedAssetError(f"{error} (the shipped SAE {name!r} comes from `{REMAKE}`)") from error
+        raise ShippedAssetError(f"{error} (the shipped SAE {name!r} comes from `{remake}`)") from error
 
 
 def _read_json(path: Path, remake: str):

@@ -50,10 +50,14 @@ class Reconstruction:
             cast = f" once cast from {data.dtype} to the SAE's {dtype}" if data.dtype != dtype else ""
             raise ValueError(f"training data contains {bad} NaN or infinite values{cast}; clean them first")
 
+    def activation_sample(self, data: Tensor) -> Tensor:
+        """The rows an initialisation reads: the first 100,000."""
+        return data[: 100_000]
+
     @torch.no_grad()
     def initialize(self, sae: SAE, data: Tensor) -> None:
         """Start the pre-bias at the data mean, so the codes only have to explain deviations from it."""
-        sample = data[: 100_000].to(sae.b_dec.device, sae.b_dec.dtype)
+        sample = self.activation_sample(data).to(sae.b_dec.device, sae.b_dec.dtype)
         sae.b_dec.copy_(sample.mean(0))
 
     def __call__(self, sae: SAE, batch: Tensor, dead_mask: Tensor):
@@ -64,7 +68,8 @@ class Reconstruction:
 
 
 class TargetL0:
-    """Reconstruction for a :class:`~sae_lib.ReLUSAE`, with its L1 coefficient steered to a target L0.
+    """An objective for a :class:`~sae_lib.ReLUSAE` (reconstruction unless ``inner`` says otherwise, e.g.
+    an :class:`~sae_lib.e2e.EndToEnd`), with its L1 coefficient steered to a target L0.
 
     The L1 weight that gives a wanted sparsity depends on the data's scale and on the model, so a value
     tuned by hand for one model is wrong for the next. This rule finds it during training instead.
@@ -80,14 +85,21 @@ class TargetL0:
       an overshoot would kill latents that a later, lower λ cannot revive.
     * Then hold ``λ`` fixed, so the rest of training (and the learning-rate decay) has one objective.
 
-    ``history`` keeps ``λ`` at every step. One run replaces a bisection of several runs."""
+    ``history`` keeps ``λ`` at every step. One run replaces a bisection of several runs. Fine-tuning a
+    trained SAE (``train_sae(..., init_b_dec=False)``) skips the start: ``λ`` is steered from the SAE's
+    own ``l1_coeff``."""
 
-    def __init__(self, target_l0: float, adapt_steps: int, *, rate: float = 0.05, smoothing: float = 0.9):
+    def __init__(self, target_l0: float, adapt_steps: int, *, rate: float = 0.05, smoothing: float = 0.9,
+                 inner: Objective | None = None):
         self.target = real_number("target_l0", target_l0, low=0, low_open=True)
         self.adapt_steps = positive_int("adapt_steps", adapt_steps)
         self.rate = real_number("rate", rate, low=0, low_open=True)
         self.smoothing = real_number("smoothing", smoothing, low=0, high=1, high_open=True)
-        self.inner, self.step, self.history, self.l0 = Reconstruction(), 0, [], None
+        self.inner = inner if inner is not None else Reconstruction()
+        if not hasattr(self.inner, "activation_sample"):
+            raise TypeError(f"TargetL0 starts λ from the activations' scale: its inner objective needs an "
+                            f"activation_sample(data) method, which {type(self.inner).__name__} lacks")
+        self.step, self.history, self.l0 = 0, [], None
 
     def check_data(self, sae: SAE, data: Tensor) -> None:
         if not hasattr(sae, "l1_coeff"):
@@ -97,12 +109,30 @@ class TargetL0:
     @torch.no_grad()
     def initialize(self, sae: SAE, data: Tensor) -> None:
         self.inner.initialize(sae, data)
-        sample = data[:100_000].to(sae.W_dec.device, sae.W_dec.dtype)
+        sample = self.inner.activation_sample(data).to(sae.W_dec.device, sae.W_dec.dtype)
         scale = (sample - sample.mean(0)).norm(dim=-1).median().item()
         self._set(sae, 2 * scale / (sae.d_in * math.sqrt(self.target)))
         pre = sae.pre_activations(sample[:4096])
         keep = min(1.0, self.target / sae.n_latents)
         sae.b_enc.sub_(pre.quantile(1 - keep, dim=0))
+        if not isinstance(self.inner, Reconstruction):
+            self._set(sae, self._balanced_l1(sae, data[:8]))
+
+    def _balanced_l1(self, sae: SAE, batch: Tensor) -> float:
+        """λ at which the penalty's pull on an active code, λ per row, matches the objective's own push
+        (its gradient with respect to that code, median over active codes). For the local MSE this is
+        the scale rule above; for an objective read from the model's output (the KL) it is not, and a
+        λ that starts tens of times too large leaves a short run too sparse."""
+        l1, sae.l1_coeff = sae.l1_coeff, 0.0
+        with torch.enable_grad():
+            terms, z = self.inner(sae, batch.to(sae.W_dec.device), torch.zeros(sae.n_latents, dtype=torch.bool))
+            (grad,) = torch.autograd.grad(sum(terms.values()), z)
+        sae.l1_coeff = l1
+        active = z.detach() > 0
+        if not active.any():
+            return l1
+        rows = z.numel() // sae.n_latents
+        return rows * grad[active].abs().median().item()
 
     @staticmethod
     def _set(sae: SAE, value: float) -> None:

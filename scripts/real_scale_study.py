@@ -63,10 +63,11 @@ def load_model():
     return load_smollm2()
 
 
-def harvest_pieces(model, tokenizer) -> None:
-    """The training store and one held-out store per source (resumable)."""
-    train = corpus.corpus_sequences(tokenizer, "train", SEQ_LEN, max_sequences=TRAIN_SEQUENCES)
-    stores = {"train": train}
+def harvest_pieces(model, tokenizer, *, held_out_only: bool = False) -> None:
+    """The training store and one held-out store per source (resumable); ``held_out_only``: those only."""
+    stores = {}
+    if not held_out_only:
+        stores["train"] = corpus.corpus_sequences(tokenizer, "train", SEQ_LEN, max_sequences=TRAIN_SEQUENCES)
     for source in SOURCES:
         stores[f"held_out/{source}"] = corpus.corpus_sequences(
             tokenizer, "held_out", SEQ_LEN, sources=(source,), max_sequences=HELD_OUT_SEQUENCES)
@@ -76,7 +77,7 @@ def harvest_pieces(model, tokenizer) -> None:
 
     if all(complete(name) for name in stores):
         return
-    forward = bare_forward_speed(model, train[:64])
+    forward = bare_forward_speed(model, next(iter(stores.values()))[:64])
     log(f"bare forward to the hook: {forward:.0f} tokens/s (what a harvest cannot beat)")
     for name, tokens in stores.items():
         folder = scratch() / name
@@ -156,11 +157,12 @@ def done_names() -> set[str]:
     return {json.loads(line)["name"] for line in RESULTS.read_text().splitlines() if line.strip()}
 
 
-def append_result(record: dict) -> None:
-    """One JSON line, written with one call and fsynced: a crash leaves the file as it was or with the
-    whole line."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a") as out:
+def append_result(record: dict, path: Path | None = None) -> None:
+    """One JSON line (to ``path``, by default this study's results), written with one call and fsynced:
+    a crash leaves the file as it was or with the whole line."""
+    path = RESULTS if path is None else path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as out:
         out.write(json.dumps(record) + "\n")
         out.flush()
         os.fsync(out.fileno())
@@ -290,7 +292,7 @@ def train_piece(piece: dict, rows, scorer: Scorer) -> None:
         f"in {history.seconds:.0f} s of training")
 
 
-def export(sae, name: str) -> None:
+def export(sae, name: str, made_by: str = "scripts/real_scale_study.py") -> None:
     """Write a chapter's SAE into the shipped folder in SAELens's format, float16, atomically."""
     from sae_lib.saelens_format import save_saelens
 
@@ -298,7 +300,7 @@ def export(sae, name: str) -> None:
     tmp = target.with_name(name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_saelens(sae, tmp, hook_name=HOOK, model_name=MODEL_NAME, dtype="float16",
-                 extra_metadata={"made_by": "scripts/real_scale_study.py", "context_size": SEQ_LEN})
+                 extra_metadata={"made_by": made_by, "context_size": SEQ_LEN})
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
 

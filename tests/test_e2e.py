@@ -265,3 +265,66 @@ def test_residual_rows_train_an_e2e_sae_and_bad_rows_are_clear_errors(lm):
         EndToEnd(model, "blocks.1.hook_mlp_out").check_data(sae, rows)
     with pytest.raises(ValueError, match="only at a residual-stream hook"):
         EndToEnd(model, "blocks.1.hook_resid_post").check_data(sae, rows)  # the last block: no tail
+
+
+def test_the_kl_fine_tune_adds_the_local_error_as_a_fraction_of_variance(lm):
+    """Karvonen's objective: KL plus mse_coeff·MSE(a, â)/Var(a), the variance taken from the first batch
+    and then fixed, so the term's scale does not wander from batch to batch."""
+    from sae_lib.splicing import harvest
+
+    model, tokens = lm
+    sae = ReLUSAE(model.cfg.d_model, 64, l1_coeff=1e-3, seed=0)
+    objective = EndToEnd(model, HOOK, mse_coeff=2.0)
+    terms, _ = objective(sae, tokens[:8], None)
+    acts = harvest(model, tokens[:8], HOOK, progress=False).reshape(-1, model.cfg.d_model)
+    variance = acts.var(0).mean().item()
+    assert objective.variance == pytest.approx(variance, rel=1e-5)
+    x_hat, _ = sae(acts)
+    assert terms["mse"].item() == pytest.approx(2.0 * (x_hat - acts).pow(2).mean().item() / variance, rel=1e-4)
+    assert set(terms) == {"kl", "mse", "l1"}
+    objective(sae, tokens[8:16] * 0 + tokens[:1], None)  # a second, different batch
+    assert objective.variance == pytest.approx(variance, rel=1e-5)
+    only_mse, _ = EndToEnd(model, HOOK, kl_coeff=0.0, mse_coeff=1.0)(sae, tokens[:8], None)
+    assert "kl" not in only_mse and only_mse["mse"] > 0
+    with pytest.raises(ValueError, match="mse_coeff"):
+        EndToEnd(model, HOOK, mse_coeff=-1.0)
+
+
+def test_target_l0_steers_an_end_to_end_objective_and_fine_tunes_from_a_trained_sae(lm):
+    from sae_lib.metrics import evaluate
+    from sae_lib.splicing import harvest
+    from sae_lib.training import TargetL0
+
+    model, tokens = lm
+    acts = harvest(model, tokens[:100], HOOK, progress=False).reshape(-1, model.cfg.d_model)
+    sae = ReLUSAE(model.cfg.d_model, 64, l1_coeff=1e-3, seed=0)
+    rule = TargetL0(6, adapt_steps=120, inner=EndToEnd(model, HOOK), rate=0.2)
+    history = train_sae(sae, tokens[:300], objective=rule, steps=150, batch_size=16, lr=3e-3, progress=False)
+    assert "kl" in history.terms and len(rule.history) == 150
+    assert 3 <= evaluate(sae, acts)["l0"] <= 12
+    # A fine-tune starts from the SAE as it is: init_b_dec=False leaves its pre-bias and λ where they were.
+    b_dec, start_l1 = sae.b_dec.clone(), sae.l1_coeff
+    tune = TargetL0(6, adapt_steps=1, inner=EndToEnd(model, HOOK, mse_coeff=1.0))
+    train_sae(sae, tokens[:300], objective=tune, steps=1, batch_size=16, lr=1e-12, init_b_dec=False,
+              progress=False)
+    torch.testing.assert_close(sae.b_dec, b_dec)
+    assert tune.history[0] == pytest.approx(start_l1, rel=0.05)
+
+    class NoSample:
+        def check_data(self, sae, data): ...
+
+    with pytest.raises(TypeError, match="activation_sample"):
+        TargetL0(6, adapt_steps=1, inner=NoSample())
+
+
+def test_kl_finetune_keeps_the_balance_of_sparsity_and_reconstruction(lm):
+    from sae_lib.e2e import kl_finetune
+    from sae_lib.splicing import harvest
+
+    model, tokens = lm
+    sample = harvest(model, tokens[:8], HOOK, progress=False)
+    sae = ReLUSAE(model.cfg.d_model, 64, l1_coeff=1e-3, seed=0)
+    rule = kl_finetune(model, HOOK, sae, local_l1=0.02, sample=sample, target_l0=5, adapt_steps=10)
+    variance = sample.reshape(-1, model.cfg.d_model).var(0).mean().item()
+    assert sae.l1_coeff == pytest.approx(0.02 / variance) and sae.config()["l1_coeff"] == sae.l1_coeff
+    assert rule.target == 5 and rule.inner.mse_coeff == 1.0 and rule.inner.kl_coeff == 1.0

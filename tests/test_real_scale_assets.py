@@ -27,6 +27,22 @@ def test_missing_files_name_the_script(assets):
     assert real_scale.shipped_names() == []
 
 
+def test_chapter_7s_study_has_its_own_files_and_script(assets):
+    with pytest.raises(real_scale.ShippedAssetError, match=r"e2e_results\.jsonl is missing.*e2e_study\.py"):
+        real_scale.load_results("e2e")
+    with pytest.raises(real_scale.ShippedAssetError, match=r"e2e-l0-32 is missing.*e2e_study\.py"):
+        real_scale.load_shipped("e2e-l0-32")
+    with pytest.raises(ValueError, match="study must be"):
+        real_scale.load_results("local")
+    (assets / "e2e_results.jsonl").write_text('{"name": "e2e-l0-32"}\n{"na')
+    with pytest.raises(real_scale.ShippedAssetError, match=r"line 2.*e2e_study\.py"):
+        real_scale.load_results("e2e")
+    assert real_scale.shipped_names("e2e") == []
+    names = [real_scale.e2e_name(kind, k) for kind, k in real_scale.E2E_PLAN]
+    assert len(set(names)) == len(names) and "kl-ft-relu-l0-32" in names and "e2e+ds-l0-16" in names
+    assert set(real_scale.E2E_SHIPPED) <= set(names)
+
+
 def test_a_truncated_results_file_is_refused(assets):
     line = json.dumps({"name": "topk-k32", "fvu": 0.2})
     (assets / "results.jsonl").write_text(line + "\n" + line[:10] + "\n")
