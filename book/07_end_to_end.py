@@ -23,8 +23,9 @@
 # with and without it. This chapter builds their three objectives on the book's one trainer,
 # replicates the central claim on a small model we trained ourselves on a language whose structure
 # we know (so it runs offline, in CI, for real), tests one hypothesis the paper suggests, tries one
-# thing neither paper did, and ends on a pretrained language model (GPT-2 with internet, SmolLM2
-# offline), at the `full` profile's scale.
+# thing neither paper did, and ends on a pretrained language model: a study on SmolLM2 that was
+# run once and shipped (e2e SAEs from scratch, and Karvonen's cheaper KL fine-tune of local SAEs),
+# a minute of that fine-tune live, and, with a GPU, the whole comparison trained in the notebook.
 
 # %% tags=["remove-cell"]
 # Colab only: install the book's library and requirements (does nothing elsewhere).
@@ -59,17 +60,21 @@ from sae_lib import (
     mechanics_only,
     train_sae,
 )
-from sae_lib.e2e import EndToEnd, make_objective
-from sae_lib.corpus import load_text
+from sae_lib import real_scale
+from sae_lib.e2e import EndToEnd, kl_finetune, make_objective
+from sae_lib.corpus import corpus_sequences, load_text
 from sae_lib.gpt2 import load_gpt2
 from sae_lib.metrics import (
+    bootstrap_interval,
     firing_rates,
     frontier_at,
     max_cosine_across,
     max_cosine_within,
 )
 from sae_lib.plots import FAMILY_COLORS
-from sae_lib.report import ReplicationReport
+from sae_lib.report import SHIPPED_RUN, ReplicationReport
+from sae_lib.smollm2 import load_smollm2
+from sae_lib.training import TargetL0
 from sae_lib.splicing import (
     HeldOut,
     evaluate_spliced,
@@ -839,20 +844,504 @@ report.record(
 # %% [markdown]
 # ## And on a pretrained language model
 #
-# The same objectives run unchanged on a pretrained model: GPT-2 small at the paper's layer 6 when
-# it can be downloaded, otherwise SmolLM2-135M from its wheel (chapter 6), at layer 24 of 30, so
-# that only six blocks lie between the splice and the output. An e2e SAE must run the model from
-# the splice to the output, forwards and backwards, at every training step, so this section is
-# much more expensive than a local SAE. On two CPU cores a useful run takes far longer than the
-# `ci` profile allows, so **it runs in the `full` profile only** (a GPU). In the `ci` profile it is
-# skipped; the tests run it once with tiny sizes on planted weights (`SAE_BOOK_MECHANICS_ONLY=1`),
-# where only its mechanics are checked. The tiny LM above carries the chapter's claims in every
-# profile.
+# The tiny LM is ours; the paper's claim is about pretrained models. Training an e2e SAE means
+# running the model from the splice to the output, forwards and backwards, at every step, which on
+# two CPU cores is about twenty times a local step per token. So this part of the chapter reads a
+# study that was run once and shipped, `scripts/e2e_study.py`, on SmolLM2-135M (the offline model
+# of chapter 6), and trains live only for a minute.
 #
-# The comparison: local, e2e and e2e+ds ReLU SAEs, each at a few λ (φ = λ/d as above), scored by
-# CE-loss increase, L0 and alive latents on held-out text, and the e2e SAEs read against the local
-# frontier at matched L0. SmolLM2 is not GPT-2, so the paper's Table 3 stands beside ours only when
-# GPT-2 ran.
+# The study uses the real-scale study's hook (`blocks.10.hook_resid_post`, a third of the way into
+# the model, where EleutherAI's SAEs also read), its text and its held-out scores. Its local SAEs
+# are chapter 6's ReLU SAEs (`relu-l0-16`, `relu-l0-32`: about two million training tokens each,
+# the L1 weight steered to a target L0 by `TargetL0`). Beside them, all ReLU SAEs with 4,608
+# latents:
+#
+# * **e2e** and **e2e+ds** SAEs trained from scratch, their L1 weight steered by the same rule to
+#   the same targets (`TargetL0(..., inner=EndToEnd(...))`), so that they land inside the local
+#   sweep's L0 range and can be read against it;
+# * **KL fine-tunes** in Karvonen's manner {cite}`karvonen2025kl`: each local SAE trained for 5% of
+#   its budget more on KL + MSE (`EndToEnd(..., mse_coeff=1.0)`, the MSE as a fraction of
+#   variance), its L1 weight steered to hold its L0.
+#
+# The budgets are the catch, and every row says its own: an e2e SAE here saw about 131k tokens,
+# the paper's about 410M.
+
+# %%
+s_local = [
+    r for r in real_scale.load_results() if r["family"] == "relu" and r.get("target_l0")
+]
+s_runs = real_scale.load_results("e2e")
+s_all = pd.DataFrame(
+    [{"kind": "local", **r} for r in s_local] + s_runs
+).set_index("name")
+s_table = s_all[
+    ["kind", "l0", "ce_increase", "ce_recovered", "kl", "fvu", "alive", "norm_ratio"]
+].copy()
+s_table["CE 95% interval"] = [
+    f"[{lo:.3f}, {hi:.3f}]" for lo, hi in s_all["ce_increase_ci95"]
+]
+s_table["train tokens"] = s_all["train_tokens"]
+s_table["tokens/s"] = (s_all["train_tokens"] / s_all["train_seconds"]).round(0)
+s_table["train s"] = s_all["train_seconds"]
+# λ steered to the target for this many steps (records written before the field: 70%)
+s_table["λ steered / steps"] = [
+    f"{r.get('l1_steered_steps', int(0.7 * r['steps']))}/{r['steps']}"
+    for r in s_all.to_dict("records")
+]
+s_todo = [
+    real_scale.e2e_name(kind, k)
+    for kind, k in real_scale.E2E_PLAN
+    if real_scale.e2e_name(kind, k) not in s_all.index
+]
+print(
+    f"{len(s_runs)} SAEs of scripts/e2e_study.py, read from e2e_results.jsonl; "
+    f"scored on {s_runs[0]['ce_tokens']:,d} held-out tokens; trained on "
+    f"{s_runs[0]['machine']}."
+)
+print("Not trained yet:", ", ".join(s_todo) if s_todo else "none")
+display(s_table.round(3))
+
+# %% [markdown]
+# ### The CE-loss increase against L0
+#
+# Each point is one SAE, its bar the 95% bootstrap interval over the 64 held-out sequences. The
+# local points are joined: that line is the frontier the others are read against, interpolated in
+# log L0 between its points (`frontier_at`) and never extrapolated past them.
+
+# %%
+S_KINDS = {
+    "local": "#1f77b4",
+    "e2e": "#d62728",
+    "e2e+ds": "#9467bd",
+    "kl-ft": "#2ca02c",
+    "kl-ft-hold": "#17becf",
+}
+fig = go.Figure()
+for kind, color in S_KINDS.items():
+    rows = s_all[s_all["kind"] == kind].sort_values("l0")
+    if rows.empty:
+        continue
+    low, high = zip(*rows["ce_increase_ci95"])
+    fig.add_trace(
+        go.Scatter(
+            x=rows["l0"],
+            y=rows["ce_increase"],
+            mode="lines+markers" if kind == "local" else "markers",
+            name=kind,
+            text=rows.index,
+            marker=dict(color=color, size=10),
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=[h - c for h, c in zip(high, rows["ce_increase"])],
+                arrayminus=[c - lo for lo, c in zip(low, rows["ce_increase"])],
+            ),
+        )
+    )
+fig.update_layout(
+    title=f"SmolLM2 at {real_scale.HOOK}: CE-loss increase on held-out text",
+    xaxis_title="L0 (held out)",
+    yaxis_title="CE-loss increase (nats)",
+    xaxis_type="log",
+    height=420,
+)
+fig.show()
+
+
+# %%
+def s_matched(kind: str) -> list[dict]:
+    """The SAEs of one kind inside the local sweep's L0 range, each beside the local
+    frontier read at its own L0."""
+    rows = []
+    for name, r in s_all[s_all["kind"] == kind].iterrows():
+        local_ce = frontier_at(s_local, r["l0"])
+        if local_ce is not None:
+            rows.append(
+                {"name": name, "l0": r["l0"], "ce": r["ce_increase"],
+                 "ci": r["ce_increase_ci95"], "local": local_ce}
+            )
+    return rows
+
+
+s_summary = {kind: s_matched(kind) for kind in ("e2e", "e2e+ds", "kl-ft", "kl-ft-hold")}
+display(
+    pd.DataFrame(
+        [{"kind": k, **p, "ratio": p["ce"] / p["local"]}
+         for k, rows in s_summary.items() for p in rows]
+    ).round(3)
+)
+
+# %% [markdown]
+# The table above holds every SAE of the study that lies inside the local sweep's L0 range, beside
+# the local frontier read at its L0. A point outside that range is not extrapolated; it is read by
+# a rule that needs no frontier: a local SAE that has *both* fewer active latents and a smaller
+# CE-loss increase (its 95% interval wholly below) beats it, whatever lies between.
+
+# %%
+def s_line(rows: list[dict]) -> str:
+    return "; ".join(
+        f"{p['name']} L0 {p['l0']:.1f}: {p['ce']:.3f} "
+        f"[{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] vs local {p['local']:.3f} "
+        f"(×{p['ce'] / p['local']:.2f})"
+        for p in rows
+    ) or "no SAE of this kind inside the local sweep's L0 range yet"
+
+
+S_BUDGET = (
+    f"{min(r['train_tokens'] for r in s_runs):,d}-"
+    f"{max(r['train_tokens'] for r in s_runs):,d} training tokens per SAE here, "
+    "about 410M in the paper"
+)
+
+
+def s_dominated(r: dict) -> list[str]:
+    """The local SAEs that beat SAE r on both counts: fewer latents active (L0) and a
+    smaller CE-loss increase (its upper 95% bound below r's lower one). Needs no
+    interpolation, so it also reads points outside the local sweep's L0 range."""
+    return [
+        q["name"]
+        for q in s_local
+        if q["l0"] < r["l0"] and q["ce_increase_ci95"][1] < r["ce_increase_ci95"][0]
+    ]
+
+
+for kind, paper in (
+    ("e2e", "GPT-2 layer 6: e2e 0.099 (L0 39.7), local 0.228 (L0 42.8): ×0.43"),
+    ("e2e+ds", "GPT-2 layer 6: e2e+ds 0.124 (L0 36.8), local 0.228: ×0.54"),
+):
+    rows = s_summary[kind]
+    lower = bool(rows) and all(p["ci"][1] < p["local"] for p in rows)
+    beaten = {r["name"]: s_dominated(r) for r in s_runs if r["kind"] == kind}
+    outside = "; ".join(
+        f"{n} (L0 {s_all.loc[n, 'l0']:.1f}, CE +{s_all.loc[n, 'ce_increase']:.3f}) is "
+        f"beaten on both counts by {', '.join(b) or 'no local SAE'}"
+        for n, b in beaten.items()
+        if n not in {p["name"] for p in rows}
+    )
+    report.record(
+        f"SmolLM2 layer 10: at matched L0, {kind} SAEs give a lower CE-loss increase "
+        f"than local SAEs",
+        kind=SHIPPED_RUN,
+        paper=paper,
+        ours="; ".join(x for x in (s_line(rows) if rows else "", outside) if x)
+        or "not trained yet",
+        status=("agrees" if lower else f"differs ({S_BUDGET})")
+        if beaten
+        else "not run",
+    )
+    if beaten:
+        report.check(
+            f"At this budget every {kind} SAE is beaten by a local SAE with fewer "
+            "latents active and a smaller CE-loss increase",
+            ours="; ".join(f"{n}: {', '.join(b) or 'none'}" for n, b in beaten.items()),
+            passed=all(beaten.values()),
+        )
+
+# %%
+s_speed = (
+    s_all.loc["relu-l0-32", "train_tokens"] / s_all.loc["relu-l0-32", "train_seconds"]
+) / (s_all.loc["e2e-l0-32", "train_tokens"] / s_all.loc["e2e-l0-32", "train_seconds"])
+report.check(
+    "On this machine a local SAE trains on many times more tokens per second than an "
+    "e2e SAE (relu-l0-32 vs e2e-l0-32)",
+    ours=f"×{s_speed:.0f}",
+    passed=s_speed > 20,
+)
+if "e2e+ds-l0-32" in s_all.index:
+    s_terms = s_all.loc["e2e+ds-l0-32", "objective_terms"]
+    report.check(
+        "e2e+ds on SmolLM2: the downstream term (raw MSE of the later streams, "
+        "β = 2.5) outweighs the KL term by far",
+        ours=f"at the end: downstream {s_terms['downstream']:.1f}, ½·KL "
+        f"{s_terms['kl']:.3f} (×{s_terms['downstream'] / s_terms['kl']:.0f})",
+        passed=s_terms["downstream"] > 50 * s_terms["kl"],
+    )
+report.check(
+    "e2e-l0-32's L0 on held-out text ended far above its target",
+    ours=f"L0 {s_all.loc['e2e-l0-32', 'l0']:.1f}, target 32",
+    passed=s_all.loc["e2e-l0-32", "l0"] > 1.5 * 32,
+)
+
+# %% [markdown]
+# So, at this budget, the paper's central claim does not hold on SmolLM2: the e2e SAEs trained
+# from scratch are beaten outright by the local ones. The reason is in the table's last columns.
+# The paper trained every SAE on about 410M tokens; an e2e SAE here saw about 131k, while each
+# local SAE saw two million, and still took less time: a local step reads stored activations,
+# an e2e step runs two-thirds of the model twice, forwards and backwards (compare the tokens/s).
+# On two CPU cores, equal compute buys a local SAE some thirty times more data. And the L0 of
+# `e2e-l0-32` on held-out text ended far above the target its λ was steered to on training
+# batches (the steering stopped at 70% of the steps; the later SAEs of the study steer to the
+# end). This is a result about budgets, not about the objective.
+#
+# The e2e+ds SAE fares no better, for a second reason besides its budget: the paper's downstream
+# term is the raw MSE of the later residual streams, and SmolLM2's are large. At the end of
+# training that term was hundreds of times its KL term (below), so with the paper's β = 2.5 it is
+# nearly an SAE that reconstructs the later streams, with the output distribution an
+# afterthought. A β scaled to the streams' variance would be the natural change; the study keeps
+# the paper's objective as published.
+#
+# Karvonen's claim is about the gap between a local SAE and an e2e one: how much of the difference
+# in CE-loss increase a short fine-tune of the local SAE closes. Each fine-tune is read against its
+# own start (the same held-out sequences, so the difference is paired), and against the e2e SAEs
+# at its L0 where they lie on both sides of it.
+
+# %%
+s_e2e_points = [
+    {"l0": r["l0"], "ce_increase": r["ce_increase"]}
+    for r in s_runs
+    if r["kind"] == "e2e"
+]
+s_tunes = []
+for r in (r for r in s_runs if r["kind"].startswith("kl-ft")):
+    after = torch.tensor(r["ce_per_sequence"])
+    before = torch.tensor(r["before"]["ce_per_sequence"])
+    low, high = bootstrap_interval(lambda a, b: a.mean() - b.mean(), after, before)
+    e2e_ce = frontier_at(s_e2e_points, r["l0"])
+    start_ce = r["before"]["ce_increase"]
+    gap = None if e2e_ce is None or e2e_ce >= start_ce else start_ce - e2e_ce
+    s_tunes.append(
+        {
+            "name": r["name"],
+            "L0 before": r["before"]["l0"],
+            "L0 after": r["l0"],
+            "CE increase before": start_ce,
+            "after": r["ce_increase"],
+            "change": r["ce_increase"] - start_ce,
+            "95% interval": f"[{low:.4f}, {high:.4f}]",
+            "high": high,
+            "relative": (start_ce - r["ce_increase"]) / start_ce,
+            "e2e at this L0": e2e_ce,
+            "share of the gap closed": None
+            if gap is None
+            else (start_ce - r["ce_increase"]) / gap,
+        }
+    )
+s_tunes = pd.DataFrame(s_tunes).set_index("name")
+display(s_tunes.drop(columns="high").round(4))
+for name, t in s_tunes.iterrows():
+    report.check(
+        f"{name}: Karvonen's fine-tune lowers its local SAE's CE-loss increase on "
+        "held-out text (paired over the 64 sequences)",
+        kind=SHIPPED_RUN,
+        paper="Karvonen 2025 (Gemma-2-2B, Pythia): a KL + MSE fine-tune over the last "
+        "~25M tokens recovers much of the e2e gain",
+        ours=f"{t['CE increase before']:.3f} → {t['after']:.3f} "
+        f"({t['relative']:.0%} lower; change {t['95% interval']}), L0 "
+        f"{t['L0 before']:.1f} → {t['L0 after']:.1f}",
+        passed=t["high"] < 0,
+    )
+s_first = s_tunes.loc["kl-ft-relu-l0-32"]
+report.check(
+    "kl-ft-relu-l0-32: the fine-tune lowers the CE-loss increase by about a third, "
+    "its FVU no worse, its L0 higher",
+    ours=f"{s_first['relative']:.0%} lower; FVU "
+    f"{s_all.loc['relu-l0-32', 'fvu']:.3f} → "
+    f"{s_all.loc['kl-ft-relu-l0-32', 'fvu']:.3f}; L0 {s_first['L0 before']:.1f} → "
+    f"{s_first['L0 after']:.1f}",
+    passed=0.25 <= s_first["relative"] <= 0.45
+    and s_all.loc["kl-ft-relu-l0-32", "fvu"] <= s_all.loc["relu-l0-32", "fvu"] + 0.005
+    and s_first["L0 after"] > s_first["L0 before"],
+)
+s_closable = s_tunes["share of the gap closed"].dropna()
+report.record(
+    "The share of the local-vs-e2e CE gap that the fine-tune closes",
+    kind=SHIPPED_RUN,
+    paper="Karvonen 2025: 20-50% of the CE-loss gap",
+    ours=", ".join(f"{n} {v:.0%}" for n, v in s_closable.items())
+    or "no gap to close: at this budget the e2e SAEs are worse than the local ones",
+    status="measured" if len(s_closable) else "differs (no gap: see above)",
+)
+
+
+# %% [markdown]
+# The fine-tune is the affordable route, and on SmolLM2 it works: about 5% more tokens on KL + MSE
+# lowered the CE-loss increase of `relu-l0-32` by about a third, on held-out sequences it never
+# saw, with its FVU no worse. Its L0 on held-out text rose too, by about a fifth, so part of the
+# gain may come from the extra latents. `kl-ft-hold-relu-l0-32` repeats the fine-tune with λ
+# steered to the target to the very end (on the training batches), and its held-out L0 rose
+# just the same: the rise belongs to the fine-tune, not to when the steering stopped. Both L0s
+# lie above the local sweep's range (its top is `relu-l0-32`), so the comparison at matched L0
+# waits for the real-scale study's `relu-l0-64`. Karvonen's own number, the share of the
+# local-vs-e2e gap closed, needs an e2e SAE better than the local one to define a gap, and this
+# study has none.
+
+# %%
+for name in s_tunes.index:
+    rise = s_tunes.loc[name, "L0 after"] / s_tunes.loc[name, "L0 before"]
+    report.check(
+        f"{name}: its held-out L0 rose by more than a tenth",
+        ours=f"×{rise:.2f} (λ steered for "
+        f"{s_all.loc[name].get('l1_steered_steps', 0.7 * s_all.loc[name, 'steps']):.0f}"
+        f" of {s_all.loc[name, 'steps']} steps)",
+        passed=rise > 1.1,
+    )
+
+# %% [markdown]
+# ### Alive latents, output norm and geometry
+#
+# The paper's other observations, on the same SAEs. Alive latents: those that fired at least once on
+# the 112k held-out activations. The output-norm ratio is ‖â‖/‖a‖ on held-out text (the paper saw
+# e2e SAEs shrink their output strongly: 0.31 at GPT-2's layer 6, local 0.92). The geometry: for
+# each atom, its largest cosine to another atom of its own dictionary, and to the atoms of the
+# shipped local SAE `relu-l0-32`, medians over all atoms (from the records; for the shipped SAEs
+# computed here from their weights).
+
+# %%
+s_geo = s_all[["kind", "l0", "alive", "norm_ratio"]].copy()
+s_geo["median max cos within"] = [
+    r.get("max_cos_own_median") for r in s_all.to_dict("records")
+]
+s_geo["median max cos to local"] = [
+    r.get("max_cos_to_local_median") for r in s_all.to_dict("records")
+]
+s_shipped_local = real_scale.load_shipped("relu-l0-32")
+s_geo.loc["relu-l0-32", "median max cos within"] = (
+    max_cosine_within(s_shipped_local.atoms().detach()).median().item()
+)
+# the dictionary every SAE of the study trained from scratch started from (seed 0)
+s_start = ReLUSAE(576, real_scale.N_LATENTS, seed=0).atoms().detach()
+s_geo.loc["random start", "median max cos within"] = (
+    max_cosine_within(s_start).median().item()
+)
+s_geo.loc["random start", "median max cos to local"] = (
+    max_cosine_across(s_start, s_shipped_local.atoms().detach()).median().item()
+)
+s_e2e = real_scale.load_shipped("e2e-l0-32").atoms().detach()
+s_within_e2e = max_cosine_within(s_e2e).median().item()
+s_from_start = (s_e2e * s_start).sum(1).median().item()
+s_rec = s_all.loc["e2e-l0-32"]
+print(
+    f"e2e-l0-32 from its shipped weights: median max cos within {s_within_e2e:.3f} "
+    f"(record {s_rec['max_cos_own_median']:.3f}); median cosine of each atom to "
+    f"itself at the start: {s_from_start:.3f}"
+)
+display(s_geo.round(3))
+s_kind_mean = s_all.groupby("kind")[["alive", "norm_ratio"]].mean()
+report.record(
+    "Alive latents: e2e SAEs need fewer",
+    kind=SHIPPED_RUN,
+    paper="GPT-2 layer 6, 46,080 latents: e2e fewer alive than local",
+    ours=", ".join(f"{k} {v:.0f}" for k, v in s_kind_mean["alive"].items())
+    + f" of {real_scale.N_LATENTS:,d}",
+    status="differs (expansion 8, the paper's 60: nearly every latent is alive)"
+    if s_kind_mean.loc["e2e", "alive"] >= 0.95 * s_kind_mean.loc["local", "alive"]
+    else "agrees",
+)
+report.record(
+    "Output norm: e2e SAEs shrink their output",
+    kind=SHIPPED_RUN,
+    paper="GPT-2 layer 6: norm ratio e2e 0.31, local 0.92",
+    ours=", ".join(f"{k} {v:.2f}" for k, v in s_kind_mean["norm_ratio"].items()),
+    status="agrees"
+    if s_kind_mean.loc["e2e", "norm_ratio"]
+    < 0.8 * s_kind_mean.loc["local", "norm_ratio"]
+    else f"differs ({S_BUDGET})",
+)
+s_within = s_geo["median max cos within"]
+report.record(
+    "Geometry: the e2e dictionary is more orthogonal than the local one (median max "
+    "cosine within each, from the shipped weights)",
+    kind=SHIPPED_RUN,
+    paper="GPT-2: e2e most orthogonal, then e2e+ds, then local",
+    ours=f"e2e-l0-32 {s_within_e2e:.3f}, relu-l0-32 {s_within['relu-l0-32']:.3f}, "
+    f"their random start {s_within['random start']:.3f}",
+    status="not comparable: the e2e atoms are still near their random start"
+    if s_from_start > 0.5
+    else ("agrees" if s_within_e2e < s_within["relu-l0-32"] else "differs"),
+)
+report.check(
+    "At this budget the e2e atoms are still near their random start (median cosine "
+    "of each atom to itself at the start)",
+    ours=f"{s_from_start:.3f}; a random atom's best match among the other random "
+    f"atoms: {s_within['random start']:.2f}",
+    passed=s_from_start > 0.5,
+)
+
+# %% [markdown]
+# ### Karvonen's fine-tune, live
+#
+# The cheap route is cheap enough to watch. The cell below takes the shipped local SAE
+# `relu-l0-32`, builds its fine-tune objective with `kl_finetune` (KL + MSE/Var, the L1 weight it
+# was trained with rescaled by the same variance, `TargetL0` holding its L0), and trains it for
+# about a minute on the study's training text, in three chunks. Before and after each chunk it
+# splices the SAE into SmolLM2 and measures the CE-loss increase on held-out sequences it never
+# trains on. (Each chunk is its own `train_sae` call, so Adam starts afresh three times; the study
+# trains in one run.)
+
+# %%
+try:
+    s_model, s_tokenizer = load_smollm2()
+except FileNotFoundError as error:
+    s_model = None
+    print("!" * 78)
+    print(f"!!  SmolLM2 is not installed here ({error}).")
+    print("!!  The live fine-tune needs the model: it is SKIPPED; the study above")
+    print("!!  is read from its shipped files only.")
+    print("!" * 78)
+if s_model is not None:
+    S_SEQ = 128
+    live_train = corpus_sequences(
+        s_tokenizer, "train", S_SEQ, max_sequences=by_profile(ci=32, full=800)
+    )
+    live_eval = corpus_sequences(
+        s_tokenizer, "held_out", S_SEQ, max_sequences=by_profile(ci=8, full=64)
+    )
+    live_ho = HeldOut(s_model, live_eval, real_scale.HOOK, batch_size=8, progress=False)
+    live_sae = real_scale.load_shipped("relu-l0-32")
+    s_record = next(r for r in s_local if r["name"] == "relu-l0-32")
+    chunk = dict(steps=by_profile(ci=4, full=100), batch_size=2)
+    S_FINETUNE_LR = 3e-4  # the study's: a tenth of the rate the local SAE trained at
+    n_chunks = 3
+    live_rule = kl_finetune(
+        s_model,
+        real_scale.HOOK,
+        live_sae,
+        local_l1=s_record["l1_coeff_found"],
+        sample=harvest(s_model, live_train[:4], real_scale.HOOK, progress=False),
+        target_l0=s_record["target_l0"],
+        adapt_steps=n_chunks * chunk["steps"],
+    )
+    live_curve = [{"tokens": 0, **live_ho.evaluate(live_sae)}]
+    began = time.perf_counter()
+    for i in range(n_chunks):
+        part = live_train[i * len(live_train) // n_chunks :][: chunk["steps"] * 2]
+        train_sae(
+            live_sae, part, objective=live_rule, lr=S_FINETUNE_LR, init_b_dec=False,
+            schedule="constant", warmup=0.0, seed=i, progress=False, **chunk,
+        )
+        live_tokens = (i + 1) * chunk["steps"] * chunk["batch_size"] * S_SEQ
+        live_curve.append({"tokens": live_tokens, **live_ho.evaluate(live_sae)})
+    live_seconds = time.perf_counter() - began
+    live_df = pd.DataFrame(live_curve)[["tokens", "ce_increase", "kl", "l0", "fvu"]]
+    print(
+        f"fine-tuned on {live_tokens:,d} tokens in {live_seconds:.0f} s; CE-loss "
+        f"increase on {live_ho.n_tokens:,d} held-out tokens:"
+    )
+    display(live_df.round(4))
+    live_kl, live_ce = live_df["kl"].tolist(), live_df["ce_increase"].tolist()
+    report.check(
+        "A minute of Karvonen's fine-tune lowers the KL to the original model on "
+        "held-out text (SmolLM2, from the shipped relu-l0-32)",
+        ours=f"KL {live_kl[0]:.4f} → {live_kl[-1]:.4f}; CE increase "
+        f"{live_ce[0]:.4f} → {live_ce[-1]:.4f}",
+        passed=live_kl[-1] < 0.97 * live_kl[0],
+    )
+
+# %% [markdown]
+# The KL, which the fine-tune minimises, falls at once on text it never saw. The CE-loss increase
+# is the noisier number: on about a thousand held-out tokens its changes after a minute are within
+# its noise. The study's fine-tunes, twenty times longer and scored on 16k tokens, are above.
+
+# %% [markdown]
+# ### Trained in the notebook, with a GPU
+#
+# With a GPU the whole comparison can be trained in the notebook instead: GPT-2 small at the
+# paper's layer 6 when it can be downloaded, otherwise SmolLM2 at the study's hook. **It runs in
+# the `full` profile only.** In the `ci` profile it is skipped; the tests run it once with tiny
+# sizes on planted weights (`SAE_BOOK_MECHANICS_ONLY=1`), where only its mechanics are checked.
+# The same rule as the study sets every L1 weight: `TargetL0` steers it to a target L0, so a reader
+# who gets GPT-2 gets a working sweep without tuning λ by hand for it. SmolLM2 is not GPT-2, so the
+# paper's Table 3 stands beside ours only when GPT-2 ran.
 
 # %%
 RUN_REAL_LM = by_profile(ci=False, full=True) or mechanics_only()
@@ -860,7 +1349,12 @@ if RUN_REAL_LM:
     real = load_gpt2(device=str(DEVICE), standin_layers=8, standin_d_model=128)
     r_model, R_IS_GPT2 = real.model, real.name == "gpt2"
     R_REAL = real.pretrained and not mechanics_only()
-    R_HOOK = resid_hook(r_model, 6 if R_IS_GPT2 else 24)
+    # GPT-2: the paper's layer 6; SmolLM2: the shipped study's hook
+    R_HOOK = (
+        real_scale.HOOK
+        if real.pretrained and not R_IS_GPT2
+        else resid_hook(r_model, min(6, r_model.cfg.n_layers - 2))
+    )
     R_D = r_model.cfg.d_model
     R_SEQ = by_profile(
         ci=32, full=1024 if R_IS_GPT2 else 256
@@ -873,21 +1367,14 @@ if RUN_REAL_LM:
         web=by_profile(ci=False, full=R_IS_GPT2),
     )
     r_eval, r_train = r_tokens[:n_eval], r_tokens[n_eval:]
-    # λ per model: the paper swept 1-30 locally and ~1-5 e2e on GPT-2. SmolLM2's
-    # stream is several times longer: MSE grows with its square and L1 with its
-    # length, so its local λ is larger; a KL does not grow at
-    # all, so its e2e λ is smaller. Untested guesses.
-    local_scale, e2e_scale = (1.0, 1.0) if R_IS_GPT2 else (7.0, 0.25)
-    R_LAMBDAS = {
-        "local": [
-            local_scale * v for v in by_profile(ci=[6.0], full=[3.0, 6.0, 12.0, 24.0])
-        ],
-        "e2e": [e2e_scale * v for v in by_profile(ci=[1.5], full=[0.75, 1.5, 3.0])],
-        "e2e+ds": [e2e_scale * v for v in by_profile(ci=[1.5], full=[0.75, 1.5, 3.0])],
+    # every L1 weight found by TargetL0, steered to these L0s (the paper's Table 3
+    # points at layer 6 lie near L0 40)
+    R_TARGETS = {
+        "local": by_profile(ci=[8], full=[20, 40, 80]),
+        "e2e": by_profile(ci=[8], full=[20, 40, 80]),
+        "e2e+ds": by_profile(ci=[8], full=[20, 40, 80]),
     }
-    R_BETA = (
-        2.5 if R_IS_GPT2 else 0.05
-    )  # the paper: 2.5 mid-model, 0.05 near the output (layer 10)
+    R_BETA = 2.5  # the paper's β mid-model (layers 2 and 6; 0.05 only near the output)
     R_TRAIN = dict(
         steps=by_profile(ci=3, full=2_500),
         batch_size=by_profile(ci=2, full=8),
@@ -906,7 +1393,7 @@ if RUN_REAL_LM:
         n_latents=f"{R_RATIO} x {R_D}",
         beta=R_BETA,
         tokens_per_e2e_sae=R_TRAIN["steps"] * R_TRAIN["batch_size"] * R_SEQ,
-        lambdas=R_LAMBDAS,
+        target_l0=R_TARGETS,
     )
 else:
     print(
@@ -938,9 +1425,9 @@ if RUN_REAL_LM:
         r_model, r_eval, R_HOOK, batch_size=8, progress=False, first_position=1
     )
     r_points, r_moved = [], []
-    for kind, lambdas in R_LAMBDAS.items():
-        for lam in lambdas:
-            sae = ReLUSAE(R_D, R_RATIO * R_D, l1_coeff=lam / R_D, seed=0).to(DEVICE)
+    for kind, targets in R_TARGETS.items():
+        for target in targets:
+            sae = ReLUSAE(R_D, R_RATIO * R_D, l1_coeff=0.03, seed=0).to(DEVICE)
             before = sae.W_dec.detach().clone()
             rows = r_acts if kind == "local" else r_train
             settings = (
@@ -948,17 +1435,26 @@ if RUN_REAL_LM:
                 if kind == "local"
                 else R_TRAIN
             )
-            objective = make_objective(kind, r_model, R_HOOK, downstream_coeff=R_BETA)
+            inner = make_objective(kind, r_model, R_HOOK, downstream_coeff=R_BETA)
+            objective = TargetL0(
+                target,
+                adapt_steps=max(1, int(0.7 * R_TRAIN["steps"])),
+                inner=inner,
+                rate=0.05 if kind == "local" else 0.2,  # e2e: a rougher first λ
+            )
             train_sae(
                 sae,
                 rows,
                 objective=objective,
-                desc=f"{real.name} {kind} λ={lam}",
+                desc=f"{real.name} {kind} L0→{target}",
                 **settings,
             )
             r_moved.append(bool((sae.W_dec.detach() != before).any()))
-            r_points.append({"objective": kind, "λ": lam, **r_held_out.evaluate(sae)})
-    r_results = pd.DataFrame(r_points).set_index(["objective", "λ"])
+            r_points.append(
+                {"objective": kind, "target L0": target, "λ": sae.l1_coeff,
+                 **r_held_out.evaluate(sae)}
+            )
+    r_results = pd.DataFrame(r_points).set_index(["objective", "target L0"])
     report.check(
         f"{real.name}: every objective trains the SAE (its dictionary moves)",
         kind="mechanics",
@@ -966,7 +1462,9 @@ if RUN_REAL_LM:
         passed=all(r_moved),
     )
     display(
-        r_results[["l0", "ce_increase", "kl", "alive", "fvu", "norm_ratio"]].round(3)
+        r_results[
+            ["λ", "l0", "ce_increase", "kl", "alive", "fvu", "norm_ratio"]
+        ].round(3)
     )
 
 # %%
@@ -1006,6 +1504,7 @@ if RUN_REAL_LM:
     if not R_REAL:
         report.record(
             "Pretrained-model comparison at matched L0 (tiny sizes, untrained weights)",
+            kind="mechanics",
             ours=summary,
             status="mechanics only",
         )
@@ -1021,10 +1520,10 @@ if RUN_REAL_LM:
         )
     else:
         report.record(
-            f"{real.name} layer 24 (not GPT-2: the paper's numbers are not "
-            f"comparable): "
-            "at matched L0, e2e SAEs give a lower CE-loss increase than local SAEs",
-            paper="GPT-2 layer 10: e2e 0.131 (L0 62.3) vs local 0.202 (L0 74.9)",
+            f"{real.name} at {R_HOOK}, trained in the notebook (not GPT-2: the paper's "
+            "numbers are not comparable): at matched L0, e2e SAEs give a lower CE-loss "
+            "increase than local SAEs",
+            kind="finding",
             ours=summary,
             status="e2e lower" if e2e_lower else "differs",
         )
@@ -1032,20 +1531,19 @@ if RUN_REAL_LM:
         alive = r_results.groupby("objective")["alive"].mean()
         report.record(
             f"{real.name}: alive latents (mean over each objective's sweep)",
-            paper="e2e needs fewer alive latents",
+            **(
+                {"paper": "e2e needs fewer alive latents"}
+                if R_IS_GPT2
+                else {"kind": "finding"}
+            ),
             status="measured",
             ours=", ".join(f"{k} {v:.0f}/{R_RATIO * R_D}" for k, v in alive.items()),
         )
 
 # %% [markdown]
-# The comparison on the pretrained model is recorded, not asserted: the book's CI has no GPU, so
-# it has never run at the `full` profile's scale, and a claim nobody has seen hold does not
-# belong among the asserted ones. The tiny LM's asserted results above are the chapter's evidence.
-#
-# Training end to end from scratch is expensive: every step runs the rest of the model. Karvonen
-# {cite}`karvonen2025kl` found a cheaper route: train a local SAE as usual, then fine-tune it with
-# the KL term (plus MSE) for only the last few percent of its training tokens. That recovered much
-# of the e2e gain on the CE-loss increase, with mixed results on SAEBench's other metrics.
+# The comparison trained in the notebook is recorded, not asserted: the book's CI has no GPU, so it
+# has never run at the `full` profile's scale, and a claim nobody has seen hold does not belong
+# among the asserted ones. The shipped study above carries the chapter's claims about a real model.
 
 # %% [markdown]
 # ## Exercises

@@ -28,9 +28,11 @@ N_LATENTS = 4_608  # expansion 8 over d_model = 576
 KS = (16, 32, 64)
 SOURCES = ("python-docs", "kjv-bible", "fortunes", "gcide")
 SHIPPED = ("topk-k32", "relu-l0-32", "mp-k32", "batchtopk-k32", "matryoshka-k32")
-# Chapter 7's study, most needed first: (kind, target L0); kl-ft starts from the local relu-l0-<L0>
-E2E_PLAN = (("kl-ft", 32), ("e2e", 32), ("kl-ft", 16), ("e2e", 16), ("e2e+ds", 32), ("e2e", 24),
-            ("e2e+ds", 16), ("e2e+ds", 24))
+# Chapter 7's study, most needed first: (kind, target L0). The fine-tunes start from the local
+# relu-l0-<L0>; kl-ft steers λ for the first 70% of its steps (as every other SAE here), kl-ft-hold
+# for all of them (kl-ft's L0 drifted up once λ was left alone).
+E2E_PLAN = (("kl-ft", 32), ("e2e", 32), ("kl-ft-hold", 32), ("e2e+ds", 32), ("e2e", 24), ("e2e+ds", 24),
+            ("e2e", 16), ("e2e+ds", 16), ("kl-ft-hold", 16))
 E2E_SHIPPED = ("e2e-l0-32",)
 REMAKE = "python scripts/real_scale_study.py"
 REMAKE_E2E = "python scripts/e2e_study.py"
@@ -43,7 +45,7 @@ class ShippedAssetError(RuntimeError):
 
 def e2e_name(kind: str, target_l0: int) -> str:
     """The name of one SAE of chapter 7's study: ``e2e-l0-32``, ``e2e+ds-l0-16``, ``kl-ft-relu-l0-32``."""
-    return f"kl-ft-relu-l0-{target_l0}" if kind == "kl-ft" else f"{kind}-l0-{target_l0}"
+    return f"{kind}-relu-l0-{target_l0}" if kind.startswith("kl-ft") else f"{kind}-l0-{target_l0}"
 
 
 def assets_dir() -> Path:

@@ -86,10 +86,10 @@ def words_piece(out: Path, model, tokenizer, per_letter: int) -> None:
 
 
 def proxy_todo(out: Path, again: bool) -> list[str]:
-    """The shipped SAEs that proxy.json does not score yet (all of them with ``again``)."""
+    """The shipped SAEs (chapter 7's e2e ones too) that proxy.json does not score yet (all with ``again``)."""
     path = out / "proxy.json"
     done = set() if again or not path.is_file() else set(json.loads(path.read_text())["saes"])
-    return [name for name in shipped_names() if name not in done]
+    return [name for name in shipped_names() + shipped_names("e2e") if name not in done]
 
 
 def proxy_piece(out: Path, model, tokenizer, n_sequences: int, names: list[str]) -> None:

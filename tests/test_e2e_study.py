@@ -46,7 +46,7 @@ def e2e(tmp_path, monkeypatch):
                             RESULTS=tmp_path / "assets" / "e2e_results.jsonl", E2E_SHIPPED=("e2e-l0-32",)).items():
         monkeypatch.setattr(module, name, value)
     monkeypatch.setattr(module, "pieces", lambda: [
-        {"name": "kl-ft-relu-l0-32", "kind": "kl-ft", "k": 32, "started_from": "relu-l0-32"},
+        {"name": "kl-ft-hold-relu-l0-32", "kind": "kl-ft-hold", "k": 32, "started_from": "relu-l0-32"},
         {"name": "e2e-l0-32", "kind": "e2e", "k": 32, "started_from": None},
         {"name": "e2e+ds-l0-32", "kind": "e2e+ds", "k": 32, "started_from": None}])
     return module
@@ -66,13 +66,14 @@ def test_the_e2e_study_fine_tunes_trains_resumes_and_ships(e2e, monkeypatch, tmp
     monkeypatch.setattr("sys.argv", ["e2e_study.py"])
     with pytest.raises(KeyboardInterrupt):
         e2e.main()
-    assert e2e.done_names() == {"kl-ft-relu-l0-32"}
+    assert e2e.done_names() == {"kl-ft-hold-relu-l0-32"}
     monkeypatch.setattr(e2e, "train_piece", real_train)
     e2e.main()
     records = [json.loads(line) for line in e2e.RESULTS.read_text().splitlines()]
-    assert [r["name"] for r in records] == ["kl-ft-relu-l0-32", "e2e-l0-32", "e2e+ds-l0-32"]
+    assert [r["name"] for r in records] == ["kl-ft-hold-relu-l0-32", "e2e-l0-32", "e2e+ds-l0-32"]
     tune, scratch_e2e, ds = records
     assert tune["started_from"] == "relu-l0-32" and tune["mse_coeff"] == 1.0
+    assert tune["l1_steered_steps"] == tune["steps"] and scratch_e2e["l1_steered_steps"] == 1
     assert set(tune["objective_terms"]) == {"kl", "mse", "l1"} and len(tune["before"]["ce_per_sequence"]) == 4
     assert tune["max_cos_to_local_median"] > 0.9  # a short fine-tune at a small rate moves atoms a little
     assert set(scratch_e2e["objective_terms"]) == {"kl", "l1"} and scratch_e2e["started_from"] is None
@@ -84,6 +85,6 @@ def test_the_e2e_study_fine_tunes_trains_resumes_and_ships(e2e, monkeypatch, tmp
     from sae_lib.saelens_format import load_saelens
 
     shipped = load_saelens(e2e.study.ASSETS / "saes" / "e2e-l0-32", dtype=torch.float32)
-    assert shipped.n_latents == 96 and not (e2e.study.ASSETS / "saes" / "kl-ft-relu-l0-32").exists()
+    assert shipped.n_latents == 96 and not (e2e.study.ASSETS / "saes" / "kl-ft-hold-relu-l0-32").exists()
     e2e.main()  # nothing left to do
     assert len(e2e.RESULTS.read_text().splitlines()) == 3
