@@ -12,9 +12,11 @@ so that its local ReLU SAEs (relu-l0-16, relu-l0-32) are the local frontier here
   to L0 = K by ``TargetL0``, the rule that found the local SAEs' weights;
 * ``e2e+ds-l0-K``: the same with the downstream term (½·KL + β/n·Σ MSE at the later residual streams);
 * ``kl-ft-relu-l0-K``, ``kl-ft-hold-relu-l0-K``: Karvonen's fine-tune. The local SAE relu-l0-K trained
-  a little longer on KL + MSE/Var(a), its L1 weight steered to hold L0 = K: for the first 70% of the
-  steps (kl-ft, as for every other SAE here), or for all of them (kl-ft-hold: kl-ft's L0 drifted up
-  once λ was left alone).
+  a little longer on KL + MSE/Var(a), its L1 weight steered to hold L0 = K.
+
+λ is steered on the training batches for every step, except in the first three SAEs trained
+(``DRIFTED``: the first 70% of the steps, as in the local study); their held-out L0 drifted far up
+once the steering stopped. kl-ft-hold is kl-ft with the steering to the end.
 
 An e2e step runs the model from the splice on, twice (once with gradients), so it costs about twenty
 times a local step per token: the budgets are small beside the paper's, and each record says its own.
