@@ -874,6 +874,10 @@ s_runs = real_scale.load_results("e2e")
 s_all = pd.DataFrame(
     [{"kind": "local", **r} for r in s_local] + s_runs
 ).set_index("name")
+# steps with λ steered to the target (records written before that field: the first 70%)
+s_all["steered"] = [
+    r.get("l1_steered_steps", int(0.7 * r["steps"])) for r in s_local + s_runs
+]
 s_table = s_all[
     ["kind", "l0", "ce_increase", "ce_recovered", "kl", "fvu", "alive", "norm_ratio"]
 ].copy()
@@ -883,10 +887,8 @@ s_table["CE 95% interval"] = [
 s_table["train tokens"] = s_all["train_tokens"]
 s_table["tokens/s"] = (s_all["train_tokens"] / s_all["train_seconds"]).round(0)
 s_table["train s"] = s_all["train_seconds"]
-# λ steered to the target for this many steps (records written before the field: 70%)
 s_table["λ steered / steps"] = [
-    f"{r.get('l1_steered_steps', int(0.7 * r['steps']))}/{r['steps']}"
-    for r in s_all.to_dict("records")
+    f"{n}/{steps}" for n, steps in zip(s_all["steered"], s_all["steps"])
 ]
 s_todo = [
     real_scale.e2e_name(kind, k)
@@ -1170,9 +1172,8 @@ for name in s_tunes.index:
     rise = s_tunes.loc[name, "L0 after"] / s_tunes.loc[name, "L0 before"]
     report.check(
         f"{name}: its held-out L0 rose by more than a tenth",
-        ours=f"×{rise:.2f} (λ steered for "
-        f"{s_all.loc[name].get('l1_steered_steps', 0.7 * s_all.loc[name, 'steps']):.0f}"
-        f" of {s_all.loc[name, 'steps']} steps)",
+        ours=f"×{rise:.2f} (λ steered for {s_all.loc[name, 'steered']} of "
+        f"{s_all.loc[name, 'steps']} steps)",
         passed=rise > 1.1,
     )
 
@@ -1199,7 +1200,7 @@ s_geo.loc["relu-l0-32", "median max cos within"] = (
     max_cosine_within(s_shipped_local.atoms().detach()).median().item()
 )
 # the dictionary every SAE of the study trained from scratch started from (seed 0)
-s_start = ReLUSAE(576, real_scale.N_LATENTS, seed=0).atoms().detach()
+s_start = ReLUSAE(s_shipped_local.d_in, real_scale.N_LATENTS, seed=0).atoms().detach()
 s_geo.loc["random start", "median max cos within"] = (
     max_cosine_within(s_start).median().item()
 )
@@ -1290,7 +1291,6 @@ if s_model is not None:
     live_sae = real_scale.load_shipped("relu-l0-32")
     s_record = next(r for r in s_local if r["name"] == "relu-l0-32")
     chunk = dict(steps=by_profile(ci=4, full=100), batch_size=2)
-    S_FINETUNE_LR = 3e-4  # the study's: a tenth of the rate the local SAE trained at
     n_chunks = 3
     live_rule = kl_finetune(
         s_model,
@@ -1306,8 +1306,16 @@ if s_model is not None:
     for i in range(n_chunks):
         part = live_train[i * len(live_train) // n_chunks :][: chunk["steps"] * 2]
         train_sae(
-            live_sae, part, objective=live_rule, lr=S_FINETUNE_LR, init_b_dec=False,
-            schedule="constant", warmup=0.0, seed=i, progress=False, **chunk,
+            live_sae,
+            part,
+            objective=live_rule,
+            lr=real_scale.E2E_FINETUNE_LR,  # the study's
+            init_b_dec=False,
+            schedule="constant",
+            warmup=0.0,
+            seed=i,
+            progress=False,
+            **chunk,
         )
         live_tokens = (i + 1) * chunk["steps"] * chunk["batch_size"] * S_SEQ
         live_curve.append({"tokens": live_tokens, **live_ho.evaluate(live_sae)})

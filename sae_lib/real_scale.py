@@ -29,11 +29,12 @@ KS = (16, 32, 64)
 SOURCES = ("python-docs", "kjv-bible", "fortunes", "gcide")
 SHIPPED = ("topk-k32", "relu-l0-32", "mp-k32", "batchtopk-k32", "matryoshka-k32")
 # Chapter 7's study, most needed first: (kind, target L0). The fine-tunes start from the local
-# relu-l0-<L0>; kl-ft steers λ for the first 70% of its steps (as every other SAE here), kl-ft-hold
-# for all of them (kl-ft's L0 drifted up once λ was left alone).
+# relu-l0-<L0>. λ is steered to the target for every step, except in the first three SAEs trained
+# (kl-ft, e2e and e2e+ds at 32: the first 70%); kl-ft-hold is kl-ft steered to the end.
 E2E_PLAN = (("kl-ft", 32), ("e2e", 32), ("kl-ft-hold", 32), ("e2e+ds", 32), ("e2e", 24), ("e2e+ds", 24),
             ("e2e", 16), ("e2e+ds", 16), ("kl-ft-hold", 16))
 E2E_SHIPPED = ("e2e-l0-32",)
+E2E_FINETUNE_LR = 3e-4  # a tenth of the local SAEs' rate: a fine-tune starts from a trained SAE
 REMAKE = "python scripts/real_scale_study.py"
 REMAKE_E2E = "python scripts/e2e_study.py"
 REMAKE_ABSORPTION = "python scripts/absorption_study.py"

@@ -120,9 +120,9 @@ class TargetL0:
 
     def _balanced_l1(self, sae: SAE, batch: Tensor) -> float:
         """λ at which the penalty's pull on an active code, λ per row, matches the objective's own push
-        (its gradient with respect to that code, median over active codes). For the local MSE this is
-        the scale rule above; for an objective read from the model's output (the KL) it is not, and a
-        λ that starts tens of times too large leaves a short run too sparse."""
+        (its gradient with respect to that code, median over active codes). The MSE's scale rule above
+        does not carry over to an objective read from the model's output (the KL): there it started λ
+        tens of times too large, which leaves a short run too sparse."""
         l1, sae.l1_coeff = sae.l1_coeff, 0.0
         with torch.enable_grad():
             terms, z = self.inner(sae, batch.to(sae.W_dec.device), torch.zeros(sae.n_latents, dtype=torch.bool))

@@ -31,7 +31,6 @@ Resumable and atomic, like the real-scale study: a finished SAE is one line of
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -56,7 +55,7 @@ BATCH_SEQUENCES = 2  # 512 tokens a step: more steps for the same tokens
 E2E_TOKENS = 131_072  # 256 steps: the budget two CPU cores allow (the paper: 400k samples of 1,024)
 FINETUNE_TOKENS = 104_448  # 204 steps, 5% of the local SAEs' 2,097,152 (Karvonen: the last few percent)
 LR = 3e-3  # the local SAEs' learning rate
-FINETUNE_LR = 3e-4  # a tenth: the fine-tune starts from a trained SAE
+FINETUNE_LR = real_scale.E2E_FINETUNE_LR  # a tenth: the fine-tune starts from a trained SAE
 MSE_COEFF = 1.0  # Karvonen's KL + MSE, the MSE as a fraction of variance (about the KL's size here)
 DRIFTED = ("kl-ft-relu-l0-32", "e2e-l0-32", "e2e+ds-l0-32")  # trained with λ steered for 70% of the steps
 DS_COEFF = 2.5  # the paper's β at a splice early in the model (GPT-2 layers 2 and 6)
@@ -70,9 +69,7 @@ def pieces() -> list[dict]:
 
 
 def done_names() -> set[str]:
-    if not RESULTS.is_file():
-        return set()
-    return {json.loads(line)["name"] for line in RESULTS.read_text().splitlines() if line.strip()}
+    return study.done_names(RESULTS)
 
 
 def objective_for(piece: dict, model, tokens, sae, steps: int):
@@ -80,10 +77,7 @@ def objective_for(piece: dict, model, tokens, sae, steps: int):
     from sae_lib.splicing import harvest
     from sae_lib.training import TargetL0
 
-    # λ is steered for the first 70% of the steps only in the first two SAEs of the plan (kl-ft-relu-l0-32,
-    # e2e-l0-32; also e2e+ds-l0-32): their L0 drifted far up once it stopped, the KL pulling codes
-    # on, so every later SAE has λ steered to its target to the end.
-    adapt = int(0.7 * steps) if piece["name"] in DRIFTED else steps
+    adapt = int(0.7 * steps) if piece["name"] in DRIFTED else steps  # see the module's docstring
     if piece["started_from"]:  # a fine-tune: from the local SAE's own λ, only held at its L0
         local = {r["name"]: r for r in real_scale.load_results()}[piece["started_from"]]
         sample = harvest(model, tokens[:8], HOOK, progress=False)
@@ -110,12 +104,11 @@ def local_path(name: str) -> Path | None:
 def local_sae(name: str):
     from sae_lib import load_sae
 
-    if name in real_scale.shipped_names():
-        return real_scale.load_shipped(name)
-    if local_path(name) is None:
+    path = local_path(name)
+    if path is None:
         raise FileNotFoundError(f"the local SAE {name} is neither shipped nor in {study.scratch() / 'saes'}: "
                                 f"train it with `python scripts/real_scale_study.py --only {name}`")
-    return load_sae(study.scratch() / "saes" / name)
+    return real_scale.load_shipped(name) if name in real_scale.shipped_names() else load_sae(path)
 
 
 def start_sae(piece: dict, d_model: int):
@@ -128,15 +121,13 @@ def start_sae(piece: dict, d_model: int):
     return sae
 
 
-@torch.no_grad()
 def geometry(sae, local) -> dict:
     """The paper's geometry: each atom's largest cosine to another atom of its own dictionary, and to the
     local dictionary's atoms (median over atoms)."""
-    own = sae.W_dec @ sae.W_dec.T
-    own.fill_diagonal_(-1)
-    cross = sae.W_dec @ local.W_dec.T
-    return {"max_cos_own_median": own.amax(1).median().item(),
-            "max_cos_to_local_median": cross.amax(1).median().item()}
+    from sae_lib.metrics import max_cosine_across, max_cosine_within
+
+    return {"max_cos_own_median": max_cosine_within(sae.atoms()).median().item(),
+            "max_cos_to_local_median": max_cosine_across(sae.atoms(), local.atoms()).median().item()}
 
 
 def train_piece(piece: dict, model, tokens, scorer) -> None:
@@ -204,12 +195,7 @@ def main() -> None:
     model, tokenizer = study.load_model()
     study.harvest_pieces(model, tokenizer, held_out_only=True)
     if args.workers > 1:
-        import subprocess
-
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        argv = [sys.executable, __file__, *(["--only", *args.only] if args.only else [])]
-        codes = [w.wait() for w in [subprocess.Popen(argv, env=env) for _ in range(args.workers)]]
-        study.log(f"workers finished with exit codes {codes}")
+        study.run_workers(__file__, args.workers, args.only)
         return
     n_sequences = math.ceil(max(E2E_TOKENS, FINETUNE_TOKENS) / SEQ_LEN)
     tokens = corpus.corpus_sequences(tokenizer, "train", SEQ_LEN, max_sequences=n_sequences)

@@ -151,10 +151,12 @@ def build_sae(piece: dict, d_in: int):
     return cls(d_in, N_LATENTS, k=piece["k"], seed=0)
 
 
-def done_names() -> set[str]:
-    if not RESULTS.is_file():
+def done_names(path: Path | None = None) -> set[str]:
+    """The SAEs recorded in ``path`` (by default this study's results)."""
+    path = RESULTS if path is None else path
+    if not path.is_file():
         return set()
-    return {json.loads(line)["name"] for line in RESULTS.read_text().splitlines() if line.strip()}
+    return {json.loads(line)["name"] for line in path.read_text().splitlines() if line.strip()}
 
 
 def append_result(record: dict, path: Path | None = None) -> None:
@@ -229,6 +231,17 @@ class Scorer:
             "norm_ratio": spliced["norm_ratio"],
         })
         return out
+
+
+def run_workers(script: str, n: int, only: list[str] | None) -> None:
+    """Start ``n`` copies of ``script``, one torch thread each, and wait: the parent only starts them,
+    and each worker claims SAEs as it goes (:func:`claim`)."""
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, script, *(["--only", *only] if only else [])]
+    codes = [w.wait() for w in [subprocess.Popen(argv, env=env) for _ in range(n)]]
+    log(f"workers finished with exit codes {codes}")
 
 
 def claim(name: str) -> bool:
@@ -336,14 +349,8 @@ def main() -> None:
     if args.harvest_only:
         log(f"stores done in {time.perf_counter() - start:.0f} s")
         return
-    if args.workers > 1:  # the parent only starts the workers; each claims SAEs as it goes
-        import subprocess
-
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        argv = [sys.executable, __file__, *(["--only", *args.only] if args.only else [])]
-        workers = [subprocess.Popen(argv, env=env) for _ in range(args.workers)]
-        codes = [w.wait() for w in workers]
-        log(f"workers finished with exit codes {codes}")
+    if args.workers > 1:
+        run_workers(__file__, args.workers, args.only)
         return
     rows = ActivationStore(scratch() / "train").rows()
     scorer = Scorer(model, tokenizer)
