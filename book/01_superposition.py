@@ -30,21 +30,14 @@
 # * learn the two recovery scores used throughout the book.
 
 # %% tags=["remove-cell"]
-# Colab only: install the book's library and requirements (does nothing elsewhere).
+# Colab only (does nothing elsewhere): install the book's library at the version this
+# notebook was written for. Stamped by scripts/stamp_colab.py: edit it there.
 import subprocess, sys  # noqa: E401
 
 if "google.colab" in sys.modules:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "sae-lib[models] @ git+https://github.com/sae-book/sae-book",
-        ],
-        check=True,
-    )
+    REPO, TAG = "https://github.com/sae-book/sae-book", "v0.1.0"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"sae-lib @ git+{REPO}@{TAG}"], check=True)
 
 # %%
 import math

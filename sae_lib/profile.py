@@ -4,12 +4,14 @@
 * ``full``: settings faithful to the papers, scaled to one GPU.
 
 Set ``SAE_BOOK_PROFILE=ci`` or ``SAE_BOOK_PROFILE=full``; left unset, it is ``full`` when a GPU
-is present and ``ci`` otherwise.
+is present and ``ci`` otherwise, except in Colab, where it is always ``ci``: a Colab GPU runtime is
+chosen for speed, not as a request for the papers' hours-long settings.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
@@ -21,7 +23,8 @@ def current_profile() -> str:
     """The active profile name, validated (an unknown name is an error, never a silent default)."""
     raw = os.environ.get(ENV_VAR, "").strip().lower()
     if not raw:
-        return "full" if torch.cuda.is_available() else "ci"
+        in_colab = "google.colab" in sys.modules
+        return "full" if torch.cuda.is_available() and not in_colab else "ci"
     if raw not in PROFILES:
         raise ValueError(
             f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a known run profile; "
@@ -46,6 +49,8 @@ def describe(**sizes) -> None:
     line = f"Run profile: {profile}  |  device: {default_device()}"
     if profile == "ci":
         line += f"  (small settings; set {ENV_VAR}=full for the papers' scale)"
+    if profile == "full" and default_device().type == "cpu":
+        line += "  (the papers' scale on a CPU: some chapters take hours)"
     print(line)
     for name, value in sizes.items():
         print(f"  {name:>16}: {value}")

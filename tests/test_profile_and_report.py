@@ -24,6 +24,22 @@ def test_default_profile_follows_hardware(monkeypatch):
 
     monkeypatch.delenv("SAE_BOOK_PROFILE", raising=False)
     assert current_profile() == ("full" if torch.cuda.is_available() else "ci")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert current_profile() == "full"
+
+
+def test_colab_defaults_to_ci_even_on_a_gpu(monkeypatch):
+    import sys
+    import types
+
+    import torch
+
+    monkeypatch.delenv("SAE_BOOK_PROFILE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert current_profile() == "ci"
+    monkeypatch.setenv("SAE_BOOK_PROFILE", "full")  # the reader's choice still wins
+    assert current_profile() == "full"
 
 
 def test_report_asserts_records_and_saves(tmp_path):
