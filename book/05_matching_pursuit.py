@@ -1058,7 +1058,7 @@ def check_noisy_world(rows: pd.DataFrame, scale: str) -> float:
         "FVU "
         + ", ".join(f"{n} {synth.loc[n, 'fvu']:.3f}" for n in synth.index)
         + "; matched cos "
-        + ", ".join(f"{n} {synth.loc[n, 'matched mean cos']:.3f}" for n in synth.index)
+        + ", ".join(f"{n} {synth.loc[n, 'mean_cos']:.3f}" for n in synth.index)
         + f" ({rows.seed.nunique()} seed(s), {scale})"
     )
     report.check(
@@ -1067,7 +1067,7 @@ def check_noisy_world(rows: pd.DataFrame, scale: str) -> float:
         ours=summary,
         passed=bool(mp["fvu"] < topk["fvu"]),
     )
-    gap = topk["matched mean cos"] - mp["matched mean cos"]
+    gap = topk["mean_cos"] - mp["mean_cos"]
     report.record(
         "SynthSAEBench: MP's better reconstruction comes with worse recovery "
         f"of the true features (against TopK at the same L0; {scale})",

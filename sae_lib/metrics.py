@@ -1,4 +1,10 @@
-"""How good is an SAE? Sparsity, reconstruction, dead latents, and recovery of known atoms."""
+"""How good is an SAE? Sparsity, reconstruction, dead latents, and recovery of known atoms.
+
+Every score dict of the library uses one set of names (:data:`SCORE_NAMES`): :func:`evaluate`, the tree
+recipes' ``tree_scores``, ``run_in_noisy_world``, the real model's ``HeldOut.evaluate`` and the shipped
+full-profile results. Held-out data always means fresh samples drawn with
+:func:`~sae_lib.synthetic.held_out_seed` (synthetic data) or held-out documents (real text).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,19 @@ from torch import Tensor
 
 from .saes import SAE, ReLUSAE, dense_codes
 from .util import is_integer, positive_int, real_number
+
+
+SCORE_NAMES = {
+    "fvu": "fraction of variance unexplained on held-out data",
+    "l0": "mean number of active latents per input",
+    "dead": "latents that never fire on the held-out data",
+    "alive": "latents that fire at least once on it",
+    "mean_cos": "mean cosine of the one-to-one matched atoms (Hungarian matching, :func:`match_atoms`)",
+    "min_cos": "the worst matched atom's cosine",
+    "found_at_0.9": "share of true atoms matched at cosine ≥ 0.9",
+    "ce_increase": "CE loss with the SAE spliced in, minus the model's own (real models)",
+}
+"""The score names, each with what it means. Tables in the chapters may relabel them for display."""
 
 
 def l0(z: Tensor) -> float:

@@ -49,7 +49,7 @@ def run_in_noisy_world(family: str, *, steps: int, seed: int = 0, n_test: int = 
     return {
         "fvu": stats["fvu"],
         "l0": stats["l0"],
-        "matched mean cos": match.mean,
-        "found at cos ≥ 0.9": match.fraction_above(0.9),
+        "mean_cos": match.mean,
+        "found_at_0.9": match.fraction_above(0.9),
         "dead": stats["dead"],
     }

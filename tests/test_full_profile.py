@@ -19,8 +19,8 @@ import full_profile_ch45  # noqa: E402
 
 def test_noisy_world_run_scores_both_sides_and_rejects_unknown_families():
     scores = run_in_noisy_world("mp", steps=20, seed=0, n_test=500)
-    assert set(scores) == {"fvu", "l0", "matched mean cos", "found at cos ≥ 0.9", "dead"}
-    assert 0 < scores["l0"] <= 3 and 0 < scores["matched mean cos"] <= 1
+    assert set(scores) == {"fvu", "l0", "mean_cos", "found_at_0.9", "dead"}
+    assert 0 < scores["l0"] <= 3 and 0 < scores["mean_cos"] <= 1
     with pytest.raises(ValueError, match="family must be one of"):
         noisy_world_sae("relu")
 
