@@ -596,7 +596,7 @@ report.check(
 # ## Exercises
 #
 # Two exercises on the ReLU SAE itself. Each has a stub to fill in, a cell that checks your
-# function against the library's `ReLUSAE`, and a solution behind a toggle
+# function against the library, and a solution behind a toggle
 # ({ref}`how to work the exercises <working-the-exercises>`).
 
 # %%
@@ -679,24 +679,31 @@ report.check(
 # Nothing changes: the forward pass only ever sees unit atoms. That is what keeps the L1 penalty
 # honest, since no rescaling of the decoder can make a code smaller for free.
 #
-# :::{exercise} The ReLU SAE's loss
+# :::{exercise} A decoder left free: the norm-weighted L1 loss
 # :label: ex-2-loss
 #
-# Write `relu_loss(sae, x)`: the training loss of this chapter,
-# $\frac{1}{d}\|x - \hat x\|^2 + \lambda \sum_i z_i$ averaged over the inputs, with
-# $\lambda$ = `sae.l1_coeff`. Return a tensor that carries a gradient, so an optimiser could
-# train on it. `sae(x)` gives `(x_hat, z)`.
+# This chapter renormalises every row of `W_dec` after each step. Anthropic's later recipe
+# {cite}`conerly2024april` leaves the decoder free instead, and charges each code for the
+# length of its atom: the loss is
+# $\frac{1}{d}\|x - \hat x\|^2 + \lambda \sum_i z_i \|W_{\text{dec},i}\|$, averaged over the
+# inputs. Write `norm_weighted_loss(x, x_hat, z, W_dec, l1_coeff)`; `x` and `x_hat` are
+# $(\ldots, d)$, `z` is $(\ldots, n)$ and `W_dec` is $(n, d)$ with rows of any length. Return a
+# tensor that carries a gradient, so an optimiser could train `W_dec` on it.
+#
+# Why does this close the loophole of the previous cell? Scale atom $i$ by $c$ and its code by
+# $1/c$: $\hat x$ is unchanged, and so is the penalty $z_i \|W_{\text{dec},i}\|$. With a plain
+# L1 penalty and a free decoder, large atoms would make every code cheap.
 # :::
 
 
 # %%
-def relu_loss(sae, x):
-    """MSE per entry plus l1_coeff times the mean over inputs of sum_i z_i."""
+def norm_weighted_loss(x, x_hat, z, W_dec, l1_coeff):
+    """MSE per entry plus l1_coeff times the mean over inputs of sum_i z_i |W_dec[i]|."""
     raise NotImplementedError("your turn")
 
 
 # %%
-relu_loss_passed = exercises.check_relu_loss(relu_loss)
+norm_loss_passed = exercises.check_norm_weighted_loss(norm_weighted_loss)
 
 # %% [markdown]
 # ::::{solution-start} ex-2-loss
@@ -705,13 +712,13 @@ relu_loss_passed = exercises.check_relu_loss(relu_loss)
 
 
 # %%
-def relu_loss_solution(sae, x):
-    x_hat, z = sae(x)
+def norm_weighted_loss_solution(x, x_hat, z, W_dec, l1_coeff):
     inputs = z.numel() // z.shape[-1]  # x may have several leading dimensions
-    return (x_hat - x).pow(2).mean() + sae.l1_coeff * z.sum() / inputs
+    penalty = (z * W_dec.norm(dim=-1)).sum() / inputs  # each code times its atom's length
+    return (x_hat - x).pow(2).mean() + l1_coeff * penalty
 
 
-exercises.check_relu_loss(relu_loss_solution, solution=True)
+exercises.check_norm_weighted_loss(norm_weighted_loss_solution, solution=True)
 
 # %% [markdown]
 # ::::{solution-end}

@@ -32,7 +32,6 @@ from .hierarchy import conditionally_orthogonal_dictionary, paper_tree
 from .metrics import (absorption_score, babel, cosine_matrix, gram_errors, match_atoms,
                       modality_score)
 from .saes import MPSAE, BatchTopKSAE, ReLUSAE, TopKSAE
-from .training import Reconstruction
 
 
 class ExerciseFailed(AssertionError):
@@ -215,17 +214,6 @@ def _random_sae(cls, d_in: int, n_latents: int, seed: int, **settings):
     return sae
 
 
-def _relu_cases(seed: int) -> list[tuple[str, ReLUSAE, Tensor]]:
-    return [
-        ("a ReLUSAE(8, 16) and x of shape (5, 8)", _random_sae(ReLUSAE, 8, 16, seed, l1_coeff=0.1),
-         torch.randn(5, 8, generator=_gen(seed))),
-        ("a ReLUSAE(4, 12) and x of shape (2, 3, 4)", _random_sae(ReLUSAE, 4, 12, seed + 1, l1_coeff=0.03),
-         torch.randn(2, 3, 4, generator=_gen(seed + 1))),
-        ("a ReLUSAE(6, 6) and one input, shape (1, 6)", _random_sae(ReLUSAE, 6, 6, seed + 2, l1_coeff=1.0),
-         torch.randn(1, 6, generator=_gen(seed + 2))),
-    ]
-
-
 def _one_latent_sae(atom: Tensor, b_dec: Tensor, l1_coeff: float) -> ReLUSAE:
     """The library's ReLU SAE with one latent whose encoder reads the unit atom and whose bias is the
     soft threshold -λd/2: it computes the exact minimiser of the chapter's loss for that atom."""
@@ -266,13 +254,25 @@ def _compare_loss(expected, got) -> None:
                         "nothing could train on it (build it from the SAE's tensors, no .item() or .detach())")
 
 
-def check_relu_loss(fn: Callable, *, solution: bool = False) -> bool:
-    """``fn(sae, x)`` -> MSE (mean over every entry) + ``l1_coeff`` · (sum of codes per row, averaged)."""
+def _norm_weighted_loss(x: Tensor, x_hat: Tensor, z: Tensor, W_dec: Tensor, l1_coeff: float) -> Tensor:
+    rows = z.numel() // z.shape[-1]
+    return (x_hat - x).pow(2).mean() + l1_coeff * (z * W_dec.norm(dim=-1)).sum() / rows
+
+
+def check_norm_weighted_loss(fn: Callable, *, solution: bool = False) -> bool:
+    """``fn(x, x_hat, z, W_dec, l1_coeff)`` -> MSE (mean over every entry) + ``l1_coeff`` · (per row,
+    the sum over latents of ``z_i · ‖W_dec[i]‖``, averaged over rows): the L1 loss of an SAE whose
+    decoder rows are free, not renormalised (Anthropic's April 2024 update)."""
     cases = []
-    for text, sae, x in _relu_cases(20):
-        terms, _ = Reconstruction()(sae, x.reshape(-1, sae.d_in), None)
-        cases.append(Case(text, (sae, x), sum(terms.values()).detach(), compare=_compare_loss))
-    return _run("ReLU SAE loss", fn, cases, solution=solution)
+    for i, (lead, n, d, l1) in enumerate([((5,), 16, 8, 0.1), ((2, 3), 12, 4, 0.03), ((1,), 6, 6, 1.0)]):
+        g = _gen(30 + i)
+        x, x_hat = torch.randn(*lead, d, generator=g), torch.randn(*lead, d, generator=g)
+        z = torch.rand(*lead, n, generator=g) * (torch.rand(*lead, n, generator=g) < 0.4)
+        W_dec = (torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g) * 3).requires_grad_()
+        text = f"x of shape {tuple(x.shape)}, {n} latents, decoder rows of lengths 0-3, λ = {l1}"
+        cases.append(Case(text, (x, x_hat, z, W_dec, l1), _norm_weighted_loss(x, x_hat, z, W_dec, l1).detach(),
+                          compare=_compare_loss))
+    return _run("norm-weighted L1 loss", fn, cases, solution=solution)
 
 
 # ============================================================================ chapter 3: TopK SAEs

@@ -112,15 +112,9 @@ def test_matched_cosine(capsys):
 
 
 # ---------------------------------------------------------------- chapter 2
-def relu_forward(sae, x):
-    z = F.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc)
-    return z @ sae.atoms() + sae.b_dec, z
-
-
-def relu_loss(sae, x):
-    x_hat, z = relu_forward(sae, x)
-    rows = z.numel() // sae.n_latents
-    return (x_hat - x).pow(2).mean() + sae.l1_coeff * z.abs().sum() / rows
+def norm_weighted_loss(x, x_hat, z, W_dec, l1_coeff):
+    rows = z.numel() // z.shape[-1]
+    return (x_hat - x).pow(2).mean() + l1_coeff * (z * W_dec.norm(dim=1)).sum() / rows
 
 
 def best_code(x, atom, b_dec, l1_coeff):
@@ -149,15 +143,22 @@ def test_best_code(capsys):
     rejects(ex.check_best_code, raw_atom, capsys)
 
 
-def test_relu_loss(capsys):
-    accepts(ex.check_relu_loss, relu_loss, capsys)
+def test_norm_weighted_loss(capsys):
+    accepts(ex.check_norm_weighted_loss, norm_weighted_loss, capsys)
 
-    def l1_mean_over_latents(sae, x):
-        x_hat, z = relu_forward(sae, x)
-        return (x_hat - x).pow(2).mean() + sae.l1_coeff * z.abs().mean()
+    def plain_l1(x, x_hat, z, W_dec, l1_coeff):  # forgets the decoder norms
+        return (x_hat - x).pow(2).mean() + l1_coeff * z.sum() / (z.numel() // z.shape[-1])
 
-    rejects(ex.check_relu_loss, l1_mean_over_latents, capsys, "the loss")
-    out = rejects(ex.check_relu_loss, lambda sae, x: relu_loss(sae, x).item(), capsys)
+    def squared_norms(x, x_hat, z, W_dec, l1_coeff):
+        rows = z.numel() // z.shape[-1]
+        return (x_hat - x).pow(2).mean() + l1_coeff * (z * W_dec.pow(2).sum(1)).sum() / rows
+
+    def mean_over_latents(x, x_hat, z, W_dec, l1_coeff):
+        return (x_hat - x).pow(2).mean() + l1_coeff * (z * W_dec.norm(dim=1)).mean()
+
+    for wrong in (plain_l1, squared_norms, mean_over_latents):
+        rejects(ex.check_norm_weighted_loss, wrong, capsys, "the loss")
+    out = rejects(ex.check_norm_weighted_loss, lambda *a: norm_weighted_loss(*a).item(), capsys)
     assert "without one" in out
 
 
