@@ -1,4 +1,4 @@
-"""How fast one end-to-end SAE training step runs on SmolLM2, by the three routes EndToEnd can take.
+"""How fast one end-to-end SAE training step runs on SmolLM2, by the routes EndToEnd can take.
 
     .venv/bin/python bench/bench_e2e.py                 # layer 24, batch 8 x 128: a few minutes on 2 cores
     .venv/bin/python bench/bench_e2e.py --layer 10 --steps 3
@@ -10,9 +10,11 @@ the spliced run with gradients into the SAE, the KL + sparsity loss, backward, a
 * **from the splice**: the blocks before the splice run once, without gradients, and both runs start
   there (``EndToEnd``'s default with token rows);
 * **tail only**: the rows are the residual stream at the splice, read from an activation store, so
-  nothing before the splice runs (``EndToEnd`` with residual rows).
+  nothing before the splice runs (``EndToEnd`` with residual rows);
+* **tail only, KL at a quarter of the positions**: as the tail only, with ``kl_positions=0.25``: the
+  final norm, the unembedding and the softmax run at a quarter of the positions (drawn each step).
 
-All three run in this one process on the same batch, interleaved over ``--rounds``, so a slow spell of a
+All routes run in this one process on the same batch, interleaved over ``--rounds``, so a slow spell of a
 shared machine falls on every route alike; the table gives the median step and each route's speed as a
 ratio of the whole-model route's, measured in this run.
 """
@@ -57,7 +59,8 @@ def main() -> None:
     rows = harvest(model, tokens, hook, progress=False)  # what a sequence-ordered store would hold
     routes = {"whole model": (EndToEnd(model, hook, start_at_splice=False), tokens),
               "from the splice": (EndToEnd(model, hook), tokens),
-              "tail only": (EndToEnd(model, hook), rows)}
+              "tail only": (EndToEnd(model, hook), rows),
+              "tail only, KL at 1/4 of positions": (EndToEnd(model, hook, kl_positions=0.25), rows)}
     sae = TopKSAE(model.cfg.d_model, 8 * model.cfg.d_model, k=32, seed=0)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
     times = {name: [] for name in routes}

@@ -77,11 +77,19 @@ class EndToEnd:
     ``blocks.L.hook_resid_post``: an activation store harvested in sequence order (the model is frozen,
     so those activations never change). Then nothing before the splice runs at all: each step runs the
     blocks after it twice, once without gradients for the original distribution, once spliced.
+
+    **KL at some positions.** ``kl_positions=f`` (0 < f ≤ 1) takes the KL term at a share ``f`` of the
+    positions, drawn afresh at every step (the same positions in every sequence of the batch), so the
+    final norm, the unembedding and the softmax over the vocabulary run only there. The blocks still run
+    on every position, and gradients reach the SAE's codes at every position through attention. The
+    drawn mean is an unbiased estimate of the mean over all positions, with more variance: a cheaper
+    step, not the same one (``bench/bench_e2e.py`` measures the trade). ``seed`` draws the positions.
     """
 
     def __init__(
         self, model: HookedTransformer, hook: str, *, kl_coeff: float = 1.0, downstream_coeff: float = 0.0,
         downstream: Sequence[str] | None = None, mse_coeff: float = 0.0, start_at_splice: bool = True,
+        kl_positions: float = 1.0, seed: int = 0,
     ):
         self.model, self.hook = model, check_hook(model, hook)
         self.start = hook_layer(self.hook) if start_at_splice else None  # None: run from the tokens
@@ -90,6 +98,8 @@ class EndToEnd:
         self.downstream_coeff = real_number("downstream_coeff", downstream_coeff, low=0)
         self.mse_coeff = real_number("mse_coeff", mse_coeff, low=0)
         self.variance: float | None = None  # of the activation at the splice, per element (first batch)
+        self.kl_positions = real_number("kl_positions", kl_positions, low=0, high=1, low_open=True)
+        self._positions = torch.Generator().manual_seed(seed)
         if self.kl_coeff == 0 and self.downstream_coeff == 0 and self.mse_coeff == 0:
             raise ValueError("kl_coeff, downstream_coeff and mse_coeff are all 0: nothing would be trained")
         if any(p.requires_grad for p in model.parameters()):
@@ -150,6 +160,7 @@ class EndToEnd:
             else:
                 start = {} if self.start is None else {"start_at_layer": self.start}
                 inputs = batch if self.start is None else self.model(batch, stop_at_layer=self.start)
+            start["positions"] = self._draw_positions(batch.shape[1])
             original = run_original(self.model, inputs, hook, capture=self.downstream, **start)
         spliced = run_spliced(self.model, inputs, hook, sae, capture=self.downstream, **start)
         terms = {}
@@ -165,6 +176,13 @@ class EndToEnd:
             terms["mse"] = self.mse_coeff / self.variance * F.mse_loss(spliced.x_hat, x)
         terms.update(sae.extra_losses(spliced.x, spliced.x_hat, spliced.z, dead_mask))
         return terms, spliced.z
+
+    def _draw_positions(self, seq_len: int) -> Tensor | None:
+        """This step's positions for the KL (sorted), or None for all of them."""
+        if self.kl_positions == 1:
+            return None
+        n = max(1, round(self.kl_positions * seq_len))
+        return torch.randperm(seq_len, generator=self._positions)[:n].sort().values
 
 
 def _entry(model: HookedTransformer, hook: str) -> tuple[int, str] | None:

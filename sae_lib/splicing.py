@@ -137,27 +137,39 @@ def _capture_hooks(capture: Sequence[str], store: dict) -> list:
     return [(name, save) for name in capture]
 
 
+def _forward(model: HookedTransformer, tokens: Tensor, fwd_hooks: list, start_at_layer: int | None,
+             positions: Tensor | None) -> Tensor:
+    """The logits; with ``positions``, only at those positions of every sequence: the blocks run on
+    the whole sequence (attention needs it), the final norm and the unembedding only where asked,
+    which on a 49k-token vocabulary is most of the cost of the tail of a model."""
+    if positions is None:
+        return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, start_at_layer=start_at_layer)
+    resid = model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, start_at_layer=start_at_layer,
+                                 stop_at_layer=model.cfg.n_layers)
+    return model.unembed(model.ln_final(resid[:, positions]))
+
+
 def run_original(model: HookedTransformer, tokens: Tensor, hook: str, *, capture: Sequence[str] = (),
-                 start_at_layer: int | None = None) -> Run:
+                 start_at_layer: int | None = None, positions: Tensor | None = None) -> Run:
     """The unmodified model: its logits, its activation at ``hook`` and at the ``capture`` hooks.
     With ``start_at_layer=L``, ``tokens`` is instead the residual stream entering block L, and only
-    blocks L onwards run (the hooks must lie there)."""
+    blocks L onwards run (the hooks must lie there). With ``positions`` (indices along the sequence),
+    the logits are only those positions', shape (batch, len(positions), vocab)."""
     store: dict[str, Tensor] = {}
-    logits = model.run_with_hooks(tokens, fwd_hooks=_capture_hooks([hook, *capture], store),
-                                  start_at_layer=start_at_layer)
+    logits = _forward(model, tokens, _capture_hooks([hook, *capture], store), start_at_layer, positions)
     return Run(logits=logits, x=store[hook], acts={name: store[name] for name in capture})
 
 
 def run_spliced(
     model: HookedTransformer, tokens: Tensor, hook: str, sae: SAE, *, capture: Sequence[str] = (),
-    start_at_layer: int | None = None, **sae_kwargs
+    start_at_layer: int | None = None, positions: Tensor | None = None, **sae_kwargs
 ) -> Run:
     """Run the model with ``sae``'s reconstruction in place of the activation at ``hook``.
 
     Everything after the hook sees ``x_hat`` instead of ``x``. The model's weights are not touched, but
     gradients flow from the logits back through all later blocks into the SAE: that is what end-to-end
     training needs. Extra keyword arguments go to the SAE (e.g. ``k=`` for TopK and MP SAEs);
-    ``start_at_layer`` is as for :func:`run_original`.
+    ``start_at_layer`` and ``positions`` are as for :func:`run_original`.
     """
     store: dict[str, Tensor] = {}
 
@@ -166,8 +178,7 @@ def run_spliced(
         store["x"], store["x_hat"], store["z"] = act, x_hat, z
         return x_hat.to(act.dtype)
 
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(hook, splice), *_capture_hooks(capture, store)],
-                                  start_at_layer=start_at_layer)
+    logits = _forward(model, tokens, [(hook, splice), *_capture_hooks(capture, store)], start_at_layer, positions)
     return Run(logits=logits, x=store.pop("x"), x_hat=store.pop("x_hat"), z=store.pop("z"), acts=store)
 
 

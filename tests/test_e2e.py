@@ -328,3 +328,44 @@ def test_kl_finetune_keeps_the_balance_of_sparsity_and_reconstruction(lm):
     variance = sample.reshape(-1, model.cfg.d_model).var(0).mean().item()
     assert sae.l1_coeff == pytest.approx(0.02 / variance) and sae.config()["l1_coeff"] == sae.l1_coeff
     assert rule.target == 5 and rule.inner.mse_coeff == 1.0 and rule.inner.kl_coeff == 1.0
+
+
+def test_kl_at_some_positions_is_the_kl_of_the_full_logits_there(deep):
+    """``kl_positions``: the logits at the drawn positions are the full run's logits there, and the KL
+    term is the full KL restricted to them; the gradients reach the SAE from those positions only."""
+    from sae_lib.splicing import kl_divergence, run_original, run_spliced
+
+    model, tokens = deep
+    hook, batch = "blocks.1.hook_resid_pre", tokens[:4]
+    sae = ReLUSAE(model.cfg.d_model, 4 * model.cfg.d_model, l1_coeff=0.0, seed=0)
+    positions = torch.tensor([0, 5, 6, 15])
+    full = run_original(model, batch, hook)
+    torch.testing.assert_close(run_original(model, batch, hook, positions=positions).logits,
+                               full.logits[:, positions], rtol=1e-5, atol=1e-5)
+    objective = EndToEnd(model, hook, kl_positions=0.25, seed=3)
+    drawn = torch.randperm(16, generator=torch.Generator().manual_seed(3))[:4].sort().values
+    terms, _ = objective(sae, batch, torch.zeros(sae.n_latents, dtype=torch.bool))
+    spliced = run_spliced(model, batch, hook, sae)
+    want = kl_divergence(full.logits[:, drawn], spliced.logits[:, drawn])
+    assert terms["kl"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert terms["kl"].item() != pytest.approx(kl_divergence(full.logits, spliced.logits).item(), rel=1e-3)
+    second, _ = objective(sae, batch, torch.zeros(sae.n_latents, dtype=torch.bool))
+    assert second.get("kl").item() != pytest.approx(terms["kl"].item(), rel=1e-6)  # drawn afresh
+
+
+def test_kl_at_a_quarter_of_the_positions_still_trains(lm):
+    model, tokens = lm
+    sae = ReLUSAE(model.cfg.d_model, 64, l1_coeff=1e-3, seed=0)
+    objective = EndToEnd(model, HOOK, kl_positions=0.25)
+    train_sae(sae, tokens[:256], objective=objective, steps=40, batch_size=16, lr=3e-3, progress=False)
+    full = EndToEnd(model, HOOK)  # judged on every position of held-out sequences
+    before = ReLUSAE(model.cfg.d_model, 64, l1_coeff=1e-3, seed=0)
+    before.b_dec.data.copy_(sae.b_dec.data)
+    kl = [full(s, tokens[300:364], torch.zeros(64, dtype=torch.bool))[0]["kl"].item() for s in (before, sae)]
+    assert kl[1] < 0.7 * kl[0]
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5, float("nan")])
+def test_kl_positions_out_of_range_is_a_clear_error(lm, share):
+    with pytest.raises(ValueError, match="kl_positions must be a finite number in"):
+        EndToEnd(lm[0], HOOK, kl_positions=share)
