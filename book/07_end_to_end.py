@@ -995,6 +995,10 @@ S_BUDGET = (
 )
 
 
+S_SPARSEST = min(s_local, key=lambda q: q["l0"])
+S_LOCAL_RANGE = (S_SPARSEST["l0"], max(q["l0"] for q in s_local))
+
+
 def s_dominated(r: dict) -> list[str]:
     """The local SAEs that beat SAE r on both counts: fewer latents active (L0) and a
     smaller CE-loss increase (its upper 95% bound below r's lower one). Needs no
@@ -1013,9 +1017,16 @@ for kind, paper in (
     rows = s_summary[kind]
     lower = bool(rows) and all(p["ci"][1] < p["local"] for p in rows)
     beaten = {r["name"]: s_dominated(r) for r in s_runs if r["kind"] == kind}
+    # below the sparsest local SAE no local SAE has fewer latents: the rule cannot decide
+    below = {n for n in beaten if s_all.loc[n, "l0"] < S_LOCAL_RANGE[0]}
     outside = "; ".join(
         f"{n} (L0 {s_all.loc[n, 'l0']:.1f}, CE +{s_all.loc[n, 'ce_increase']:.3f}) is "
-        f"beaten on both counts by {', '.join(b) or 'no local SAE'}"
+        + (
+            f"beaten on both counts by {', '.join(b)}"
+            if b
+            else "below the local range: undecided (the sparsest local SAE, "
+            f"L0 {S_LOCAL_RANGE[0]:.1f}, has CE +{S_SPARSEST['ce_increase']:.3f})"
+        )
         for n, b in beaten.items()
         if n not in {p["name"] for p in rows}
     )
@@ -1030,12 +1041,14 @@ for kind, paper in (
         if beaten
         else "not run",
     )
-    if beaten:
+    if set(beaten) - below:
         report.check(
-            f"At this budget every {kind} SAE is beaten by a local SAE with fewer "
-            "latents active and a smaller CE-loss increase",
-            ours="; ".join(f"{n}: {', '.join(b) or 'none'}" for n, b in beaten.items()),
-            passed=all(beaten.values()),
+            f"At this budget every {kind} SAE not below the local range is beaten by a "
+            "local SAE with fewer latents active and a smaller CE-loss increase",
+            ours="; ".join(
+                f"{n}: {', '.join(b) or 'none'}" for n, b in beaten.items() if n not in below
+            ),
+            passed=all(b for n, b in beaten.items() if n not in below),
         )
 
 # %%
@@ -1062,6 +1075,19 @@ report.check(
     ours=f"L0 {s_all.loc['e2e-l0-32', 'l0']:.1f}, target 32",
     passed=s_all.loc["e2e-l0-32", "l0"] > 1.5 * 32,
 )
+if "e2e-l0-24" in s_all.index:
+    report.check(
+        "λ steered to the very end, e2e-l0-24's held-out L0 still missed its target, "
+        "this time far below",
+        ours=f"L0 {s_all.loc['e2e-l0-24', 'l0']:.1f}, target 24 (λ steered for "
+        f"{s_all.loc['e2e-l0-24', 'steered']} of {s_all.loc['e2e-l0-24', 'steps']} steps)",
+        passed=s_all.loc["e2e-l0-24", "l0"] < 0.75 * 24,
+    )
+report.check(
+    "The local SAEs, steered by the same rule, landed within 5% of their target L0",
+    ours=", ".join(f"{q['name']} {q['l0']:.1f}" for q in s_local),
+    passed=all(abs(q["l0"] / q["target_l0"] - 1) < 0.05 for q in s_local),
+)
 
 # %% [markdown]
 # So, at this budget, the paper's central claim does not hold on SmolLM2: the e2e SAEs trained
@@ -1069,10 +1095,18 @@ report.check(
 # The paper trained every SAE on about 410M tokens; an e2e SAE here saw about 131k, while each
 # local SAE saw two million, and still took less time: a local step reads stored activations,
 # an e2e step runs two-thirds of the model twice, forwards and backwards (compare the tokens/s).
-# On two CPU cores, equal compute buys a local SAE some thirty times more data. And the L0 of
-# `e2e-l0-32` on held-out text ended far above the target its λ was steered to on training
-# batches (the steering stopped at 70% of the steps; the later SAEs of the study steer to the
-# end). This is a result about budgets, not about the objective.
+# On two CPU cores, equal compute buys a local SAE some thirty times more data. This is a result
+# about budgets, not about the objective.
+#
+# The e2e SAEs' held-out L0 also missed the targets their λ was steered to on the training
+# batches, in both directions. `e2e-l0-32` ended far above its target (its steering stopped at
+# 70% of the steps); `e2e-l0-24`, steered to the very end, ended far below it, under the
+# sparsest local SAE, where the both-counts rule cannot decide (its CE-loss increase is still
+# several times that of `relu-l0-16`, read off the table). The local SAEs, steered by the same
+# rule on batches of 2,048 activations, landed within a few percent of their targets; an e2e
+# batch holds 512 tokens, and its codes move fast while the SAE is this young. Which of the two
+# throws the steering off is not measured: the study does not record the L0 on its training
+# batches.
 #
 # The e2e+ds SAE fares no better, for a second reason besides its budget: the paper's downstream
 # term is the raw MSE of the later residual streams, and SmolLM2's are large. At the end of
