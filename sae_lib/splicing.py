@@ -145,8 +145,10 @@ def _forward(model: HookedTransformer, tokens: Tensor, fwd_hooks: list, start_at
     if positions is None:
         return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, start_at_layer=start_at_layer)
     resid = model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, start_at_layer=start_at_layer,
-                                 stop_at_layer=model.cfg.n_layers)
-    return model.unembed(model.ln_final(resid[:, positions]))
+                                 stop_at_layer=model.cfg.n_layers)[:, positions]
+    if model.cfg.normalization_type is not None:  # as HookedTransformer.forward does
+        resid = model.ln_final(resid)
+    return model.unembed(resid)
 
 
 def run_original(model: HookedTransformer, tokens: Tensor, hook: str, *, capture: Sequence[str] = (),

@@ -224,6 +224,11 @@ def test_starting_at_the_splice_agrees_on_smollm2():
         torch.testing.assert_close(grads_fast[name], grads_slow[name], rtol=1e-3, atol=1e-6)
     from sae_lib.splicing import harvest
 
+    from sae_lib.splicing import run_original
+
+    positions = torch.tensor([1, 4, 11])
+    torch.testing.assert_close(run_original(model, tokens, hook, positions=positions).logits,
+                               run_original(model, tokens, hook).logits[:, positions], rtol=1e-4, atol=1e-4)
     rows = harvest(model, tokens, "blocks.23.hook_resid_post", progress=False)  # = what enters block 24
     loss_tail, grads_tail = _loss_and_grads(EndToEnd(model, "blocks.23.hook_resid_post"), sae, rows)
     assert loss_tail == pytest.approx(loss_slow, rel=1e-4)
