@@ -85,22 +85,23 @@ def colab_cell(stem: str, url: str | None = None, tag: str | None = None) -> str
     return HEADER + "\n".join(lines) + "\n"
 
 
-def stamped(stem: str, text: str) -> str:
+def stamped(stem: str, text: str, url: str | None = None, tag: str | None = None) -> str:
     """``text`` (a chapter's source) with its install cell replaced by :func:`colab_cell`."""
-    if len(CELL.findall(text)) != 1:
-        raise ValueError(f"book/{stem}.py: expected one Colab install cell, found {len(CELL.findall(text))}")
-    return CELL.sub(lambda _: colab_cell(stem).rstrip("\n") + "\n", text, count=1)
+    found = len(CELL.findall(text))
+    if found != 1:
+        raise ValueError(f"book/{stem}.py: expected one Colab install cell, found {found}")
+    return CELL.sub(lambda _: colab_cell(stem, url, tag), text, count=1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a cell is stale")
     args = parser.parse_args()
-    stale = []
+    stale, url, tag = [], repository_url(), version_tag()
     for stem in NEEDS:
         path = ROOT / "book" / f"{stem}.py"
         text = path.read_text()
-        new = stamped(stem, text)
+        new = stamped(stem, text, url, tag)
         if new == text:
             continue
         stale.append(path)
