@@ -67,6 +67,9 @@ class Reconstruction:
         return terms, z
 
 
+DAMPED_STEERING = {"rate": 0.05, "smoothing": 0.5, "gain": 1.0}  # TargetL0's settings that settle fast
+
+
 class TargetL0:
     """An objective for a :class:`~sae_lib.ReLUSAE` (reconstruction unless ``inner`` says otherwise, e.g.
     an :class:`~sae_lib.e2e.EndToEnd`), with its L1 coefficient steered to a target L0.
@@ -80,26 +83,36 @@ class TargetL0:
       that it fires on ``target / n_latents`` of a sample of the data, so the first step already has
       L0 ≈ target. (Without this, Adam moves a bias by about one learning rate per step, and a bias
       must travel ``λd/2``, tens of units on a real residual stream: a short run stays dense.)
-    * Steer: for the first ``adapt_steps`` steps, ``log λ += rate·log(L0 / target)``, with ``L0`` a moving
-      average over recent batches and each step's change bounded (a factor of at most ``e^(rate·0.7)``):
-      an overshoot would kill latents that a later, lower λ cannot revive.
+    * Steer: for the first ``adapt_steps`` steps, with ``e = log(L0 / target)`` (``L0`` a moving average
+      over recent batches, ``e`` bounded to ±0.7 so that one bad batch cannot swing ``λ`` far: an
+      overshoot would kill latents that a later, lower λ cannot revive), ``log λ = I + gain·e`` where
+      ``I += rate·e`` every step. With ``gain = 0`` (the default) that is ``log λ += rate·e``.
     * Then hold ``λ`` fixed, so the rest of training (and the learning-rate decay) has one objective.
 
-    ``history`` keeps ``λ`` at every step. One run replaces a bisection of several runs. Fine-tuning a
-    trained SAE (``train_sae(..., init_b_dec=False)``) skips the start: ``λ`` is steered from the SAE's
-    own ``l1_coeff``."""
+    Why ``gain``: ``λ`` does not move L0 at once. It moves the encoder's biases, a little per step, so L0
+    integrates ``λ``'s error, and steering ``λ`` by the integral of L0's error alone is a loop of two
+    integrators, which oscillates. A fast ``rate`` makes it swing for the whole run: measured on
+    SmolLM2 (``bench/steer_l0.py``), ``rate=0.2`` sent L0 from 5 to 65 and back while ``λ`` moved over a
+    factor of 40, so where L0 ends depends on the step training stops at. The proportional term
+    ``gain·e`` damps it (:data:`DAMPED_STEERING` settled within about 20 steps there).
+
+    ``history`` keeps ``λ`` at every step, and ``l0_history`` each training batch's L0. One run replaces a
+    bisection of several runs. Fine-tuning a trained SAE (``train_sae(..., init_b_dec=False)``) skips
+    the start: ``λ`` is steered from the SAE's own ``l1_coeff``."""
 
     def __init__(self, target_l0: float, adapt_steps: int, *, rate: float = 0.05, smoothing: float = 0.9,
-                 inner: Objective | None = None):
+                 gain: float = 0.0, inner: Objective | None = None):
         self.target = real_number("target_l0", target_l0, low=0, low_open=True)
         self.adapt_steps = positive_int("adapt_steps", adapt_steps)
         self.rate = real_number("rate", rate, low=0, low_open=True)
         self.smoothing = real_number("smoothing", smoothing, low=0, high=1, high_open=True)
+        self.gain = real_number("gain", gain, low=0)
         self.inner = inner if inner is not None else Reconstruction()
         if not hasattr(self.inner, "activation_sample"):
             raise TypeError(f"TargetL0 starts λ from the activations' scale: its inner objective needs an "
                             f"activation_sample(data) method, which {type(self.inner).__name__} lacks")
-        self.step, self.history, self.l0 = 0, [], None
+        self.step, self.history, self.l0_history, self.l0 = 0, [], [], None
+        self.integral: float | None = None  # I, the steered part of log λ (set from λ at the first step)
 
     def check_data(self, sae: SAE, data: Tensor) -> None:
         if not hasattr(sae, "l1_coeff"):
@@ -141,11 +154,17 @@ class TargetL0:
 
     def __call__(self, sae: SAE, batch: Tensor, dead_mask: Tensor):
         terms, z = self.inner(sae, batch, dead_mask)
+        l0 = (z.detach() > 0).sum().item() / max(1, z.numel() // sae.n_latents)
+        self.l0_history.append(l0)
         if self.step < self.adapt_steps:
-            l0 = (z.detach() > 0).sum().item() / max(1, z.numel() // sae.n_latents)
             self.l0 = l0 if self.l0 is None else self.smoothing * self.l0 + (1 - self.smoothing) * l0
-            step = min(max(math.log(max(self.l0, 1e-3) / self.target), -0.7), 0.7)
-            self._set(sae, sae.l1_coeff * math.exp(self.rate * step))
+            error = min(max(math.log(max(self.l0, 1e-3) / self.target), -0.7), 0.7)
+            if self.integral is None:
+                if not sae.l1_coeff > 0:
+                    raise ValueError(f"TargetL0 steers λ by factors, so it must start above 0, not {sae.l1_coeff}")
+                self.integral = math.log(sae.l1_coeff)
+            self.integral += self.rate * error
+            self._set(sae, math.exp(self.integral + self.gain * error))
         self.history.append(sae.l1_coeff)
         self.step += 1
         return terms, z

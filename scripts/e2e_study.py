@@ -16,7 +16,10 @@ so that its local ReLU SAEs (relu-l0-16, relu-l0-32) are the local frontier here
 
 λ is steered on the training batches for every step, except in the first three SAEs trained
 (``DRIFTED``: the first 70% of the steps, as in the local study); their held-out L0 drifted far up
-once the steering stopped. kl-ft-hold is kl-ft with the steering to the end.
+once the steering stopped. kl-ft-hold is kl-ft with the steering to the end. The SAEs trained from
+scratch before ``real_scale.E2E_STEERING_FROM`` were steered fast (``rate=0.2``), which oscillates
+(``bench/steer_l0.py``): e2e-l0-24 ended at L0 14. Those after it use the damped rule
+(``STEERING``). Each record keeps its rule and the L0 of its training batches (``train_l0_by_tenth``).
 
 An e2e step runs the model from the splice on, twice (once with gradients), so it costs about twenty
 times a local step per token: the budgets are small beside the paper's, and each record says its own.
@@ -49,6 +52,7 @@ import real_scale_study as study  # noqa: E402
 from sae_lib import corpus, real_scale  # noqa: E402
 from sae_lib.real_scale import E2E_SHIPPED, HOOK, N_LATENTS, SEQ_LEN  # noqa: E402
 from sae_lib.smollm2 import MODEL_NAME  # noqa: E402
+from sae_lib.training import DAMPED_STEERING  # noqa: E402
 
 RESULTS = study.ASSETS / "e2e_results.jsonl"
 BATCH_SEQUENCES = 2  # 512 tokens a step: more steps for the same tokens
@@ -59,6 +63,8 @@ FINETUNE_LR = real_scale.E2E_FINETUNE_LR  # a tenth: the fine-tune starts from a
 MSE_COEFF = 1.0  # Karvonen's KL + MSE, the MSE as a fraction of variance (about the KL's size here)
 DRIFTED = ("kl-ft-relu-l0-32", "e2e-l0-32", "e2e+ds-l0-32")  # trained with λ steered for 70% of the steps
 DS_COEFF = 2.5  # the paper's β at a splice early in the model (GPT-2 layers 2 and 6)
+FAST_STEERING = {"rate": 0.2, "smoothing": 0.9, "gain": 0.0}  # the first SAEs from scratch
+STEERING = DAMPED_STEERING  # see TargetL0
 
 
 def pieces() -> list[dict]:
@@ -87,9 +93,14 @@ def objective_for(piece: dict, model, tokens, sae, steps: int):
         inner = EndToEnd(model, HOOK)
     else:
         inner = EndToEnd(model, HOOK, kl_coeff=0.5, downstream_coeff=DS_COEFF)
-    # From scratch, λ starts from the objective's own gradient (a guess within a factor of ten) and
-    # is steered fast.
-    return TargetL0(piece["k"], adapt_steps=adapt, inner=inner, rate=0.2)
+    # From scratch, λ starts from the objective's own gradient (a guess within a factor of ten).
+    return TargetL0(piece["k"], adapt_steps=adapt, inner=inner, **steering(piece))
+
+
+def steering(piece: dict) -> dict:
+    """The steering rule of a piece trained from scratch (see the module's docstring)."""
+    late = [real_scale.e2e_name(*p) for p in real_scale.E2E_PLAN[real_scale.E2E_STEERING_FROM:]]
+    return STEERING if piece["name"] in late else FAST_STEERING
 
 
 def local_path(name: str) -> Path | None:
@@ -130,6 +141,13 @@ def geometry(sae, local) -> dict:
             "max_cos_to_local_median": max_cosine_across(sae.atoms(), local.atoms()).median().item()}
 
 
+def tenths(values: list[float]) -> list[float]:
+    """The mean of each tenth of a per-step series (the training batches' L0)."""
+    n = len(values)
+    return [round(sum(values[i * n // 10:(i + 1) * n // 10]) / max(1, (i + 1) * n // 10 - i * n // 10), 2)
+            for i in range(10)]
+
+
 def train_piece(piece: dict, model, tokens, scorer) -> None:
     from sae_lib import save_sae, train_sae
 
@@ -157,6 +175,8 @@ def train_piece(piece: dict, model, tokens, scorer) -> None:
         "train_tokens": steps * BATCH_SEQUENCES * SEQ_LEN, "steps": steps, "batch_sequences": BATCH_SEQUENCES,
         "seq_len": SEQ_LEN, "lr": lr, "schedule": "wsd", "l1_coeff_found": objective.history[-1],
         "l1_steered_steps": objective.adapt_steps,
+        "steering": {"rate": objective.rate, "smoothing": objective.smoothing, "gain": objective.gain},
+        "train_l0_by_tenth": tenths(objective.l0_history),
         "objective_terms": {k: round(v[-1], 5) for k, v in history.terms.items()},
         "downstream_coeff": DS_COEFF if piece["kind"] == "e2e+ds" else 0.0,
         "mse_coeff": MSE_COEFF if finetune else 0.0,

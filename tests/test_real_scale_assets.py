@@ -39,7 +39,7 @@ def test_chapter_7s_study_has_its_own_files_and_script(assets):
         real_scale.load_results("e2e")
     assert real_scale.shipped_names("e2e") == []
     names = [real_scale.e2e_name(kind, k) for kind, k in real_scale.E2E_PLAN]
-    assert len(set(names)) == len(names) and "kl-ft-relu-l0-32" in names and "e2e+ds-l0-16" in names
+    assert len(set(names)) == len(names) and "kl-ft-relu-l0-32" in names and "e2e+ds-l0-20" in names
     assert set(real_scale.E2E_SHIPPED) <= set(names)
 
 

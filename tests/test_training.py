@@ -306,6 +306,37 @@ def test_target_l0_steers_the_l1_weight_to_the_wanted_sparsity():
     assert 10 < found[1] / found[0] < 90  # the weight follows the data's scale (30x here)
 
 
+def test_target_l0_fast_steering_oscillates_and_the_damped_rule_settles():
+    """Steering log λ by the integral of L0's error alone swings for the whole run (λ moves L0 only
+    through the biases, a second integrator); the proportional term of DAMPED_STEERING holds L0."""
+    import math
+
+    from sae_lib import ReLUSAE, superposition_data, train_sae
+    from sae_lib.training import DAMPED_STEERING, TargetL0
+
+    data = superposition_data(6000, n_features=64, d=32, p_active=0.05, seed=0).x
+    spread = {}
+    for name, rule in [("fast", dict(rate=0.2, smoothing=0.9)), ("damped", DAMPED_STEERING)]:
+        sae = ReLUSAE(32, 128, l1_coeff=1.0, seed=0)
+        steer = TargetL0(4, adapt_steps=400, **rule)
+        train_sae(sae, data, steps=400, batch_size=256, lr=3e-3, objective=steer, progress=False)
+        assert len(steer.l0_history) == len(steer.history) == 400
+        means = [sum(steer.l0_history[i:i + 20]) / 20 for i in range(100, 400, 20)]
+        spread[name] = (min(means), max(means))
+        # λ is exp(I + gain·e): rebuild it from the training batches' L0, step by step
+        smoothed, integral = None, None
+        for step, l0 in enumerate(steer.l0_history[:50]):
+            smoothed = l0 if smoothed is None else steer.smoothing * smoothed + (1 - steer.smoothing) * l0
+            error = min(max(math.log(max(smoothed, 1e-3) / 4), -0.7), 0.7)
+            if integral is None:  # the start λ is not kept: read I from the first step's λ
+                integral = math.log(steer.history[0]) - steer.gain * error
+            else:
+                integral += steer.rate * error
+            assert steer.history[step] == pytest.approx(math.exp(integral + steer.gain * error), rel=1e-9)
+    assert 3 <= spread["damped"][0] and spread["damped"][1] <= 5, spread
+    assert spread["fast"][1] > 10 * max(spread["fast"][0], 0.1), spread  # far from settled
+
+
 def test_target_l0_needs_an_l1_penalty():
     import pytest
 
