@@ -76,6 +76,43 @@ class CentredLinear(torch.autograd.Function):
         return g_x, g_b_dec, g_W, g_summed if need_b else None
 
 
+class CentredTopK(torch.autograd.Function):
+    """The ``k`` largest of ``(x - b_dec) @ W + b`` in each row, ``(values, indices)``, for a (batch, d_in)
+    ``x``, with a gradient that touches only the chosen entries.
+
+    Autograd would scatter the values' gradient into a dense (batch, n_latents) matrix, almost all zeros,
+    and multiply the centred inputs by it: a product as costly as the forward pass. Only ``k`` entries of
+    each row are not zero, so ``W``'s gradient is a sparse-dense product (``torch.sparse.mm``: batch·k·d_in
+    multiply-adds instead of batch·n_latents·d_in), ``b``'s a sum per latent, and ``x``'s (when asked
+    for) a weighted sum of ``k`` columns of ``W`` per row (``embedding_bag``, as in :func:`decode_chosen`).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, b_dec: Tensor, W: Tensor, b: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        centred = x - b_dec
+        values, indices = torch.addmm(b, centred, W).topk(k, dim=-1)
+        ctx.save_for_backward(centred, W, indices)
+        ctx.mark_non_differentiable(indices)
+        return values, indices
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor, _unused: Tensor):
+        centred, W, indices = ctx.saved_tensors
+        need_x, need_b_dec, need_W, need_b, _ = ctx.needs_input_grad
+        rows, n_latents = centred.shape[0], W.shape[1]
+        chosen, weights = indices.reshape(-1), g.reshape(-1)
+        g_x = F.embedding_bag(indices, W.T.contiguous(), per_sample_weights=g, mode="sum") if need_x else None
+        g_b = g.new_zeros(n_latents).index_add_(0, chosen, weights) if need_b or need_b_dec else None
+        g_W = None
+        if need_W:
+            row_of = torch.arange(rows, device=g.device).repeat_interleave(indices.shape[1])
+            sparse = torch.sparse_coo_tensor(torch.stack([chosen, row_of]), weights, (n_latents, rows),
+                                             check_invariants=False)  # valid by construction
+            g_W = torch.sparse.mm(sparse, centred).T.contiguous()
+        return g_x, -(W @ g_b) if need_b_dec else None, g_W, g_b if need_b else None, None
+
+
 def dense_codes(values: Tensor, indices: Tensor, n_latents: int) -> Tensor:
     """The ``(..., n_latents)`` code that holds ``values[..., t]`` at column ``indices[..., t]`` (summed where an
     index repeats, as when matching pursuit picks an atom twice) and zero elsewhere."""
@@ -268,8 +305,13 @@ class TopKSAE(SAE):
 
     def _select(self, x: Tensor, k: int | None) -> tuple[Tensor, Tensor]:
         """The kept codes and their latents, ``(values, indices)``, each of shape ``(..., k)``."""
-        pre = self.pre_activations(self.check_input(x))
-        values, indices = pre.topk(self.check_k(k, self.k), dim=-1)
+        x, k = self.check_input(x), self.check_k(k, self.k)
+        flat = x.reshape(-1, self.d_in)
+        if flat.shape[0] * self.n_latents * self.d_in < CENTRED_LINEAR_MIN_WORK:
+            values, indices = self.pre_activations(x).topk(k, dim=-1)
+        else:  # the same numbers, with a backward pass that skips the unchosen latents
+            values, indices = CentredTopK.apply(flat, self.b_dec, self.W_enc, self.b_enc, k)
+            values, indices = values.reshape(*x.shape[:-1], k), indices.reshape(*x.shape[:-1], k)
         return F.relu(values), indices
 
     def encode(self, x: Tensor, k: int | None = None) -> Tensor:

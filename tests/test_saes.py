@@ -411,6 +411,18 @@ def test_centred_linear_gradients(x_needs_grad):
     assert torch.autograd.gradcheck(CentredLinear.apply, args)
 
 
+@pytest.mark.parametrize("x_needs_grad", [False, True])
+def test_centred_topk_gradients(x_needs_grad):
+    from sae_lib.saes import CentredTopK
+
+    gen = torch.Generator().manual_seed(0)
+    x, b_dec, W, b = (torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in ((7, 4), (4,), (4, 9), (9,)))
+    args = (x.requires_grad_(x_needs_grad), b_dec.requires_grad_(), W.requires_grad_(), b.requires_grad_())
+    assert torch.autograd.gradcheck(lambda *a: CentredTopK.apply(*a, 3)[0], args)
+    values, indices = CentredTopK.apply(*args, 3)
+    torch.testing.assert_close((values, indices), ((x - b_dec) @ W + b).topk(3, dim=-1))
+
+
 # ---------------------------------------------------------------- MP's two selection routes
 @pytest.fixture(params=["gram", "per-step"])
 def mp_route(request, monkeypatch):
