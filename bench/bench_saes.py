@@ -1,12 +1,12 @@
 """How fast sae_lib trains, beside SAELens and overcomplete when they are installed.
 
 One *training step* (zero the gradients, forward pass and loss, backward pass, ``torch.optim.Adam`` step)
-is timed for every SAE family (ReLU, TopK, MP) at a few shapes, with the peak memory of live tensors
+is timed for every SAE family (ReLU, TopK, MP, BatchTopK, Matryoshka) at a few shapes, with the peak memory of live tensors
 during one step. Every measurement runs in a fresh subprocess, so imports, allocator state and memory
 figures never mix. Ratios compare each row, measured in the same run on the same machine, with the
 fastest peer library of its family and with a floor:
 
-* ReLU and TopK: the five dense matrix products any dense SAE of that shape computes in a step
+* ReLU, TopK, BatchTopK and Matryoshka (no peers timed for the last two yet): the five dense matrix products any dense SAE of that shape computes in a step
   (encode, decode, and their three gradients), timed bare, without allocation or anything else;
 * MP: the ``k`` dense correlation products ``r @ atomsᵀ`` a plain matching pursuit computes
   (a reference for what the Gram-matrix route saves, not a floor: sae_lib beats it).
@@ -41,7 +41,7 @@ SHAPES = {  # d: input size, n: latents, k: active latents (TopK, MP), batch: ro
     "medium": dict(d=256, n=2048, k=16, batch=1024),
     "smollm2": dict(d=576, n=4608, k=32, batch=4096),  # Part III's real-scale SAEs (SmolLM2, expansion 8)
 }
-FAMILIES = ("relu", "topk", "mp")
+FAMILIES = ("relu", "topk", "mp", "batchtopk", "matryoshka")
 L1_COEFF = 1e-3
 LR = 1e-3
 RESULT = "RESULT_JSON:"
@@ -51,16 +51,20 @@ IMPLEMENTATIONS = {
     "sae_lib ReLUSAE": ("relu", "ours"),
     "sae_lib TopKSAE": ("topk", "ours"),
     "sae_lib MPSAE": ("mp", "ours"),
+    "sae_lib BatchTopKSAE": ("batchtopk", "ours"),
+    "sae_lib MatryoshkaSAE": ("matryoshka", "ours"),
     "sae_lib train_sae ReLU": ("relu", "trainer"),
     "sae_lib train_sae TopK": ("topk", "trainer"),
     "sae_lib train_sae MP": ("mp", "trainer"),
+    "sae_lib train_sae BatchTopK": ("batchtopk", "trainer"),
+    "sae_lib train_sae Matryoshka": ("matryoshka", "trainer"),
     "SAELens standard": ("relu", "peer"),
     "SAELens topk": ("topk", "peer"),
     "SAELens matching_pursuit": ("mp", "peer"),
     "overcomplete SAE": ("relu", "peer"),
     "overcomplete TopKSAE": ("topk", "peer"),
     "overcomplete MpSAE": ("mp", "peer"),
-    "floor: 5 dense GEMMs": ("relu,topk", "floor"),
+    "floor: 5 dense GEMMs": ("relu,topk,batchtopk,matryoshka", "floor"),
     "reference: k correlation GEMMs": ("mp", "floor"),
 }
 PEER_MODULE = {"SAELens": "sae_lens", "overcomplete": "overcomplete"}
@@ -72,11 +76,13 @@ PEER_MODULE = {"SAELens": "sae_lens", "overcomplete": "overcomplete"}
 
 def make_ours(family, s, device):
     """sae_lib's SAE of ``family`` at shape ``s``."""
-    from sae_lib import MPSAE, ReLUSAE, TopKSAE
+    from sae_lib import MPSAE, BatchTopKSAE, MatryoshkaSAE, ReLUSAE, TopKSAE
 
     return {"relu": lambda: ReLUSAE(s["d"], s["n"], l1_coeff=L1_COEFF, seed=0),
             "topk": lambda: TopKSAE(s["d"], s["n"], s["k"], seed=0),
-            "mp": lambda: MPSAE(s["d"], s["n"], s["k"], seed=0)}[family]().to(device)
+            "mp": lambda: MPSAE(s["d"], s["n"], s["k"], seed=0),
+            "batchtopk": lambda: BatchTopKSAE(s["d"], s["n"], s["k"], seed=0),
+            "matryoshka": lambda: MatryoshkaSAE(s["d"], s["n"], s["k"], seed=0)}[family]().to(device)
 
 
 def build_ours(family, s, device):

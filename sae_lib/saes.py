@@ -77,40 +77,60 @@ class CentredLinear(torch.autograd.Function):
 
 
 class CentredTopK(torch.autograd.Function):
-    """The ``k`` largest of ``(x - b_dec) @ W + b`` in each row, ``(values, indices)``, for a (batch, d_in)
-    ``x``, with a gradient that touches only the chosen entries.
+    """The ``k`` largest of ``(x - b_dec) @ W + b`` for a (batch, d_in) ``x``, ``(values, indices)``, with a
+    gradient that touches only the chosen entries. Per row by default (TopK: ``k`` per row, indices of
+    shape (batch, k)); with ``over_batch`` the ``k`` largest of the whole batch (BatchTopK), as flat
+    indices ``row · n_latents + column`` in increasing order, so their rows come sorted.
 
     Autograd would scatter the values' gradient into a dense (batch, n_latents) matrix, almost all zeros,
-    and multiply the centred inputs by it: a product as costly as the forward pass. Only ``k`` entries of
-    each row are not zero, so ``W``'s gradient is a sparse-dense product (``torch.sparse.mm``: batch·k·d_in
-    multiply-adds instead of batch·n_latents·d_in), ``b``'s a sum per latent, and ``x``'s (when asked
-    for) a weighted sum of ``k`` columns of ``W`` per row (``embedding_bag``, as in :func:`decode_chosen`).
+    and multiply the centred inputs by it: a product as costly as the forward pass. Only the chosen
+    entries are not zero, so ``W``'s gradient is a sparse-dense product (``torch.sparse.mm``: one
+    multiply-add per chosen entry and input dimension), ``b``'s a sum per latent, and ``x``'s (when asked
+    for) a weighted sum of the chosen columns of ``W`` per row (``embedding_bag``, as in :func:`decode_chosen`).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, b_dec: Tensor, W: Tensor, b: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    def forward(ctx, x: Tensor, b_dec: Tensor, W: Tensor, b: Tensor, k: int,
+                over_batch: bool = False) -> tuple[Tensor, Tensor]:
         centred = x - b_dec
-        values, indices = torch.addmm(b, centred, W).topk(k, dim=-1)
-        ctx.save_for_backward(centred, W, indices)
+        pre = torch.addmm(b, centred, W)
+        if over_batch:
+            values, indices = pre.reshape(-1).topk(k)
+            indices, order = indices.sort()
+            values = values[order]
+            rows, columns = indices.div(W.shape[1], rounding_mode="floor"), indices.remainder(W.shape[1])
+        else:
+            values, indices = pre.topk(k, dim=-1)
+            rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
+            columns = indices.reshape(-1)
+        ctx.save_for_backward(centred, W, rows, columns)
         ctx.mark_non_differentiable(indices)
         return values, indices
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: Tensor, _unused: Tensor):
-        centred, W, indices = ctx.saved_tensors
-        need_x, need_b_dec, need_W, need_b, _ = ctx.needs_input_grad
-        rows, n_latents = centred.shape[0], W.shape[1]
-        chosen, weights = indices.reshape(-1), g.reshape(-1)
-        g_x = F.embedding_bag(indices, W.T.contiguous(), per_sample_weights=g, mode="sum") if need_x else None
-        g_b = g.new_zeros(n_latents).index_add_(0, chosen, weights) if need_b or need_b_dec else None
+        centred, W, rows, columns = ctx.saved_tensors
+        need_x, need_b_dec, need_W, need_b = ctx.needs_input_grad[:4]
+        weights, n_latents = g.reshape(-1), W.shape[1]
+        g_x = decode_rows(weights, rows, columns, W.T.contiguous(), len(centred)) if need_x else None
+        g_b = g.new_zeros(n_latents).index_add_(0, columns, weights) if need_b or need_b_dec else None
         g_W = None
         if need_W:
-            row_of = torch.arange(rows, device=g.device).repeat_interleave(indices.shape[1])
-            sparse = torch.sparse_coo_tensor(torch.stack([chosen, row_of]), weights, (n_latents, rows),
+            sparse = torch.sparse_coo_tensor(torch.stack([columns, rows]), weights, (n_latents, len(centred)),
                                              check_invariants=False)  # valid by construction
             g_W = torch.sparse.mm(sparse, centred).T.contiguous()
-        return g_x, -(W @ g_b) if need_b_dec else None, g_W, g_b if need_b else None, None
+        settings = [None] * (len(ctx.needs_input_grad) - 4)  # k, over_batch
+        return g_x, -(W @ g_b) if need_b_dec else None, g_W, g_b if need_b else None, *settings
+
+
+def decode_rows(values: Tensor, rows: Tensor, columns: Tensor, atoms: Tensor, n_rows: int) -> Tensor:
+    """``(n_rows, d)``: row ``r`` is ``Σ values[i] · atoms[columns[i]]`` over the entries ``i`` with
+    ``rows[i] = r``, for ``rows`` in increasing order (a sparse code times the dictionary; a row with no
+    entries decodes to zero). ``embedding_bag`` with one bag per row, as :func:`decode_chosen` but with
+    any number of entries per row."""
+    counts = torch.bincount(rows, minlength=n_rows)
+    return F.embedding_bag(columns, atoms, counts.cumsum(0) - counts, per_sample_weights=values, mode="sum")
 
 
 def dense_codes(values: Tensor, indices: Tensor, n_latents: int) -> Tensor:
@@ -600,12 +620,12 @@ class BatchTopKSAE(TopKSAE):
                              f"per row), got {k!r}")
         return int(k) if is_integer(k) else float(k)
 
-    def _batch_select(self, pre: Tensor, k: int | float) -> Tensor:
-        """Keep the ``round(k·rows)`` largest positive pre-activations of the whole batch; zero the rest."""
-        flat = pre.reshape(-1)
-        keep = min(max(1, round(k * (flat.numel() // self.n_latents))), flat.numel())
-        values, indices = flat.topk(keep)
-        values = F.relu(values)
+    def _keep(self, n_rows: int, k: int | float) -> int:
+        """How many entries a batch of ``n_rows`` keeps: ``round(k·rows)``, at least one."""
+        return min(max(1, round(k * n_rows)), n_rows * self.n_latents)
+
+    def _learn_threshold(self, values: Tensor) -> None:
+        """In training, move the inference threshold towards the smallest positive value kept."""
         if self.training:
             kept = values.detach()[values.detach() > 0]
             if kept.numel():
@@ -614,7 +634,31 @@ class BatchTopKSAE(TopKSAE):
                     self.threshold.copy_(smallest)
                 else:
                     self.threshold.lerp_(smallest, 1 - self.threshold_momentum)
+
+    def _batch_select(self, pre: Tensor, k: int | float) -> Tensor:
+        """Keep the ``round(k·rows)`` largest positive pre-activations of the whole batch; zero the rest."""
+        flat = pre.reshape(-1)
+        values, indices = flat.topk(self._keep(flat.numel() // self.n_latents, k))
+        values = F.relu(values)
+        self._learn_threshold(values)
         return torch.zeros_like(flat).scatter(0, indices, values).reshape(pre.shape)
+
+    def _sparse_route(self, n_rows: int, k: float) -> bool:
+        """Whether codes of ``k`` active latents per row are cheaper kept sparse (:class:`TopKSAE`'s two
+        size rules)."""
+        return n_rows * self.n_latents * self.d_in >= CENTRED_LINEAR_MIN_WORK \
+            and self.n_latents >= SPARSE_DECODE_RATIO * k
+
+    def _sparse_select(self, x: Tensor, k: int | float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The batch selection kept sparse: ``(values, rows, columns, z)``, rows in increasing order."""
+        flat = x.reshape(-1, self.d_in)
+        values, indices = CentredTopK.apply(flat, self.b_dec, self.W_enc, self.b_enc,
+                                            self._keep(len(flat), k), True)
+        values = F.relu(values)
+        self._learn_threshold(values)
+        z = values.new_zeros(len(flat) * self.n_latents).scatter(0, indices, values)
+        rows = indices.div(self.n_latents, rounding_mode="floor")
+        return values, rows, indices.remainder(self.n_latents), z.reshape(*x.shape[:-1], self.n_latents)
 
     def encode(self, x: Tensor, k: int | float | None = None) -> Tensor:
         """Training mode, or no threshold yet, or an explicit ``k``: the batch's top ``k·B``. Otherwise
@@ -625,6 +669,13 @@ class BatchTopKSAE(TopKSAE):
         return pre * (pre > self.threshold)
 
     def forward(self, x: Tensor, k: int | float | None = None) -> tuple[Tensor, Tensor]:
+        x = self.check_input(x)
+        if self.training or k is not None or self.threshold < 0:
+            k = self.check_k(k, self.k)
+            if self._sparse_route(x.numel() // self.d_in, k):  # same numbers, unchosen latents untouched
+                values, rows, columns, z = self._sparse_select(x, k)
+                x_hat = decode_rows(values, rows, columns, self.atoms(), x.numel() // self.d_in) + self.b_dec
+                return x_hat.reshape(x.shape), z
         z = self.encode(x, k)
         return self.decode(z), z
 
@@ -659,6 +710,17 @@ class MatryoshkaSAE(BatchTopKSAE):
         """The reconstruction from the first ``m`` latents alone, for each ``m`` in :attr:`prefixes`."""
         atoms, out, done = self.atoms(), [], 0
         partial = self.b_dec.expand(*z.shape[:-1], self.d_in)
+        flat = z.reshape(-1, self.n_latents)
+        if self._sparse_route(len(flat), flat.count_nonzero().item() / max(1, len(flat))):
+            rows, columns = flat.nonzero(as_tuple=True)  # a sparse code: decode its entries only
+            values = flat[rows, columns]
+            for m in self.prefixes:
+                inside = (columns >= done) & (columns < m)  # rows stay in increasing order
+                step = decode_rows(values[inside], rows[inside], columns[inside], atoms, len(flat))
+                partial = partial + step.reshape(partial.shape)
+                out.append(partial)
+                done = m
+            return out
         for m in self.prefixes:
             partial = partial + z[..., done:m] @ atoms[done:m]
             out.append(partial)

@@ -114,3 +114,32 @@ def test_k_may_be_a_fractional_average():
     for bad in [0, -1, N + 1, "2", True]:
         with pytest.raises(ValueError, match="k must be a number"):
             BatchTopKSAE(D, N, bad)
+
+
+@pytest.mark.parametrize("cls", [BatchTopKSAE, MatryoshkaSAE])
+@pytest.mark.parametrize("leading", [(60,), (3, 20)])
+def test_the_sparse_route_gives_the_dense_routes_numbers(cls, leading, monkeypatch):
+    """Large SAEs keep the batch selection sparse (CentredTopK over the batch, decode_rows for the
+    reconstructions): codes, outputs, losses, gradients and the learned threshold must be the dense
+    route's, which small SAEs take."""
+    from sae_lib import saes
+
+    def run(sparse: bool):
+        monkeypatch.setattr(saes, "CENTRED_LINEAR_MIN_WORK", 0 if sparse else 2**62)
+        monkeypatch.setattr(saes, "SPARSE_DECODE_RATIO", 1 if sparse else 10**9)
+        sae = cls(D, N, K, seed=0).double().train()
+        with torch.no_grad():  # biases off zero, so that centring and the bias gradients matter
+            for p in (sae.b_dec, sae.b_enc):
+                p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2), dtype=p.dtype))
+        x = torch.randn(*leading, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        x_hat, z = sae(x)
+        terms = sae.extra_losses(x, x_hat, z, torch.zeros(N, dtype=torch.bool))
+        loss = (x - x_hat).pow(2).mean() + sum(terms.values())
+        grads = torch.autograd.grad(loss, [sae.W_enc, sae.b_enc, sae.b_dec, sae.W_dec])
+        return x_hat, z, loss, grads, sae.threshold.clone(), sorted(terms)
+
+    dense, sparse = run(False), run(True)
+    for a, b in zip(dense[:5], sparse[:5]):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+    assert dense[5] == sparse[5]
+    assert (dense[1] > 0).sum() == round(K * dense[1].numel() / N)  # the batch budget, both routes
