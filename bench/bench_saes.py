@@ -41,7 +41,7 @@ SHAPES = {  # d: input size, n: latents, k: active latents (TopK, MP), batch: ro
     "medium": dict(d=256, n=2048, k=16, batch=1024),
     "smollm2": dict(d=576, n=4608, k=32, batch=4096),  # Part III's real-scale SAEs (SmolLM2, expansion 8)
 }
-FAMILIES = ("relu", "topk", "mp", "batchtopk", "matryoshka")
+FAMILIES = ("relu", "relu-sparse", "topk", "mp", "batchtopk", "matryoshka")
 L1_COEFF = 1e-3
 LR = 1e-3
 RESULT = "RESULT_JSON:"
@@ -49,11 +49,13 @@ RESULT = "RESULT_JSON:"
 # name -> (family, kind); kind: "ours", "trainer", "peer" or "floor" (a floor row can serve several families)
 IMPLEMENTATIONS = {
     "sae_lib ReLUSAE": ("relu", "ours"),
+    "sae_lib ReLUSAE, L0 ≈ k": ("relu-sparse", "ours"),
     "sae_lib TopKSAE": ("topk", "ours"),
     "sae_lib MPSAE": ("mp", "ours"),
     "sae_lib BatchTopKSAE": ("batchtopk", "ours"),
     "sae_lib MatryoshkaSAE": ("matryoshka", "ours"),
     "sae_lib train_sae ReLU": ("relu", "trainer"),
+    "sae_lib train_sae ReLU, L0 ≈ k": ("relu-sparse", "trainer"),
     "sae_lib train_sae TopK": ("topk", "trainer"),
     "sae_lib train_sae MP": ("mp", "trainer"),
     "sae_lib train_sae BatchTopK": ("batchtopk", "trainer"),
@@ -64,7 +66,7 @@ IMPLEMENTATIONS = {
     "overcomplete SAE": ("relu", "peer"),
     "overcomplete TopKSAE": ("topk", "peer"),
     "overcomplete MpSAE": ("mp", "peer"),
-    "floor: 5 dense GEMMs": ("relu,topk,batchtopk,matryoshka", "floor"),
+    "floor: 5 dense GEMMs": ("relu,relu-sparse,topk,batchtopk,matryoshka", "floor"),
     "reference: k correlation GEMMs": ("mp", "floor"),
 }
 PEER_MODULE = {"SAELens": "sae_lens", "overcomplete": "overcomplete"}
@@ -74,21 +76,30 @@ PEER_MODULE = {"SAELens": "sae_lens", "overcomplete": "overcomplete"}
 # Each returns (parameters, loss(x) -> scalar tensor) for an SAE of the shape, or a bare step function.
 
 
-def make_ours(family, s, device):
-    """sae_lib's SAE of ``family`` at shape ``s``."""
+def make_ours(family, s, device, data=None):
+    """sae_lib's SAE of ``family`` at shape ``s``. ``relu-sparse``: a ReLU SAE whose encoder biases make each
+    latent fire on ``k / n`` of ``data`` (as ``TargetL0`` starts one), so that its codes are as sparse as a
+    trained SAE's; a plain ReLU SAE at initialisation fires on about half of its latents."""
     from sae_lib import MPSAE, BatchTopKSAE, MatryoshkaSAE, ReLUSAE, TopKSAE
 
-    return {"relu": lambda: ReLUSAE(s["d"], s["n"], l1_coeff=L1_COEFF, seed=0),
+    sae = {"relu": lambda: ReLUSAE(s["d"], s["n"], l1_coeff=L1_COEFF, seed=0),
             "topk": lambda: TopKSAE(s["d"], s["n"], s["k"], seed=0),
             "mp": lambda: MPSAE(s["d"], s["n"], s["k"], seed=0),
             "batchtopk": lambda: BatchTopKSAE(s["d"], s["n"], s["k"], seed=0),
-            "matryoshka": lambda: MatryoshkaSAE(s["d"], s["n"], s["k"], seed=0)}[family]().to(device)
+            "matryoshka": lambda: MatryoshkaSAE(s["d"], s["n"], s["k"], seed=0),
+            "relu-sparse": lambda: ReLUSAE(s["d"], s["n"], l1_coeff=L1_COEFF, seed=0)}[family]()
+    if family == "relu-sparse":
+        import torch
+
+        with torch.no_grad():
+            sae.b_enc.sub_(sae.pre_activations(data[:2048].cpu()).quantile(1 - s["k"] / s["n"], dim=0))
+    return sae.to(device)
 
 
-def build_ours(family, s, device):
+def build_ours(family, s, device, data=None):
     from sae_lib.training import Reconstruction
 
-    sae = make_ours(family, s, device)
+    sae = make_ours(family, s, device, data)
     objective = Reconstruction()  # MSE plus the family's own terms (L1 for ReLU; AuxK once latents die)
     import torch
 
@@ -244,7 +255,7 @@ def worker(spec: dict) -> dict:
     if kind == "trainer":
         from sae_lib import train_sae
 
-        sae = make_ours(family, s, device)
+        sae = make_ours(family, s, device, data)
         train_sae(sae, data, steps=spec["warmup"], batch_size=s["batch"], lr=LR, progress=False)
         steps = max(spec["repeats"], 20)
         while True:  # enough steps for min_seconds
@@ -259,7 +270,7 @@ def worker(spec: dict) -> dict:
         step = build_floor(name, s, device)
     else:
         builder = {"ours": build_ours, "peer": build_saelens if name.startswith("SAELens") else build_overcomplete}[kind]
-        params, loss = (builder(family, s, device) if kind == "ours" else builder(name, s, device))
+        params, loss = (builder(family, s, device, data) if kind == "ours" else builder(name, s, device))
         optimizer = torch.optim.Adam(params, lr=LR)
         cursor = [0]
 

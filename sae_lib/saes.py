@@ -76,33 +76,53 @@ class CentredLinear(torch.autograd.Function):
         return g_x, g_b_dec, g_W, g_summed if need_b else None
 
 
-class CentredTopK(torch.autograd.Function):
-    """The ``k`` largest of ``(x - b_dec) @ W + b`` for a (batch, d_in) ``x``, ``(values, indices)``, with a
-    gradient that touches only the chosen entries. Per row by default (TopK: ``k`` per row, indices of
-    shape (batch, k)); with ``over_batch`` the ``k`` largest of the whole batch (BatchTopK), as flat
-    indices ``row · n_latents + column`` in increasing order, so their rows come sorted.
+class CentredSelect(torch.autograd.Function):
+    """Some entries of ``(x - b_dec) @ W + b`` for a (batch, d_in) ``x``, ``(values, indices)``, with a
+    gradient that touches only the chosen entries. The ``rule`` chooses them:
 
-    Autograd would scatter the values' gradient into a dense (batch, n_latents) matrix, almost all zeros,
-    and multiply the centred inputs by it: a product as costly as the forward pass. Only the chosen
-    entries are not zero, so ``W``'s gradient is a sparse-dense product (``torch.sparse.mm``: one
-    multiply-add per chosen entry and input dimension), ``b``'s a sum per latent, and ``x``'s (when asked
-    for) a weighted sum of the chosen columns of ``W`` per row (``embedding_bag``, as in :func:`decode_chosen`).
+    * ``"row_topk"``: the ``k`` largest of each row (TopK); indices of shape (batch, k);
+    * ``"batch_topk"``: the ``k`` largest of the whole batch (BatchTopK);
+    * ``"positive"``: every positive one (ReLU; ``k`` unused). When more than one entry in
+      :data:`SPARSE_ENCODE_RATIO` is positive (a young ReLU SAE), a sparse product would cost more than the
+      dense one: then ``values`` is the whole ``ReLU`` of the matrix, flat, ``indices`` is empty, and the
+      gradient is the dense one.
+
+    The last two return flat indices ``row · n_latents + column`` in increasing order, so their rows
+    come sorted, as :func:`decode_rows` wants.
+
+    Autograd would scatter the values' gradient into a dense (batch, n_latents) matrix, mostly zeros, and
+    multiply the centred inputs by it: a product as costly as the forward pass. Only the chosen entries
+    are not zero, so ``W``'s gradient is a sparse-dense product (``torch.sparse.mm``: one multiply-add per
+    chosen entry and input dimension), ``b``'s a sum per latent, and ``x``'s (when asked for) a weighted
+    sum of the chosen columns of ``W`` per row (``embedding_bag``, as in :func:`decode_chosen`).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, b_dec: Tensor, W: Tensor, b: Tensor, k: int,
-                over_batch: bool = False) -> tuple[Tensor, Tensor]:
+    def forward(ctx, x: Tensor, b_dec: Tensor, W: Tensor, b: Tensor, rule: str, k: int = 0) -> tuple[Tensor, Tensor]:
         centred = x - b_dec
         pre = torch.addmm(b, centred, W)
-        if over_batch:
-            values, indices = pre.reshape(-1).topk(k)
-            indices, order = indices.sort()
-            values = values[order]
-            rows, columns = indices.div(W.shape[1], rounding_mode="floor"), indices.remainder(W.shape[1])
-        else:
+        n_latents = W.shape[1]
+        if rule == "row_topk":
             values, indices = pre.topk(k, dim=-1)
             rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
             columns = indices.reshape(-1)
+        else:
+            if rule == "batch_topk":
+                values, indices = pre.reshape(-1).topk(k)
+                indices, order = indices.sort()
+                values = values[order]
+            elif rule == "positive":
+                positive = pre > 0
+                if SPARSE_ENCODE_RATIO * int(positive.sum()) > pre.numel():  # too many: stay dense
+                    ctx.save_for_backward(centred, W, positive)
+                    indices = pre.new_empty(0, dtype=torch.long)
+                    ctx.mark_non_differentiable(indices)
+                    return pre.clamp_min_(0).reshape(-1), indices
+                indices = positive.reshape(-1).nonzero().squeeze(1)
+                values = pre.reshape(-1)[indices]
+            else:
+                raise ValueError(f"rule must be 'row_topk', 'batch_topk' or 'positive', got {rule!r}")
+            rows, columns = indices.div(n_latents, rounding_mode="floor"), indices.remainder(n_latents)
         ctx.save_for_backward(centred, W, rows, columns)
         ctx.mark_non_differentiable(indices)
         return values, indices
@@ -110,8 +130,16 @@ class CentredTopK(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g: Tensor, _unused: Tensor):
-        centred, W, rows, columns = ctx.saved_tensors
         need_x, need_b_dec, need_W, need_b = ctx.needs_input_grad[:4]
+        settings = [None] * (len(ctx.needs_input_grad) - 4)  # rule, k
+        if len(ctx.saved_tensors) == 3:  # "positive", kept dense: CentredLinear's gradient, masked
+            centred, W, positive = ctx.saved_tensors
+            g = g.reshape(positive.shape) * positive
+            g_x = g @ W.T if need_x else None
+            g_b = g.sum(0)
+            return (g_x, -(W @ g_b) if need_b_dec else None, centred.T @ g if need_W else None,
+                    g_b if need_b else None, *settings)
+        centred, W, rows, columns = ctx.saved_tensors
         weights, n_latents = g.reshape(-1), W.shape[1]
         g_x = decode_rows(weights, rows, columns, W.T.contiguous(), len(centred)) if need_x else None
         g_b = g.new_zeros(n_latents).index_add_(0, columns, weights) if need_b or need_b_dec else None
@@ -120,7 +148,6 @@ class CentredTopK(torch.autograd.Function):
             sparse = torch.sparse_coo_tensor(torch.stack([columns, rows]), weights, (n_latents, len(centred)),
                                              check_invariants=False)  # valid by construction
             g_W = torch.sparse.mm(sparse, centred).T.contiguous()
-        settings = [None] * (len(ctx.needs_input_grad) - 4)  # k, over_batch
         return g_x, -(W @ g_b) if need_b_dec else None, g_W, g_b if need_b else None, *settings
 
 
@@ -153,6 +180,12 @@ SPARSE_DECODE_RATIO = 64
 """Decode through :func:`decode_chosen` once ``n_latents ≥ SPARSE_DECODE_RATIO · k``. A gathered atom costs far
 more per number than a dense matrix product does, so skipping atoms only pays when most are skipped:
 on the book's 2-core CPU the two break even between ``n_latents = 32·k`` and ``64·k``."""
+
+
+SPARSE_ENCODE_RATIO = 8
+""":class:`CentredSelect` keeps ReLU codes sparse while at most one entry in this many is positive. A sparse
+product costs several times a dense one per entry (measured about 7x on the book's 2-core CPU), so a denser
+code is cheaper multiplied densely."""
 
 
 CENTRED_LINEAR_MIN_WORK = 2**22
@@ -278,6 +311,25 @@ class ReLUSAE(SAE):
     def encode(self, x: Tensor) -> Tensor:
         return F.relu(self.pre_activations(self.check_input(x)))
 
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x_hat, z)`` as ``decode(encode(x))`` would give. A large SAE keeps its positive codes sparse
+        (:class:`CentredSelect`), and decodes them sparsely too once few enough latents fire."""
+        x = self.check_input(x)
+        flat = x.reshape(-1, self.d_in)
+        if len(flat) * self.n_latents * self.d_in < CENTRED_LINEAR_MIN_WORK:
+            return super().forward(x)
+        values, indices = CentredSelect.apply(flat, self.b_dec, self.W_enc, self.b_enc, "positive")
+        if not len(indices) and len(values) == len(flat) * self.n_latents:  # many fire: kept dense
+            z = values.reshape(len(flat), self.n_latents)
+            return self.decode(z).reshape(x.shape), z.reshape(*x.shape[:-1], self.n_latents)
+        z = values.new_zeros(len(flat) * self.n_latents).scatter(0, indices, values).reshape(len(flat), -1)
+        if SPARSE_DECODE_RATIO * len(values) <= z.numel():  # at most one latent in SPARSE_DECODE_RATIO fires
+            rows, columns = indices.div(self.n_latents, rounding_mode="floor"), indices.remainder(self.n_latents)
+            x_hat = decode_rows(values, rows, columns, self.atoms(), len(flat)) + self.b_dec
+        else:
+            x_hat = self.decode(z)
+        return x_hat.reshape(x.shape), z.reshape(*x.shape[:-1], self.n_latents)
+
     def extra_losses(self, x, x_hat, z, dead_mask):
         if self.l1_coeff == 0:
             return {}
@@ -330,7 +382,7 @@ class TopKSAE(SAE):
         if flat.shape[0] * self.n_latents * self.d_in < CENTRED_LINEAR_MIN_WORK:
             values, indices = self.pre_activations(x).topk(k, dim=-1)
         else:  # the same numbers, with a backward pass that skips the unchosen latents
-            values, indices = CentredTopK.apply(flat, self.b_dec, self.W_enc, self.b_enc, k)
+            values, indices = CentredSelect.apply(flat, self.b_dec, self.W_enc, self.b_enc, "row_topk", k)
             values, indices = values.reshape(*x.shape[:-1], k), indices.reshape(*x.shape[:-1], k)
         return F.relu(values), indices
 
@@ -652,8 +704,8 @@ class BatchTopKSAE(TopKSAE):
     def _sparse_select(self, x: Tensor, k: int | float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The batch selection kept sparse: ``(values, rows, columns, z)``, rows in increasing order."""
         flat = x.reshape(-1, self.d_in)
-        values, indices = CentredTopK.apply(flat, self.b_dec, self.W_enc, self.b_enc,
-                                            self._keep(len(flat), k), True)
+        values, indices = CentredSelect.apply(flat, self.b_dec, self.W_enc, self.b_enc, "batch_topk",
+                                              self._keep(len(flat), k))
         values = F.relu(values)
         self._learn_threshold(values)
         z = values.new_zeros(len(flat) * self.n_latents).scatter(0, indices, values)

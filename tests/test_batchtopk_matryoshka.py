@@ -119,7 +119,7 @@ def test_k_may_be_a_fractional_average():
 @pytest.mark.parametrize("cls", [BatchTopKSAE, MatryoshkaSAE])
 @pytest.mark.parametrize("leading", [(60,), (3, 20)])
 def test_the_sparse_route_gives_the_dense_routes_numbers(cls, leading, monkeypatch):
-    """Large SAEs keep the batch selection sparse (CentredTopK over the batch, decode_rows for the
+    """Large SAEs keep the batch selection sparse (CentredSelect over the batch, decode_rows for the
     reconstructions): codes, outputs, losses, gradients and the learned threshold must be the dense
     route's, which small SAEs take."""
     from sae_lib import saes

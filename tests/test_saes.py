@@ -411,16 +411,43 @@ def test_centred_linear_gradients(x_needs_grad):
     assert torch.autograd.gradcheck(CentredLinear.apply, args)
 
 
+@pytest.mark.parametrize("encode_ratio, decode_ratio", [(1, 1), (1, 10**9), (10**9, 1)])
+def test_relu_codes_sparse_or_dense(monkeypatch, encode_ratio, decode_ratio):
+    """A large ReLU SAE keeps its codes sparse or dense by how many fire (SPARSE_ENCODE_RATIO), and
+    decodes them sparsely only when few fire (SPARSE_DECODE_RATIO): every combination computes the
+    plain function, gradients included."""
+    monkeypatch.setattr(saes, "CENTRED_LINEAR_MIN_WORK", 0)
+    monkeypatch.setattr(saes, "SPARSE_ENCODE_RATIO", encode_ratio)
+    monkeypatch.setattr(saes, "SPARSE_DECODE_RATIO", decode_ratio)
+    sae = random_sae("relu")
+    x = torch.randn(100, D, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert 0 < (sae.encode(x) > 0).float().mean() < 1
+    assert_same_function(sae, sae, plain_forward(sae), x, 1e-10)
+
+
 @pytest.mark.parametrize("x_needs_grad", [False, True])
-def test_centred_topk_gradients(x_needs_grad):
-    from sae_lib.saes import CentredTopK
+def test_centred_select_gradients(x_needs_grad, monkeypatch):
+    from sae_lib.saes import CentredSelect
 
     gen = torch.Generator().manual_seed(0)
     x, b_dec, W, b = (torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in ((7, 4), (4,), (4, 9), (9,)))
     args = (x.requires_grad_(x_needs_grad), b_dec.requires_grad_(), W.requires_grad_(), b.requires_grad_())
-    assert torch.autograd.gradcheck(lambda *a: CentredTopK.apply(*a, 3)[0], args)
-    values, indices = CentredTopK.apply(*args, 3)
-    torch.testing.assert_close((values, indices), ((x - b_dec) @ W + b).topk(3, dim=-1))
+    monkeypatch.setattr(saes, "SPARSE_ENCODE_RATIO", 1)  # "positive" kept sparse here; dense: below
+    pre = (x - b_dec) @ W + b
+    for rule, k, want in [("row_topk", 3, pre.topk(3, dim=-1)), ("batch_topk", 10, None), ("positive", 0, None)]:
+        assert torch.autograd.gradcheck(lambda *a: CentredSelect.apply(*a, rule, k)[0], args)
+        values, indices = CentredSelect.apply(*args, rule, k)
+        if want is None:  # flat indices in increasing order
+            kept = pre.reshape(-1).topk(k).indices.sort().values if k else (pre.reshape(-1) > 0).nonzero().squeeze(1)
+            want = (pre.reshape(-1)[kept], kept)
+        torch.testing.assert_close((values, indices), want)
+    with pytest.raises(ValueError, match="rule must be"):
+        CentredSelect.apply(*args, "top", 3)
+    monkeypatch.setattr(saes, "SPARSE_ENCODE_RATIO", 10**9)
+    assert torch.autograd.gradcheck(lambda *a: CentredSelect.apply(*a, "positive")[0], args)
+    values, indices = CentredSelect.apply(*args, "positive")
+    assert indices.numel() == 0
+    torch.testing.assert_close(values, pre.clamp_min(0).reshape(-1))
 
 
 # ---------------------------------------------------------------- MP's two selection routes
