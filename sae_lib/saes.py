@@ -319,16 +319,18 @@ class ReLUSAE(SAE):
         if len(flat) * self.n_latents * self.d_in < CENTRED_LINEAR_MIN_WORK:
             return super().forward(x)
         values, indices = CentredSelect.apply(flat, self.b_dec, self.W_enc, self.b_enc, "positive")
+        codes = (*x.shape[:-1], self.n_latents)
+        # x_hat is computed from the z returned, as decode(z) would, so an objective can ask for its
+        # gradient with respect to the active codes (TargetL0 does; a sparse decode skips the zeros)
         if not len(indices) and len(values) == len(flat) * self.n_latents:  # many fire: kept dense
-            z = values.reshape(len(flat), self.n_latents)
-            return self.decode(z).reshape(x.shape), z.reshape(*x.shape[:-1], self.n_latents)
-        z = values.new_zeros(len(flat) * self.n_latents).scatter(0, indices, values).reshape(len(flat), -1)
-        if SPARSE_DECODE_RATIO * len(values) <= z.numel():  # at most one latent in SPARSE_DECODE_RATIO fires
-            rows, columns = indices.div(self.n_latents, rounding_mode="floor"), indices.remainder(self.n_latents)
-            x_hat = decode_rows(values, rows, columns, self.atoms(), len(flat)) + self.b_dec
-        else:
-            x_hat = self.decode(z)
-        return x_hat.reshape(x.shape), z.reshape(*x.shape[:-1], self.n_latents)
+            z = values.reshape(codes)
+            return self.decode(z), z
+        z = values.new_zeros(len(flat) * self.n_latents).scatter(0, indices, values).reshape(codes)
+        if SPARSE_DECODE_RATIO * len(values) > z.numel():  # more than one latent in SPARSE_DECODE_RATIO fires
+            return self.decode(z), z
+        rows, columns = indices.div(self.n_latents, rounding_mode="floor"), indices.remainder(self.n_latents)
+        x_hat = decode_rows(z.reshape(-1)[indices], rows, columns, self.atoms(), len(flat)) + self.b_dec
+        return x_hat.reshape(x.shape), z
 
     def extra_losses(self, x, x_hat, z, dead_mask):
         if self.l1_coeff == 0:

@@ -423,6 +423,12 @@ def test_relu_codes_sparse_or_dense(monkeypatch, encode_ratio, decode_ratio):
     x = torch.randn(100, D, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     assert 0 < (sae.encode(x) > 0).float().mean() < 1
     assert_same_function(sae, sae, plain_forward(sae), x, 1e-10)
+    # the reconstruction is a function of the codes on every route: d loss / d z exists at the active
+    # codes (TargetL0 reads it there; a sparse decode has no path through the zeros)
+    x_hat, z = sae(x)
+    (by_code,) = torch.autograd.grad((x - x_hat).pow(2).sum(), z)
+    active = z > 0
+    torch.testing.assert_close(by_code[active], (2 * (x_hat - x) @ sae.atoms().T)[active])
 
 
 @pytest.mark.parametrize("x_needs_grad", [False, True])
