@@ -86,8 +86,7 @@ def make_ours(family, s, device, data=None):
             "topk": lambda: TopKSAE(s["d"], s["n"], s["k"], seed=0),
             "mp": lambda: MPSAE(s["d"], s["n"], s["k"], seed=0),
             "batchtopk": lambda: BatchTopKSAE(s["d"], s["n"], s["k"], seed=0),
-            "matryoshka": lambda: MatryoshkaSAE(s["d"], s["n"], s["k"], seed=0),
-            "relu-sparse": lambda: ReLUSAE(s["d"], s["n"], l1_coeff=L1_COEFF, seed=0)}[family]()
+            "matryoshka": lambda: MatryoshkaSAE(s["d"], s["n"], s["k"], seed=0)}[family.removesuffix("-sparse")]()
     if family == "relu-sparse":
         import torch
 

@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from sae_lib.training import DAMPED_STEERING  # noqa: E402
+from sae_lib.training import DAMPED_STEERING, FAST_STEERING  # noqa: E402
 
 RULES = {  # name: TargetL0's settings
-    "fast (e2e study's first SAEs)": {"rate": 0.2, "smoothing": 0.9, "gain": 0.0},
+    "fast (FAST_STEERING)": FAST_STEERING,
     "slow (local study)": {"rate": 0.05, "smoothing": 0.9, "gain": 0.0},
     "damped (DAMPED_STEERING)": DAMPED_STEERING,
 }

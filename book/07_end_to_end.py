@@ -75,7 +75,7 @@ from sae_lib.metrics import (
 from sae_lib.plots import FAMILY_COLORS
 from sae_lib.report import SHIPPED_RUN, ReplicationReport
 from sae_lib.smollm2 import load_smollm2
-from sae_lib.training import DAMPED_STEERING, TargetL0
+from sae_lib.training import DAMPED_STEERING, FAST_STEERING, TargetL0
 from sae_lib.splicing import (
     HeldOut,
     evaluate_spliced,
@@ -1166,7 +1166,7 @@ report.check(
 # %%
 steer_toy = superposition_data(6000, n_features=64, d=32, p_active=0.05, seed=0).x
 STEER_RULES = {
-    "integral only, rate 0.2 (the first e2e SAEs)": {"rate": 0.2, "smoothing": 0.9},
+    "integral only, rate 0.2 (the first e2e SAEs)": FAST_STEERING,
     "damped: DAMPED_STEERING": DAMPED_STEERING,
 }
 steer_l0s = {}

@@ -18,6 +18,8 @@ Table 3 without training anything.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -71,7 +73,7 @@ def load_paper_sae(kind: str, layer: int, *, matched: str = "l0", device: str = 
 
     stem = file_stem(kind, layer, matched)
     weights = hf_hub_download(REPO, f"{stem}.pt")
-    config = yaml.safe_load(open(hf_hub_download(REPO, f"{stem}.yaml")))
+    config = yaml.safe_load(Path(hf_hub_download(REPO, f"{stem}.yaml")).read_text())
     try:
         positions = config["saes"]["sae_positions"]
         hook = positions if isinstance(positions, str) else positions[0]

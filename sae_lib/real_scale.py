@@ -35,7 +35,7 @@ SHIPPED = ("topk-k32", "relu-l0-32", "mp-k32", "batchtopk-k32", "matryoshka-k32"
 # local SAEs' L0 range (16 to 65) and are steered by the damped rule (E2E_STEERING_FROM).
 E2E_PLAN = (("kl-ft", 32), ("e2e", 32), ("kl-ft-hold", 32), ("e2e+ds", 32), ("e2e", 24), ("e2e", 40),
             ("e2e+ds", 24), ("e2e", 20), ("e2e+ds", 20), ("kl-ft-hold", 16))
-E2E_STEERING_FROM = 5  # pieces from this index of E2E_PLAN on: TargetL0(rate=0.05, smoothing=0.5, gain=1)
+E2E_STEERING_FROM = 5  # pieces from this index of E2E_PLAN on: TargetL0(**training.DAMPED_STEERING)
 E2E_SHIPPED = ("e2e-l0-32",)
 E2E_FINETUNE_LR = 3e-4  # a tenth of the local SAEs' rate: a fine-tune starts from a trained SAE
 REMAKE = "python scripts/real_scale_study.py"

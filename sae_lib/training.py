@@ -68,6 +68,7 @@ class Reconstruction:
 
 
 DAMPED_STEERING = {"rate": 0.05, "smoothing": 0.5, "gain": 1.0}  # TargetL0's settings that settle fast
+FAST_STEERING = {"rate": 0.2, "smoothing": 0.9, "gain": 0.0}  # the first e2e SAEs' rule: it oscillates
 
 
 class TargetL0:
@@ -92,9 +93,9 @@ class TargetL0:
     Why ``gain``: ``λ`` does not move L0 at once. It moves the encoder's biases, a little per step, so L0
     integrates ``λ``'s error, and steering ``λ`` by the integral of L0's error alone is a loop of two
     integrators, which oscillates. A fast ``rate`` makes it swing for the whole run: measured on
-    SmolLM2 (``bench/steer_l0.py``), ``rate=0.2`` sent L0 from 5 to 65 and back while ``λ`` moved over a
-    factor of 40, so where L0 ends depends on the step training stops at. The proportional term
-    ``gain·e`` damps it (:data:`DAMPED_STEERING` settled within about 20 steps there).
+    SmolLM2 (``bench/steer_l0.py``), :data:`FAST_STEERING` (``rate=0.2``) swung L0 between 6 and 65 while
+    ``λ`` moved over a factor of 75, so where L0 ends depends on the step training stops at. The
+    proportional term ``gain·e`` damps it (:data:`DAMPED_STEERING` held L0 between 19 and 22 there).
 
     ``history`` keeps ``λ`` at every step, and ``l0_history`` each training batch's L0. One run replaces a
     bisection of several runs. Fine-tuning a trained SAE (``train_sae(..., init_b_dec=False)``) skips

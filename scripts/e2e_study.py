@@ -19,7 +19,7 @@ so that its local ReLU SAEs (relu-l0-16, relu-l0-32) are the local frontier here
 once the steering stopped. kl-ft-hold is kl-ft with the steering to the end. The SAEs trained from
 scratch before ``real_scale.E2E_STEERING_FROM`` were steered fast (``rate=0.2``), which oscillates
 (``bench/steer_l0.py``): e2e-l0-24 ended at L0 14. Those after it use the damped rule
-(``STEERING``). Each record keeps its rule and the L0 of its training batches (``train_l0_by_tenth``).
+(``DAMPED_STEERING``). Each record keeps its rule and the L0 of its training batches (``train_l0_by_tenth``).
 
 An e2e step runs the model from the splice on, twice (once with gradients), so it costs about twenty
 times a local step per token: the budgets are small beside the paper's, and each record says its own.
@@ -52,7 +52,7 @@ import real_scale_study as study  # noqa: E402
 from sae_lib import corpus, real_scale  # noqa: E402
 from sae_lib.real_scale import E2E_SHIPPED, HOOK, N_LATENTS, SEQ_LEN  # noqa: E402
 from sae_lib.smollm2 import MODEL_NAME  # noqa: E402
-from sae_lib.training import DAMPED_STEERING  # noqa: E402
+from sae_lib.training import DAMPED_STEERING, FAST_STEERING  # noqa: E402
 
 RESULTS = study.ASSETS / "e2e_results.jsonl"
 BATCH_SEQUENCES = 2  # 512 tokens a step: more steps for the same tokens
@@ -63,8 +63,6 @@ FINETUNE_LR = real_scale.E2E_FINETUNE_LR  # a tenth: the fine-tune starts from a
 MSE_COEFF = 1.0  # Karvonen's KL + MSE, the MSE as a fraction of variance (about the KL's size here)
 DRIFTED = ("kl-ft-relu-l0-32", "e2e-l0-32", "e2e+ds-l0-32")  # trained with λ steered for 70% of the steps
 DS_COEFF = 2.5  # the paper's β at a splice early in the model (GPT-2 layers 2 and 6)
-FAST_STEERING = {"rate": 0.2, "smoothing": 0.9, "gain": 0.0}  # the first SAEs from scratch
-STEERING = DAMPED_STEERING  # see TargetL0
 
 
 def pieces() -> list[dict]:
@@ -100,7 +98,7 @@ def objective_for(piece: dict, model, tokens, sae, steps: int):
 def steering(piece: dict) -> dict:
     """The steering rule of a piece trained from scratch (see the module's docstring)."""
     late = [real_scale.e2e_name(*p) for p in real_scale.E2E_PLAN[real_scale.E2E_STEERING_FROM:]]
-    return STEERING if piece["name"] in late else FAST_STEERING
+    return DAMPED_STEERING if piece["name"] in late else FAST_STEERING
 
 
 def local_path(name: str) -> Path | None:
@@ -144,8 +142,8 @@ def geometry(sae, local) -> dict:
 def tenths(values: list[float]) -> list[float]:
     """The mean of each tenth of a per-step series (the training batches' L0)."""
     n = len(values)
-    return [round(sum(values[i * n // 10:(i + 1) * n // 10]) / max(1, (i + 1) * n // 10 - i * n // 10), 2)
-            for i in range(10)]
+    chunks = [values[i * n // 10:(i + 1) * n // 10] for i in range(10)]
+    return [round(sum(chunk) / max(1, len(chunk)), 2) for chunk in chunks]
 
 
 def train_piece(piece: dict, model, tokens, scorer) -> None:

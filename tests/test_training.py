@@ -312,11 +312,11 @@ def test_target_l0_fast_steering_oscillates_and_the_damped_rule_settles():
     import math
 
     from sae_lib import ReLUSAE, superposition_data, train_sae
-    from sae_lib.training import DAMPED_STEERING, TargetL0
+    from sae_lib.training import DAMPED_STEERING, FAST_STEERING, TargetL0
 
     data = superposition_data(6000, n_features=64, d=32, p_active=0.05, seed=0).x
     spread = {}
-    for name, rule in [("fast", dict(rate=0.2, smoothing=0.9)), ("damped", DAMPED_STEERING)]:
+    for name, rule in [("fast", FAST_STEERING), ("damped", DAMPED_STEERING)]:
         sae = ReLUSAE(32, 128, l1_coeff=1.0, seed=0)
         steer = TargetL0(4, adapt_steps=400, **rule)
         train_sae(sae, data, steps=400, batch_size=256, lr=3e-3, objective=steer, progress=False)
